@@ -1,0 +1,74 @@
+"""Input checks shared by every public entry point (they run before any kernel)."""
+
+import math
+import numbers
+
+import numpy as np
+
+from .errors import DTypeError, HyperparameterError, NonFiniteError, ShapeError
+
+
+def as_float_array(x, name, dtype=None, ndim=None, finite=True):
+    """Return ``x`` as a C-contiguous float array (``dtype`` or float64), checking kind and shape.
+
+    Integers and floats are accepted and converted; bool, complex, object and string data raise
+    :class:`DTypeError`; NaN/Inf raise :class:`NonFiniteError` when ``finite``.
+    """
+    try:
+        arr = np.asarray(x)
+    except Exception as exc:  # ragged lists and the like
+        raise ShapeError(f"{name} could not be read as an array: {exc}") from None
+    if arr.dtype.kind not in "iuf":
+        raise DTypeError(
+            f"{name} must hold real numbers (int or float); got dtype {arr.dtype}"
+        )
+    if ndim is not None and arr.ndim != ndim:
+        raise ShapeError(f"{name} must be {ndim}-D; got shape {arr.shape}")
+    arr = np.ascontiguousarray(arr, dtype=dtype or (arr.dtype if arr.dtype.kind == "f" else np.float64))
+    if finite:
+        check_finite(arr, name)
+    return arr
+
+
+def check_finite(arr, name):
+    """Raise :class:`NonFiniteError` naming the first NaN/Inf entry of ``arr``."""
+    if arr.size and not np.isfinite(arr).all():
+        bad = np.argwhere(~np.isfinite(arr))[0]
+        where = tuple(int(i) for i in bad)
+        raise NonFiniteError(
+            f"{name} contains a non-finite value ({arr[tuple(bad)]}) at index {where if len(where) > 1 else where[0]}"
+        )
+
+
+def real_scalar(value, name, *, positive=False, nonnegative=False):
+    """Return ``value`` as a finite float, or raise :class:`HyperparameterError`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise HyperparameterError(f"{name} must be a real number; got {value!r}")
+    v = float(value)
+    if not math.isfinite(v):
+        raise HyperparameterError(f"{name} must be finite; got {v}")
+    if positive and v <= 0:
+        raise HyperparameterError(f"{name} must be > 0; got {v}")
+    if nonnegative and v < 0:
+        raise HyperparameterError(f"{name} must be >= 0; got {v}")
+    return v
+
+
+def positive_int(value, name, minimum=1):
+    """Return ``value`` as an int >= ``minimum``, or raise :class:`HyperparameterError`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise HyperparameterError(f"{name} must be an integer; got {value!r}")
+    if value < minimum:
+        raise HyperparameterError(f"{name} must be >= {minimum}; got {value}")
+    return int(value)
+
+
+def resolve_dtype(dtype):
+    """Map 'float32'/'float64' (or the numpy dtypes) to a numpy dtype; anything else raises."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        dt = None
+    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise DTypeError(f"dtype must be 'float32' or 'float64'; got {dtype!r}")
+    return dt

@@ -1,0 +1,295 @@
+"""CPU kernels (Numba ``@njit``): elementwise activation maps, losses, and the network executor.
+
+Everything is a module-level function with ``cache=True`` (see :mod:`nnlab._config`), taking flat
+arrays and integer tables only (layout in :mod:`nnlab.kernels.layout`), so a second process loads
+it from cache and a ``numba.cuda`` twin can mirror each function one to one. The scalar math comes
+from :mod:`nnlab.activations._math` through the integer-coded dispatchers ``act_f``, ``act_d`` and
+``act_dp``; :func:`nnlab.kernels.kernels_for` rebinds those names to include user-registered
+activations.
+
+One call of :func:`loss_and_grad` runs the whole network: input copy, forward through every op,
+loss and its gradient, backward through every op (memoizing the layer errors in ``dws``).
+"""
+
+import math
+
+import numpy as np
+from numba import njit
+
+from .._config import JIT
+from ..activations._math import act_d, act_dp, act_f, sigm
+from .layout import (
+    DX_ADD,
+    DX_WRITE,
+    F_A,
+    F_ACT,
+    F_AMASK,
+    F_AP,
+    F_B,
+    F_DX,
+    F_KIND,
+    F_NIN,
+    F_NKIND,
+    F_NOISE,
+    F_NOUT,
+    F_SCRATCH,
+    F_W,
+    F_X,
+    F_Z,
+    KIND_DENSE,
+    LOSS_MSE,
+    LOSS_SOFTMAX_CE,
+    NOISE_UNIFORM,
+)
+
+
+# ---------------------------------------------------------------- elementwise maps
+@njit(**JIT)
+def act_map(what, code, z, out, p0, p1, p2, a, u):
+    """out[i] = a·θ(z[i]) (what=0), a·θ'(z[i]) (1), a·∂θ/∂p_k (2+k), or θ(z[i]) = ∂(aθ)/∂a (5).
+
+    ``u`` holds the noise sample per element, or a single value for all.
+    """
+    one_u = u.size == 1
+    for i in range(z.size):
+        ui = u[0] if one_u else u[i]
+        if what == 0:
+            out[i] = a * act_f(code, z[i], p0, p1, p2, ui)
+        elif what == 1:
+            out[i] = a * act_d(code, z[i], p0, p1, p2, ui)
+        elif what == 5:
+            out[i] = act_f(code, z[i], p0, p1, p2, ui)
+        else:
+            out[i] = a * act_dp(code, what - 2, z[i], p0, p1, p2, ui)
+
+
+# ---------------------------------------------------------------- helpers on the program tables
+@njit(**JIT)
+def tview(buf, tens, t, n):
+    """Tensor ``t`` of a batch of ``n`` rows as an (n, width) view of the flat buffer."""
+    off = tens[t, 0] * n
+    w = tens[t, 1]
+    return buf[off:off + n * w].reshape((n, w))
+
+
+@njit(**JIT)
+def act_slots(ops, hp, params, i):
+    """(p0, p1, p2, a) of op i: fixed values from ``hp``, learnable ones from ``params``."""
+    mask = ops[i, F_AMASK]
+    ap = ops[i, F_AP]
+    j = 0
+    p0 = hp[i, 0]
+    if mask & 1:
+        p0 = params[ap + j]
+        j += 1
+    p1 = hp[i, 1]
+    if mask & 2:
+        p1 = params[ap + j]
+        j += 1
+    p2 = hp[i, 2]
+    if mask & 4:
+        p2 = params[ap + j]
+        j += 1
+    a = hp[i, 3]
+    if mask & 8:
+        a = params[ap + j]
+    return p0, p1, p2, a
+
+
+@njit(**JIT)
+def fill_noise(ops, tens, ws, i, n, training):
+    """Draw op i's noise u (U(0,1) or N(0,1)) in training; its eval value (0.5 or 0) otherwise."""
+    U = tview(ws, tens, ops[i, F_NOISE], n).reshape(-1)
+    uniform = ops[i, F_NKIND] == NOISE_UNIFORM
+    if training:
+        for k in range(U.size):
+            U[k] = np.random.random() if uniform else np.random.standard_normal()
+    else:
+        U[:] = 0.5 if uniform else 0.0
+
+
+# ---------------------------------------------------------------- dense layer
+@njit(**JIT)
+def dense_forward(ops, hp, tens, params, ws, i, n):
+    """Z = X W + b and A = a·θ(Z), bias and activation fused in one pass."""
+    nin = ops[i, F_NIN]
+    nout = ops[i, F_NOUT]
+    X = tview(ws, tens, ops[i, F_X], n)
+    Z = tview(ws, tens, ops[i, F_Z], n)
+    A = tview(ws, tens, ops[i, F_A], n)
+    w = ops[i, F_W]
+    W = params[w:w + nin * nout].reshape((nin, nout))
+    np.dot(X, W, Z)
+    b = ops[i, F_B]
+    code = ops[i, F_ACT]
+    p0, p1, p2, a = act_slots(ops, hp, params, i)
+    has_noise = ops[i, F_NOISE] >= 0
+    U = tview(ws, tens, ops[i, F_NOISE] if has_noise else ops[i, F_Z], n)
+    for r in range(n):
+        for j in range(nout):
+            z = Z[r, j]
+            if b >= 0:
+                z += params[b + j]
+                Z[r, j] = z
+            u = U[r, j] if has_noise else 0.0
+            A[r, j] = a * act_f(code, z, p0, p1, p2, u)
+
+
+@njit(**JIT)
+def dense_backward(ops, hp, tens, params, grads, ws, dws, i, n):
+    """E = dA ⊙ a·θ'(Z) (memoized in dws at Z), dW = Xᵀ E, db = Σ_rows E, dX = E Wᵀ, and the
+    gradients of the learnable activation hyperparameters Σ dA ⊙ ∂(aθ)/∂p."""
+    nin = ops[i, F_NIN]
+    nout = ops[i, F_NOUT]
+    X = tview(ws, tens, ops[i, F_X], n)
+    Z = tview(ws, tens, ops[i, F_Z], n)
+    dA = tview(dws, tens, ops[i, F_A], n)
+    E = tview(dws, tens, ops[i, F_Z], n)
+    code = ops[i, F_ACT]
+    p0, p1, p2, a = act_slots(ops, hp, params, i)
+    mask = ops[i, F_AMASK]
+    has_noise = ops[i, F_NOISE] >= 0
+    U = tview(ws, tens, ops[i, F_NOISE] if has_noise else ops[i, F_Z], n)
+    g0 = 0.0
+    g1 = 0.0
+    g2 = 0.0
+    ga = 0.0
+    for r in range(n):
+        for j in range(nout):
+            z = Z[r, j]
+            u = U[r, j] if has_noise else 0.0
+            d = dA[r, j]
+            E[r, j] = d * a * act_d(code, z, p0, p1, p2, u)
+            if mask:
+                if mask & 1:
+                    g0 += d * a * act_dp(code, 0, z, p0, p1, p2, u)
+                if mask & 2:
+                    g1 += d * a * act_dp(code, 1, z, p0, p1, p2, u)
+                if mask & 4:
+                    g2 += d * a * act_dp(code, 2, z, p0, p1, p2, u)
+                if mask & 8:
+                    ga += d * act_f(code, z, p0, p1, p2, u)
+    if mask:
+        ap = ops[i, F_AP]
+        j = 0
+        if mask & 1:
+            grads[ap + j] += g0
+            j += 1
+        if mask & 2:
+            grads[ap + j] += g1
+            j += 1
+        if mask & 4:
+            grads[ap + j] += g2
+            j += 1
+        if mask & 8:
+            grads[ap + j] += ga
+    w = ops[i, F_W]
+    W = params[w:w + nin * nout].reshape((nin, nout))
+    dW = grads[w:w + nin * nout].reshape((nin, nout))
+    np.dot(X.T, E, dW)
+    b = ops[i, F_B]
+    if b >= 0:
+        for j in range(nout):
+            grads[b + j] = 0.0
+        for r in range(n):
+            for j in range(nout):
+                grads[b + j] += E[r, j]
+    mode = ops[i, F_DX]
+    if mode == DX_WRITE:
+        np.dot(E, W.T, tview(dws, tens, ops[i, F_X], n))
+    elif mode == DX_ADD:
+        s = tens[ops[i, F_SCRATCH], 0] * n
+        tmp = dws[s:s + n * nin].reshape((n, nin))
+        np.dot(E, W.T, tmp)
+        dX = tview(dws, tens, ops[i, F_X], n)
+        dX += tmp
+
+
+# ---------------------------------------------------------------- executor
+@njit(**JIT)
+def run_forward(ops, hp, tens, params, ws, X, training, seed):
+    """Copy X into tensor 0 and run every op forward. Returns the output tensor id."""
+    n = X.shape[0]
+    tview(ws, tens, 0, n)[:, :] = X
+    if seed >= 0:
+        np.random.seed(seed)
+    for i in range(ops.shape[0]):
+        if ops[i, F_NOISE] >= 0:
+            fill_noise(ops, tens, ws, i, n, training)
+        kind = ops[i, F_KIND]
+        if kind == KIND_DENSE:
+            dense_forward(ops, hp, tens, params, ws, i, n)
+    return ops[ops.shape[0] - 1, F_A]
+
+
+@njit(**JIT)
+def run_backward(ops, hp, tens, params, grads, ws, dws, n):
+    """Backward through every op in reverse; dws at the output tensor must hold dL/dA_L."""
+    grads[:] = 0.0
+    for i in range(ops.shape[0] - 1, -1, -1):
+        kind = ops[i, F_KIND]
+        if kind == KIND_DENSE:
+            dense_backward(ops, hp, tens, params, grads, ws, dws, i, n)
+
+
+@njit(**JIT)
+def loss_fwd_bwd(loss_code, Yhat, Y, dY, need_grad):
+    """The loss (float64) of predictions Yhat (n, k) against Y; writes dL/dYhat into dY.
+
+    mse: Σ‖ŷ - y‖²/(2n); softmax_cross_entropy: Y[:, 0] holds integer labels, mean over rows,
+    log-sum-exp stabilised; bce: on logits, mean over all n·k elements.
+    """
+    n, k = Yhat.shape
+    total = 0.0
+    if loss_code == LOSS_MSE:
+        for r in range(n):
+            for j in range(k):
+                diff = Yhat[r, j] - Y[r, j]
+                total += 0.5 * diff * diff
+                if need_grad:
+                    dY[r, j] = diff / n
+        return total / n
+    if loss_code == LOSS_SOFTMAX_CE:
+        for r in range(n):
+            m = Yhat[r, 0]
+            for j in range(1, k):
+                if Yhat[r, j] > m:
+                    m = Yhat[r, j]
+            s = 0.0
+            for j in range(k):
+                s += math.exp(Yhat[r, j] - m)
+            lse = m + math.log(s)
+            label = int(Y[r, 0])
+            total += lse - Yhat[r, label]
+            if need_grad:
+                for j in range(k):
+                    p = math.exp(Yhat[r, j] - lse)
+                    dY[r, j] = ((p - 1.0) if j == label else p) / n
+        return total / n
+    # LOSS_BCE
+    for r in range(n):
+        for j in range(k):
+            x = Yhat[r, j]
+            y = Y[r, j]
+            total += max(x, 0.0) - x * y + math.log1p(math.exp(-abs(x)))
+            if need_grad:
+                dY[r, j] = (sigm(x) - y) / (n * k)
+    return total / (n * k)
+
+
+@njit(**JIT)
+def loss_and_grad(ops, hp, tens, params, grads, ws, dws, X, Y, loss_code, training, seed):
+    """One compiled call: forward, loss, backward. Returns the loss; fills ``grads`` and ``dws``."""
+    n = X.shape[0]
+    out = run_forward(ops, hp, tens, params, ws, X, training, seed)
+    loss = loss_fwd_bwd(loss_code, tview(ws, tens, out, n), Y, tview(dws, tens, out, n), True)
+    run_backward(ops, hp, tens, params, grads, ws, dws, n)
+    return loss
+
+
+@njit(**JIT)
+def loss_only(ops, hp, tens, params, ws, dws, X, Y, loss_code, training, seed):
+    """Forward and loss without the backward pass (finite differences, evaluation)."""
+    n = X.shape[0]
+    out = run_forward(ops, hp, tens, params, ws, X, training, seed)
+    return loss_fwd_bwd(loss_code, tview(ws, tens, out, n), Y, tview(dws, tens, out, n), False)
