@@ -7,11 +7,13 @@ gradient is right.
 True
 """
 
-from . import activations, errors, gradcheck, init, losses
+from . import activations, clip, datasets, demos, errors, ewa, gradcheck, init, losses, optim
 from .errors import NnlabError
 from .network import Dense, Layer, Sequential, load
+from .trainer import History, Trainer
 
 __version__ = "0.1.0"
 
-__all__ = ["activations", "errors", "gradcheck", "init", "losses", "Dense", "Layer", "Sequential",
-           "load", "NnlabError", "__version__"]
+__all__ = ["activations", "clip", "datasets", "demos", "errors", "ewa", "gradcheck", "init", "losses",
+           "optim", "Dense", "Layer", "Sequential", "load", "Trainer", "History", "NnlabError",
+           "__version__"]

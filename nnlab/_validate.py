@@ -67,8 +67,9 @@ def resolve_dtype(dtype):
     """Map 'float32'/'float64' (or the numpy dtypes) to a numpy dtype; anything else raises."""
     try:
         dt = np.dtype(dtype)
-    except TypeError:
-        dt = None
+    except (TypeError, ValueError):
+        # (not dt = None: np.dtype(...) == None is True for float64, so None would pass the check)
+        raise DTypeError(f"dtype must be 'float32' or 'float64'; got {dtype!r}") from None
     if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise DTypeError(f"dtype must be 'float32' or 'float64'; got {dtype!r}")
     return dt

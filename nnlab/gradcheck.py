@@ -98,12 +98,24 @@ def check(f, grad_f, x, eps=EPS, atol=ATOL, rtol=RTOL, name="f"):
     return compare(name, analytic, numeric_gradient(f, x, eps), eps, atol, rtol)
 
 
+def kinks(act):
+    """Where ``act``'s derivative jumps: the registry's documented kinks, plus z = 0 whenever f'
+    differs on either side of 0 at these hyperparameters (elu with α ≠ 1, for instance, whose
+    documented facts are those of the default α = 1)."""
+    points = [float(k) for k in act.entry.facts.kinks]
+    side = np.asarray(act.derivative(np.array([-1e-12, 1e-12])), dtype=np.float64)
+    if 0.0 not in points and not abs(side[1] - side[0]) <= 1e-9 * (1.0 + np.abs(side).max()):
+        points.append(0.0)
+    return tuple(points)
+
+
 def default_points(act):
-    """A grid over [-6, 6] (plus a few larger values) kept 10·eps away from the activation's kinks."""
+    """A grid over [-6, 6] (plus a few larger values) kept 1e-3 away from the activation's kinks
+    (see :func:`kinks`)."""
     z = np.concatenate([np.linspace(-6.0, 6.0, 241), [-12.5, -9.3, 9.3, 12.5]])
-    kinks = np.asarray(act.entry.facts.kinks, dtype=np.float64)
-    if kinks.size:
-        z = z[np.min(np.abs(z[:, None] - kinks[None, :]), axis=1) > 1e-3]
+    kinks_ = np.asarray(kinks(act), dtype=np.float64)
+    if kinks_.size:
+        z = z[np.min(np.abs(z[:, None] - kinks_[None, :]), axis=1) > 1e-3]
     return z
 
 
@@ -116,13 +128,13 @@ def check_activation(act, z=None, eps=EPS, atol=ATOL, rtol=RTOL, **params):
     """
     act = activations.get(act, **params)
     z = default_points(act) if z is None else _validate.as_float_array(z, "z", dtype=np.float64).reshape(-1)
-    results = [compare(f"{act.name}'", act.derivative(z),
+    results = [compare(f"{act.label}'", act.derivative(z),
                        (act.forward(z + eps) - act.forward(z - eps)) / (2 * eps), eps, atol, rtol, "z")]
     for pname in act.param_names:
         value = act.hyperparams[pname]
         plus, minus = _with_value(act, pname, value + eps), _with_value(act, pname, value - eps)
         numeric = (plus.forward(z) - minus.forward(z)) / (2 * eps)
-        results.append(compare(f"{act.name} d/d{pname}", act.param_derivative(z, pname), numeric,
+        results.append(compare(f"{act.label} d/d{pname}", act.param_derivative(z, pname), numeric,
                                eps, atol, rtol, "z"))
     return results
 
@@ -137,9 +149,10 @@ def _with_value(act, pname, value):
 def check_network(net, X, y, eps=EPS, atol=ATOL, rtol=RTOL):
     """Check ``net.loss_and_grads`` against central differences of ``net.loss``, in float64.
 
-    A float32 network is checked through a float64 copy (same program, same kernels). Runs in eval
-    mode, the noise of random activations (rrelu, noisy_relu) is drawn from one fixed seed for
-    every evaluation, so the checked function is deterministic. Returns one :class:`CheckResult` for all parameters, naming the worst parameter.
+    A float32 network is checked through a float64 copy (same program, same kernels), in the
+    network's current mode (train or eval). In training mode the noise of random activations
+    (rrelu, noisy_relu) is drawn from one fixed seed for every evaluation, so the checked function
+    is deterministic. Returns one :class:`CheckResult` for all parameters, naming the worst one.
     """
     net64 = net.copy(dtype="float64")
     net64.fixed_noise_seed = 12345

@@ -16,7 +16,7 @@ Weights are (n_in, n_out), so fan_in = shape[0] and fan_out = shape[1].
 
 >>> import numpy as np, nnlab as nl
 >>> w = nl.init.get("he_normal")((1000, 10), np.random.default_rng(0))
->>> 0.85 < w.std() * np.sqrt(1000 / 2) < 1.15
+>>> bool(0.85 < w.std() * np.sqrt(1000 / 2) < 1.15)
 True
 """
 
@@ -122,6 +122,8 @@ class Initializer:
     """A named initializer with bound keyword arguments: ``init(shape, rng) -> float64 array``."""
 
     def __init__(self, name, **kwargs):
+        if not isinstance(name, str):
+            raise UnknownNameError(f"unknown initializer {name!r}; known: {', '.join(names())}")
         canonical = ALIASES.get(name, name)
         if canonical not in _REGISTRY:
             raise UnknownNameError(f"unknown initializer {name!r}; known: {', '.join(names())}")
@@ -131,6 +133,8 @@ class Initializer:
         if unknown:
             raise HyperparameterError(f"initializer {name!r} takes {list(allowed)}; unknown: {sorted(unknown)}")
         for k, v in kwargs.items():
+            if k == "mode" and v not in ("fan_in", "fan_out"):
+                raise HyperparameterError(f"initializer {name!r}: mode must be 'fan_in' or 'fan_out'; got {v!r}")
             if k not in _STRINGS:
                 kwargs[k] = _validate.real_scalar(v, f"{name}.{k}", nonnegative=(k in ("std", "gain")))
         if canonical == "uniform" and kwargs.get("low", -0.05) > kwargs.get("high", 0.05):

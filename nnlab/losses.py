@@ -27,6 +27,8 @@ def names():
 
 
 def canonical(name):
+    if not isinstance(name, str):
+        raise UnknownNameError(f"unknown loss {name!r}; known: {', '.join(names())}")
     name = ALIASES.get(name, name)
     if name not in CODES:
         raise UnknownNameError(f"unknown loss {name!r}; known: {', '.join(names())}")
@@ -36,13 +38,17 @@ def canonical(name):
 def prepare_targets(name, y, n_rows, n_out, dtype):
     """Validate targets for loss ``name`` and return them as the (N, K') float array the kernels take."""
     if name == "softmax_cross_entropy":
-        arr = np.asarray(y)
+        try:
+            arr = np.asarray(y)
+        except Exception as exc:  # ragged lists and the like
+            raise ShapeError(f"y could not be read as an array: {exc}") from None
         if arr.ndim == 2 and arr.shape[1] == 1:
             arr = arr[:, 0]
         if arr.ndim != 1:
             raise ShapeError(f"softmax_cross_entropy needs integer labels of shape (N,); got {arr.shape}")
         if arr.dtype.kind == "f":
-            if not np.isfinite(arr).all() or (arr != np.round(arr)).any():
+            _validate.check_finite(arr, "y (class labels)")
+            if (arr != np.round(arr)).any():
                 raise DTypeError("softmax_cross_entropy needs integer class labels; got non-integer floats")
         elif arr.dtype.kind not in "iu":
             raise DTypeError(f"softmax_cross_entropy needs integer class labels; got dtype {arr.dtype}")

@@ -18,7 +18,7 @@ import numpy as np
 from . import _validate, activations
 from . import init as _init
 from . import losses as _losses
-from .errors import HyperparameterError, ModelFileError, ShapeError, UnknownNameError
+from .errors import HyperparameterError, ModelFileError, NnlabError, ShapeError, UnknownNameError
 from .kernels import kernels_for
 from .kernels.layout import (
     DX_SKIP,
@@ -198,6 +198,7 @@ class Sequential:
                     f"layer {i} expects {layers[i].n_in} inputs but layer {i - 1} gives {layers[i - 1].n_out}")
         self.layers = layers
         self.loss_name = _losses.canonical(loss)
+        self._loss_code = _losses.CODES[self.loss_name]
         self.dtype = _validate.resolve_dtype(dtype)
         if seed is not None:
             seed = _validate.positive_int(seed, "seed", minimum=0)
@@ -347,7 +348,7 @@ class Sequential:
         training = self.training if training is None else bool(training)
         ws, dws = self._workspace(X.shape[0])
         return float(self._kernels.loss_only(self._ops, self._hp, self._tens, self._flat, ws, dws, X, Y,
-                                             _losses.CODES[self.loss_name], training, self._noise_seed(training)))
+                                             self._loss_code, training, self._noise_seed(training)))
 
     def loss_and_grads(self, X, y, training=None):
         """(loss, grads): one compiled call; grads aligned with :meth:`params` (fresh arrays).
@@ -359,7 +360,7 @@ class Sequential:
         ws, dws = self._workspace(X.shape[0])
         flat_grad = np.empty_like(self._flat)
         loss = self._kernels.loss_and_grad(self._ops, self._hp, self._tens, self._flat, flat_grad, ws, dws,
-                                           X, Y, _losses.CODES[self.loss_name], training,
+                                           X, Y, self._loss_code, training,
                                            self._noise_seed(training))
         n = X.shape[0]
         self.layer_errors = [self._tensor(dws, t, n).copy() for t in self._dense_z]
@@ -397,6 +398,7 @@ class Sequential:
         directory = os.path.dirname(os.path.abspath(path))
         fd, tmp = tempfile.mkstemp(prefix=".nnlab-", suffix=".npz", dir=directory)
         try:
+            os.chmod(tmp, _file_mode(path))  # mkstemp makes 0600; give the file ordinary permissions
             with os.fdopen(fd, "wb") as fh:
                 np.savez(fh, params=self._flat,
                          config=np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8))
@@ -411,6 +413,17 @@ class Sequential:
         return f"Sequential([\n  {inner}], loss={self.loss_name!r}, dtype={self.dtype.name!r})"
 
 
+def _file_mode(path):
+    """Permissions for a saved file: those of the file it replaces, else 0666 minus the umask."""
+    try:
+        return os.stat(path).st_mode & 0o777
+    except OSError:
+        pass
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def from_config(cfg, dtype=None):
     layers = []
     for lc in cfg["layers"]:
@@ -422,21 +435,40 @@ def from_config(cfg, dtype=None):
 
 
 def load(path):
-    """Load a network written by :meth:`Sequential.save`."""
+    """Load a network written by :meth:`Sequential.save`.
+
+    Anything that is not a readable nnlab model file (missing, empty, truncated, a plain ``.npy``,
+    another program's ``.npz``, a corrupt configuration) raises :class:`ModelFileError`.
+    """
     try:
-        with np.load(os.fspath(path), allow_pickle=False) as data:
-            meta = json.loads(bytes(data["config"]).decode("utf-8"))
-            flat = np.array(data["params"])
+        data = np.load(os.fspath(path), allow_pickle=False)
     except FileNotFoundError:
         raise ModelFileError(f"no such model file: {path}") from None
-    except (OSError, ValueError, KeyError) as exc:
-        raise ModelFileError(f"{path} is not an nnlab model file ({exc})") from None
-    if meta.get("format") != FORMAT:
+    except Exception as exc:  # OSError, ValueError, EOFError (empty file), zipfile.BadZipFile, ...
+        raise ModelFileError(f"{path} is not an nnlab model file ({type(exc).__name__}: {exc})") from None
+    if not isinstance(data, np.lib.npyio.NpzFile):  # a plain .npy array
+        raise ModelFileError(f"{path} is not an nnlab model file (a single .npy array, not an .npz archive)")
+    try:
+        with data:
+            meta = json.loads(bytes(data["config"]).decode("utf-8"))
+            flat = np.array(data["params"])
+    except Exception as exc:  # missing members, pickled members, bad JSON/UTF-8, truncated members
+        raise ModelFileError(f"{path} is not an nnlab model file ({type(exc).__name__}: {exc})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ModelFileError(f"{path} is not an nnlab model file")
-    if meta.get("version", 0) > FORMAT_VERSION:
+    version = meta.get("version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise ModelFileError(f"{path}: corrupt model file (format version {version!r})")
+    if version > FORMAT_VERSION:
         raise ModelFileError(f"{path} was written by a newer nnlab (format {meta['version']})")
-    net = from_config(meta)
-    if flat.shape != net._flat.shape:
-        raise ModelFileError(f"{path}: parameter count {flat.size} does not match its architecture ({net.n_params})")
+    try:
+        net = from_config(meta)
+    except NnlabError:  # e.g. UnknownNameError for an activation that is not registered here
+        raise
+    except Exception as exc:  # missing or mistyped configuration fields
+        raise ModelFileError(f"{path}: corrupt model configuration ({type(exc).__name__}: {exc})") from None
+    if flat.dtype.kind != "f" or flat.shape != net._flat.shape:
+        raise ModelFileError(f"{path}: parameters ({flat.dtype}, shape {flat.shape}) do not match its architecture "
+                             f"({net.n_params} floats)")
     net._flat[...] = flat
     return net

@@ -201,8 +201,9 @@ _BUILTIN = [
                       deriv_values=(0.0, 1 / 6), at_zero=(0.5, 1 / 6),
                       limits=((0.0, 0.0), (1.0, 0.0)), kinks=(-3.0, 3.0))),
     Entry("hard_swish", M.HARD_SWISH, "z·relu6(z + 3)/6",
-          "0 if z < -3, 1 if z > 3, else (2z + 3)/6",
+          "0 if z <= -3, 1 if z >= 3, else (2z + 3)/6",
           facts=Facts(range=(-0.375, INF), range_closed=(True, False), deriv_range=(-0.5, 1.5),
+                      deriv_closed=(False, False),
                       at_zero=(0.0, 0.5), limits=((0.0, 0.0), (INF, 1.0)),
                       minimum=(-1.5, -0.375), kinks=(-3.0, 3.0))),
     Entry("gaussian", M.GAUSSIAN, "exp(-z²)", "-2z·exp(-z²)",
@@ -276,6 +277,14 @@ class Activation:
         return self.entry.name
 
     @property
+    def label(self):
+        """A short unique description: 'tanh', 'gelu(approximate=tanh)', 'scaled(tanh, a=1.7159)'."""
+        text = self.name + "".join(f"({k}={v})" for k, v in self.variant.items())
+        if self.scale != 1.0 or self.scale_learnable:
+            text = f"scaled({text}, a={self.scale:g}{', learnable' if self.scale_learnable else ''})"
+        return text
+
+    @property
     def param_names(self):
         """Learnable hyperparameters, in slot order ('a' last when scaled with a learnable a)."""
         return self.learnable + (("a",) if self.scale_learnable else ())
@@ -332,7 +341,7 @@ class Activation:
         u = self._noise(flat.size, training, seed, noise)
         p0, p1, p2, a = self.slots()
         kernels_for((self.code,)).act_map(what, self.code, flat, out, p0, p1, p2, a, u)
-        return out.reshape(arr.shape)
+        return out.reshape(arr.shape if np.ndim(z) else ())  # a scalar in gives a 0-d array out
 
     def _noise(self, n, training, seed, noise):
         if noise is not None:
@@ -396,7 +405,7 @@ def get(name, *, learnable=None, **params):
         if opt in params:
             val = params.pop(opt)
             key = {True: "tanh", False: "none"}.get(val, val) if isinstance(val, bool) else val
-            if key not in choices:
+            if not isinstance(key, str) or key not in choices:
                 raise HyperparameterError(
                     f"{name}.{opt} must be one of {sorted(choices)}; got {val!r}")
             code, variant[opt] = choices[key], key
@@ -425,6 +434,8 @@ def get(name, *, learnable=None, **params):
 def _get_scaled(base="tanh", a=1.0, learnable=False, **base_params):
     inner = get(base, **base_params)
     a = _validate.real_scalar(a, "scaled.a")
+    if learnable is None:  # get()'s default: a fixed scale
+        learnable = False
     if not isinstance(learnable, bool):
         raise HyperparameterError("scaled.learnable must be True or False (it refers to a)")
     return Activation(inner.entry, inner.values, inner.learnable, code=inner.code, scale=a,
@@ -455,7 +466,10 @@ def _compile(fn, what, name, nparams):
         try:
             val = disp(*args)
         except Exception as exc:  # numba's TypingError and friends, or an error in the function
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            # Numba's first line is only "Failed in nopython mode pipeline ..."; the cause follows
+            lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+            causes = [ln for ln in lines if not ln.startswith("Failed in ")]
+            first = (causes or lines or [type(exc).__name__])[0]
             raise ActivationCompileError(
                 f"activation {name!r}: {what} could not be compiled by Numba ({type(exc).__name__}: {first})"
             ) from None
@@ -463,6 +477,9 @@ def _compile(fn, what, name, nparams):
             raise ActivationCompileError(
                 f"activation {name!r}: {what} must return a real scalar; got {type(val).__name__}")
     return disp
+
+
+_RESERVED_PARAM_NAMES = frozenset({"a", "learnable", "base"})
 
 
 def register(name, forward, derivative, *, params=None, param_derivatives=None, learnable=(),
@@ -484,6 +501,11 @@ def register(name, forward, derivative, *, params=None, param_derivatives=None, 
     if not isinstance(name, str) or not name.isidentifier():
         raise HyperparameterError(f"activation name must be an identifier string; got {name!r}")
     params = dict(params or {})
+    for k in params:  # 'a' is the scaled wrapper's output scale; get() takes learnable= and base=
+        if not isinstance(k, str) or not k.isidentifier() or k in _RESERVED_PARAM_NAMES:
+            raise HyperparameterError(
+                f"activation {name!r}: parameter names must be identifiers other than "
+                f"{sorted(_RESERVED_PARAM_NAMES)}; got {k!r}")
     if len(params) > 3:
         raise HyperparameterError(f"activation {name!r}: at most 3 hyperparameters; got {len(params)}")
     pspecs = tuple(Param(k, _validate.real_scalar(v, f"{name}.{k}"), learnable=k in learnable)
@@ -498,6 +520,8 @@ def register(name, forward, derivative, *, params=None, param_derivatives=None, 
     if extra:
         raise HyperparameterError(f"activation {name!r}: param_derivatives for unknown {sorted(extra)}")
     with _lock:
+        if name == "scaled":
+            raise HyperparameterError("activation 'scaled' is already registered (built-in wrapper)")
         if name in _REGISTRY and (not replace or not _REGISTRY[name].custom):
             raise HyperparameterError(
                 f"activation {name!r} is already registered" + ("" if _REGISTRY[name].custom else " (built-in)"))

@@ -74,10 +74,21 @@ def x_sigm_prime(x):
 
 @njit(**JIT)
 def y_sigm(y, x):
-    """y·σ(x) for x = c·y (c ≠ 0 of either sign): the limit 0 where σ underflows against y = ±inf."""
+    """y·σ(x) for x = c·y (c of either sign): the limit 0 where σ underflows against y = ±inf, and
+    y/2 where c = 0 (then x = 0·inf is NaN)."""
     if math.isinf(y):
+        if x != x:
+            return 0.5 * y
         return y if x > 0 else 0.0
     return y * sigm(x)
+
+
+@njit(**JIT)
+def acon_s(k, z):
+    """lim σ(k·z) for z = ±inf: 1/2 if k = 0, else 1 or 0 by the sign of k·z."""
+    if k == 0:
+        return 0.5
+    return 1.0 if k * z > 0 else 0.0
 
 
 @njit(**JIT)
@@ -100,17 +111,18 @@ def act_f(code, z, p0, p1, p2, u):
         return math.tanh(z)
     if code == RELU:
         return 0.0 if z <= 0 else z
-    if code == LEAKY_RELU:  # p0 = alpha
-        return z if z > 0 else p0 * z
+    if code == LEAKY_RELU:  # p0 = alpha (0·(-inf) is NaN: alpha = 0 gives 0)
+        return z if z > 0 else (p0 * z if p0 != 0 else 0.0)
     if code == RRELU:  # p0 = lower, p1 = upper, u ~ U(0,1) in training, 0.5 in eval
-        return z if z > 0 else (p0 + (p1 - p0) * u) * z
+        a = p0 + (p1 - p0) * u
+        return z if z > 0 else (a * z if a != 0 else 0.0)
     if code == NOISY_RELU:  # p0 = sigma, u ~ N(0,1) in training, 0 in eval
         s = z + p0 * u
         return 0.0 if s <= 0 else s
     if code == ELU:  # p0 = alpha
         return z if z > 0 else p0 * math.expm1(z)
     if code == SELU:  # p0 = alpha, p1 = lambda
-        return p1 * (z if z > 0 else p0 * math.expm1(z))
+        return p1 * (z if z > 0 else p0 * math.expm1(z)) if p1 != 0 else 0.0
     if code == CELU:  # p0 = alpha
         return z if z > 0 else p0 * math.expm1(z / p0)
     if code == GELU:
@@ -131,7 +143,10 @@ def act_f(code, z, p0, p1, p2, u):
         return z * math.tanh(softplus1(z))
     if code == ACON_C:  # p0 = p1, p1 = p2, p2 = beta
         d = p0 - p1
-        return y_sigm(d * z, p2 * d * z) + (p1 * z if p1 != 0 else 0.0)
+        if math.isinf(z):  # f = z·(d·σ(x) + p2) → z·(d·s + p2): 0 where that factor vanishes
+            c = d * acon_s(p2 * d, z) + p1
+            return c * z if c != 0 else 0.0
+        return y_sigm(d * z, p2 * d * z) + p1 * z
     if code == SOFTSIGN:
         if math.isinf(z):
             return 1.0 if z > 0 else -1.0
@@ -194,6 +209,8 @@ def act_d(code, z, p0, p1, p2, u):
         return sigm(p0 * z)
     if code == SWISH:
         x = p0 * z
+        if x != x:  # beta = 0 and z = ±inf: f = z/2
+            return 0.5
         return sigm(x) + x_sigm_prime(x)
     if code == MISH:
         if math.isinf(z):
@@ -202,6 +219,8 @@ def act_d(code, z, p0, p1, p2, u):
         return t + z * (1.0 - t * t) * sigm(z)
     if code == ACON_C:
         d = p0 - p1
+        if math.isinf(z):
+            return d * acon_s(p2 * d, z) + p1
         x = p2 * d * z
         return d * (sigm(x) + x_sigm_prime(x)) + p1
     if code == SOFTSIGN:
@@ -209,10 +228,10 @@ def act_d(code, z, p0, p1, p2, u):
         return 1.0 / (a * a)
     if code == HARD_SIGMOID:
         return 1.0 / 6.0 if -3.0 < z < 3.0 else 0.0
-    if code == HARD_SWISH:
-        if z < -3.0:
+    if code == HARD_SWISH:  # PyTorch's kink values: 0 at z = -3, 1 at z = 3
+        if z <= -3.0:
             return 0.0
-        if z > 3.0:
+        if z >= 3.0:
             return 1.0
         return (2.0 * z + 3.0) / 6.0
     if code == GAUSSIAN:
@@ -252,6 +271,8 @@ def act_dp(code, k, z, p0, p1, p2, u):
         if math.isinf(z):
             return -1.0
         x = z / p0
+        if math.isinf(x):
+            return -1.0
         return math.expm1(x) - x * math.exp(x)
     if code == SOFTPLUS and k == 0:
         if math.isinf(z):
@@ -259,21 +280,25 @@ def act_dp(code, k, z, p0, p1, p2, u):
         x = p0 * z
         return (x * sigm(x) - softplus1(x)) / (p0 * p0)
     if code == SWISH and k == 0:
-        # d/dβ z σ(βz) = z² σ'(βz)
+        # d/dβ z σ(βz) = z² σ'(βz), grouped so that z² cannot overflow against σ' = 0
         if math.isinf(z):
-            return 0.0
-        return z * z * sigm_prime(p0 * z)
+            return 0.0 if p0 != 0 else math.inf
+        return z * (z * sigm_prime(p0 * z))
     if code == ACON_C:
         d = p0 - p1
+        if math.isinf(z):  # σ(x) → s, x σ'(x) → 0, faster than z grows
+            s = acon_s(p2 * d, z)
+            if k == 0:
+                return z * s if s != 0 else 0.0
+            if k == 1:
+                return z * (1.0 - s) if s != 1 else 0.0
+            return math.inf if p2 == 0 and d != 0 else 0.0
         y = d * z
         x = p2 * y
-        if math.isinf(z):  # σ(x) → 1 or 0, x σ'(x) → 0, faster than z grows
-            g = z if x > 0 else 0.0
-            return g if k == 0 else (z - g if k == 1 else 0.0)
         g = z * (sigm(x) + x_sigm_prime(x))
         if k == 0:
             return g
         if k == 1:
             return z - g
-        return y * y * sigm_prime(x)
+        return y * (y * sigm_prime(x))
     return 0.0

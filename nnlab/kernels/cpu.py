@@ -18,6 +18,7 @@ from numba import njit
 
 from .._config import JIT
 from ..activations._math import act_d, act_dp, act_f, sigm
+from .optim_cpu import clip_flat, opt_update
 from .layout import (
     DX_ADD,
     DX_WRITE,
@@ -258,12 +259,13 @@ def loss_fwd_bwd(loss_code, Yhat, Y, dY, need_grad):
             s = 0.0
             for j in range(k):
                 s += math.exp(Yhat[r, j] - m)
-            lse = m + math.log(s)
             label = int(Y[r, 0])
-            total += lse - Yhat[r, label]
+            # (m - ŷ_label) + log s rather than (m + log s) - ŷ_label, and p = e^(ŷ_j - m)/s rather
+            # than e^(ŷ_j - lse): no rounding to the scale of m when the loss or 1 - p is tiny
+            total += (m - Yhat[r, label]) + math.log(s)
             if need_grad:
                 for j in range(k):
-                    p = math.exp(Yhat[r, j] - lse)
+                    p = math.exp(Yhat[r, j] - m) / s
                     dY[r, j] = ((p - 1.0) if j == label else p) / n
         return total / n
     # LOSS_BCE
@@ -293,3 +295,24 @@ def loss_only(ops, hp, tens, params, ws, dws, X, Y, loss_code, training, seed):
     n = X.shape[0]
     out = run_forward(ops, hp, tens, params, ws, X, training, seed)
     return loss_fwd_bwd(loss_code, tview(ws, tens, out, n), Y, tview(dws, tens, out, n), False)
+
+
+@njit(**JIT)
+def train_step(ops, hp, tens, params, grads, ws, dws, X, Y, loss_code, training, seed,
+               clip_kind, clip_value, offsets, opt_code, opt_hp, t, state, skip_nonfinite, out):
+    """One fused training step: forward, loss, backward, clipping, optimizer update.
+
+    ``out`` receives (loss, pre-clip global gradient norm, 1.0 if the update was applied). With
+    ``skip_nonfinite`` a non-finite loss or gradient norm leaves ``params`` and ``state`` untouched.
+    Regularisation rides in ``opt_hp`` (coupled L2, L1, decoupled decay slots of the optimizer).
+    """
+    loss = loss_and_grad(ops, hp, tens, params, grads, ws, dws, X, Y, loss_code, training, seed)
+    norm = clip_flat(clip_kind, clip_value, grads, offsets)
+    out[0] = loss
+    out[1] = norm
+    if skip_nonfinite and not (math.isfinite(loss) and math.isfinite(norm)):
+        out[2] = 0.0
+        return loss
+    opt_update(opt_code, opt_hp, t, params, grads, state)
+    out[2] = 1.0
+    return loss

@@ -1,0 +1,437 @@
+"""CPU kernels (Numba ``@njit``) for the optimizers, gradient clipping and the EWA.
+
+One compiled call updates a whole flat buffer: :func:`opt_update` dispatches on an integer
+optimizer code to one loop per optimizer (``adam_update``, ...), whose body is the shared
+:func:`prologue` (maximize, L2, L1, decoupled decay) and a small scalar rule (``adam_rule``, ...).
+The rules take and return plain floats, so a ``numba.cuda`` twin can call the very same functions
+from a grid-stride loop.
+
+Arguments shared by every update kernel:
+
+* ``code``  the optimizer code (``SGD`` ... ``SMORMS3`` below);
+* ``hp``    float64 vector of length ``NHP`` with the hyperparameters *for this step*: the common
+  slots ``H_LR`` .. ``H_MAX`` and the optimizer's own slots from ``H_0`` on (step-dependent
+  scalars such as Adam's bias corrections are computed on the host once per step; see
+  :meth:`nnlab.optim.Optimizer.hyperparams_for_step`);
+* ``t``     the 1-based number of this step;
+* ``p``, ``g``  1-D float32 or float64 arrays of the same dtype; ``p`` is updated in place;
+* ``state`` 2-D array (n_slots, p.size), same dtype as ``p``, updated in place (its rows are
+  listed per optimizer in :mod:`nnlab.optim`).
+
+Reductions (squared norms) accumulate in float64 whatever the array dtype.
+"""
+
+import math
+
+import numpy as np
+from numba import njit
+
+from .._config import JIT
+
+# ---------------------------------------------------------------- optimizer codes
+SGD = 0
+ADAGRAD = 1
+ADADELTA = 2
+RMSPROP = 3
+ADAM = 4
+NADAM = 5
+ADAMAX = 6
+RPROP = 7
+SMORMS3 = 8
+
+# ---------------------------------------------------------------- hyperparameter slots
+H_LR = 0    # learning rate
+H_WD = 1    # coupled L2 weight decay: g += wd * p
+H_L1 = 2    # L1 penalty: g += l1 * sign(p)
+H_DWD = 3   # decoupled weight decay: p *= 1 - lr * dwd (before the rule)
+H_MAX = 4   # 1.0: maximize (g = -g first)
+H_0 = 5     # first optimizer-specific slot
+NHP = 16
+
+
+# ---------------------------------------------------------------- scalar helpers
+@njit(**JIT)
+def sign(x):
+    """sign(x) with sign(0) = 0 (and NaN for NaN)."""
+    if x > 0.0:
+        return 1.0
+    if x < 0.0:
+        return -1.0
+    return x * 0.0
+
+
+@njit(**JIT)
+def effective_grad(g, p, maximize, wd, l1):
+    """g' = ±g + wd·p + l1·sign(p): maximisation, coupled L2 and L1 folded into the gradient."""
+    if maximize:
+        g = -g
+    if wd != 0.0:
+        g = g + wd * p
+    if l1 != 0.0:
+        g = g + l1 * sign(p)
+    return g
+
+
+# ---------------------------------------------------------------- the rules, one element each
+@njit(**JIT)
+def sgd_rule(g, m, mu, damp, nesterov, ema, first):
+    """(d, m'): the step direction d (p -= lr·d) and the new momentum buffer.
+
+    torch form: m = g on the first step, then m = μm + (1−dampening)g; d = g + μm (Nesterov) or m.
+    EMA form:   m = βm + (1−β)g from m₀ = 0;                 d = (1−β)g + βm (Nesterov) or m.
+    """
+    if mu == 0.0:
+        return g, m
+    if ema:
+        m = mu * m + (1.0 - mu) * g
+        if nesterov:
+            return (1.0 - mu) * g + mu * m, m
+        return m, m
+    if first:
+        m = g
+    else:
+        m = mu * m + (1.0 - damp) * g
+    if nesterov:
+        return g + mu * m, m
+    return m, m
+
+
+@njit(**JIT)
+def adagrad_rule(g, s, clr, eps):
+    """(Δ, s'): s = s + g², Δ = clr·g/(√s + ε)."""
+    s = s + g * g
+    return clr * (g / (math.sqrt(s) + eps)), s
+
+
+@njit(**JIT)
+def adadelta_rule(g, sq, acc, rho, eps):
+    """(d, sq', acc'): sq = ρsq + (1−ρ)g², d = √(acc+ε)/√(sq+ε)·g, acc = ρacc + (1−ρ)d²."""
+    sq = rho * sq + (1.0 - rho) * (g * g)
+    d = math.sqrt(acc + eps) / math.sqrt(sq + eps) * g
+    acc = rho * acc + (1.0 - rho) * (d * d)
+    return d, sq, acc
+
+
+@njit(**JIT)
+def rmsprop_rule(g, sq, ga, buf, alpha, eps, mu, centered):
+    """(d, sq', ga', buf'): sq = αsq + (1−α)g²; ga = αga + (1−α)g (centered);
+    a = √(sq − ga²) + ε (centered, clamped at 0 under the root) or √sq + ε;
+    d = g/a, or with momentum buf = μbuf + g/a and d = buf."""
+    sq = alpha * sq + (1.0 - alpha) * (g * g)
+    if centered:
+        ga = alpha * ga + (1.0 - alpha) * g
+        a = math.sqrt(max(sq - ga * ga, 0.0)) + eps
+    else:
+        a = math.sqrt(sq) + eps
+    if mu > 0.0:
+        buf = mu * buf + g / a
+        return buf, sq, ga, buf
+    return g / a, sq, ga, buf
+
+
+@njit(**JIT)
+def adam_rule(g, m, v, vmax, b1, b2, eps, amsgrad, step_size, bc2_sqrt):
+    """(Δ, m', v', vmax'): m = β₁m + (1−β₁)g, v = β₂v + (1−β₂)g², vmax = max(vmax, v) (AMSGrad),
+    Δ = step_size·m/(√v̂/√bc₂ + ε) with step_size = lr/bc₁ (bc = 1 without bias correction)."""
+    m = b1 * m + (1.0 - b1) * g
+    v = b2 * v + (1.0 - b2) * (g * g)
+    if amsgrad:
+        vmax = max(vmax, v)
+        denom = math.sqrt(vmax) / bc2_sqrt + eps
+    else:
+        denom = math.sqrt(v) / bc2_sqrt + eps
+    return step_size * (m / denom), m, v, vmax
+
+
+@njit(**JIT)
+def nadam_rule(g, m, v, b1, b2, eps, bc2, cg, cm):
+    """(Δg, Δm, m', v'): p += Δg then p += Δm, with Δg = cg·g/d, Δm = cm·m/d, d = √(v/bc₂) + ε."""
+    m = b1 * m + (1.0 - b1) * g
+    v = b2 * v + (1.0 - b2) * (g * g)
+    d = math.sqrt(v / bc2) + eps
+    return cg * (g / d), cm * (m / d), m, v
+
+
+@njit(**JIT)
+def adamax_rule(g, m, u, b1, b2, eps, clr):
+    """(Δ, m', u'): m = β₁m + (1−β₁)g, u = max(β₂u, |g| + ε), Δ = clr·m/u."""
+    m = b1 * m + (1.0 - b1) * g
+    u = max(b2 * u, abs(g) + eps)
+    return clr * (m / u), m, u
+
+
+@njit(**JIT)
+def rprop_rule(g, prev, step, eta_minus, eta_plus, smin, smax):
+    """(Δ, prev', step'): the step grows by η₊ while sign(g·prev) > 0, shrinks by η₋ (and that
+    step is skipped, g := 0) when it is < 0; clamped to [smin, smax]; Δ = sign(g)·step."""
+    s = g * prev
+    if s > 0.0:
+        step = step * eta_plus
+    elif s < 0.0:
+        step = step * eta_minus
+        g = 0.0
+    step = min(max(step, smin), smax)
+    return sign(g) * step, g, step
+
+
+@njit(**JIT)
+def smorms3_rule(g, mem, gm, g2, lr, eps):
+    """(Δ, mem', gm', g2') after Simon Funk: r = 1/(mem+1), gm = (1−r)gm + rg, g2 = (1−r)g2 + rg²,
+    x = gm²/(g2+ε), Δ = g·min(lr, x)/(√g2 + ε), mem = 1 + mem(1 − x)."""
+    r = 1.0 / (mem + 1.0)
+    gm = (1.0 - r) * gm + r * g
+    g2 = (1.0 - r) * g2 + r * (g * g)
+    x = gm * gm / (g2 + eps)
+    d = g * min(lr, x) / (math.sqrt(g2) + eps)
+    mem = 1.0 + mem * (1.0 - x)
+    return d, mem, gm, g2
+
+
+# ---------------------------------------------------------------- one loop per optimizer
+@njit(**JIT)
+def common(hp):
+    """The shared options as scalars: (maximize, wd, l1, decay) with decay = 1 − lr·dwd.
+
+    Per-element helpers take scalars only: an array argument to a function that is not inlined
+    costs a reference-count round trip per call.
+    """
+    return hp[H_MAX] != 0.0, hp[H_WD], hp[H_L1], 1.0 - hp[H_LR] * hp[H_DWD]
+
+
+@njit(**JIT)
+def prologue(p, g, maximize, wd, l1, decay):
+    """(p, g) after the shared options: g ← ±g + wd·p + l1·sign(p), then p ← p·(1 − lr·dwd)."""
+    g = effective_grad(g, p, maximize, wd, l1)
+    if decay != 1.0:
+        p = p * decay
+    return p, g
+
+
+@njit(**JIT)
+def sgd_update(hp, t, p, g, state):
+    lr, mu, damp = hp[H_LR], hp[H_0], hp[H_0 + 1]
+    nesterov, ema = hp[H_0 + 2] != 0.0, hp[H_0 + 3] != 0.0
+    mx, wd, l1, decay = common(hp)
+    for i in range(p.size):
+        pi, gi = prologue(p[i], g[i], mx, wd, l1, decay)
+        m = state[0, i] if mu != 0.0 else 0.0
+        d, m = sgd_rule(gi, m, mu, damp, nesterov, ema, t == 1)
+        if mu != 0.0:
+            state[0, i] = m
+        p[i] = pi - lr * d
+
+
+@njit(**JIT)
+def adagrad_update(hp, t, p, g, state):
+    clr, eps = hp[H_0], hp[H_0 + 1]
+    mx, wd, l1, decay = common(hp)
+    for i in range(p.size):
+        pi, gi = prologue(p[i], g[i], mx, wd, l1, decay)
+        delta, state[0, i] = adagrad_rule(gi, state[0, i], clr, eps)
+        p[i] = pi - delta
+
+
+@njit(**JIT)
+def adadelta_update(hp, t, p, g, state):
+    lr, rho, eps = hp[H_LR], hp[H_0], hp[H_0 + 1]
+    mx, wd, l1, decay = common(hp)
+    for i in range(p.size):
+        pi, gi = prologue(p[i], g[i], mx, wd, l1, decay)
+        d, state[0, i], state[1, i] = adadelta_rule(gi, state[0, i], state[1, i], rho, eps)
+        p[i] = pi - lr * d
+
+
+@njit(**JIT)
+def rmsprop_update(hp, t, p, g, state):
+    """State rows: square_avg, grad_avg (centered), momentum_buffer (momentum > 0, last row)."""
+    lr, alpha, eps, mu = hp[H_LR], hp[H_0], hp[H_0 + 1], hp[H_0 + 2]
+    centered = hp[H_0 + 3] != 0.0
+    last = state.shape[0] - 1
+    mx, wd, l1, decay = common(hp)
+    for i in range(p.size):
+        pi, gi = prologue(p[i], g[i], mx, wd, l1, decay)
+        ga = state[1, i] if centered else 0.0
+        buf = state[last, i] if mu > 0.0 else 0.0
+        d, state[0, i], ga, buf = rmsprop_rule(gi, state[0, i], ga, buf, alpha, eps, mu, centered)
+        if centered:
+            state[1, i] = ga
+        if mu > 0.0:
+            state[last, i] = buf
+        p[i] = pi - lr * d
+
+
+@njit(**JIT)
+def adam_update(hp, t, p, g, state):
+    """State rows: exp_avg, exp_avg_sq, max_exp_avg_sq (amsgrad)."""
+    b1, b2, eps = hp[H_0], hp[H_0 + 1], hp[H_0 + 2]
+    amsgrad = hp[H_0 + 3] != 0.0
+    step_size, bc2_sqrt = hp[H_0 + 4], hp[H_0 + 5]
+    mx, wd, l1, decay = common(hp)
+    for i in range(p.size):
+        pi, gi = prologue(p[i], g[i], mx, wd, l1, decay)
+        vmax = state[2, i] if amsgrad else 0.0
+        delta, state[0, i], state[1, i], vmax = adam_rule(gi, state[0, i], state[1, i], vmax, b1, b2, eps,
+                                                          amsgrad, step_size, bc2_sqrt)
+        if amsgrad:
+            state[2, i] = vmax
+        p[i] = pi - delta
+
+
+@njit(**JIT)
+def nadam_update(hp, t, p, g, state):
+    b1, b2, eps, bc2, cg, cm = hp[H_0], hp[H_0 + 1], hp[H_0 + 2], hp[H_0 + 3], hp[H_0 + 4], hp[H_0 + 5]
+    mx, wd, l1, decay = common(hp)
+    for i in range(p.size):
+        pi, gi = prologue(p[i], g[i], mx, wd, l1, decay)
+        dg, dm, state[0, i], state[1, i] = nadam_rule(gi, state[0, i], state[1, i], b1, b2, eps, bc2, cg, cm)
+        pi = pi + dg
+        p[i] = pi + dm
+
+
+@njit(**JIT)
+def adamax_update(hp, t, p, g, state):
+    b1, b2, eps, clr = hp[H_0], hp[H_0 + 1], hp[H_0 + 2], hp[H_0 + 3]
+    mx, wd, l1, decay = common(hp)
+    for i in range(p.size):
+        pi, gi = prologue(p[i], g[i], mx, wd, l1, decay)
+        delta, state[0, i], state[1, i] = adamax_rule(gi, state[0, i], state[1, i], b1, b2, eps, clr)
+        p[i] = pi - delta
+
+
+@njit(**JIT)
+def rprop_update(hp, t, p, g, state):
+    em, ep, smin, smax = hp[H_0], hp[H_0 + 1], hp[H_0 + 2], hp[H_0 + 3]
+    mx, wd, l1, decay = common(hp)
+    for i in range(p.size):
+        pi, gi = prologue(p[i], g[i], mx, wd, l1, decay)
+        delta, state[0, i], state[1, i] = rprop_rule(gi, state[0, i], state[1, i], em, ep, smin, smax)
+        p[i] = pi - delta
+
+
+@njit(**JIT)
+def smorms3_update(hp, t, p, g, state):
+    lr, eps = hp[H_LR], hp[H_0]
+    mx, wd, l1, decay = common(hp)
+    for i in range(p.size):
+        pi, gi = prologue(p[i], g[i], mx, wd, l1, decay)
+        delta, state[0, i], state[1, i], state[2, i] = smorms3_rule(gi, state[0, i], state[1, i], state[2, i],
+                                                                    lr, eps)
+        p[i] = pi - delta
+
+
+@njit(**JIT)
+def opt_update(code, hp, t, p, g, state):
+    """One optimizer step over a whole flat buffer: p, g 1-D; state (n_slots, p.size)."""
+    if code == SGD:
+        sgd_update(hp, t, p, g, state)
+    elif code == ADAGRAD:
+        adagrad_update(hp, t, p, g, state)
+    elif code == ADADELTA:
+        adadelta_update(hp, t, p, g, state)
+    elif code == RMSPROP:
+        rmsprop_update(hp, t, p, g, state)
+    elif code == ADAM:
+        adam_update(hp, t, p, g, state)
+    elif code == NADAM:
+        nadam_update(hp, t, p, g, state)
+    elif code == ADAMAX:
+        adamax_update(hp, t, p, g, state)
+    elif code == RPROP:
+        rprop_update(hp, t, p, g, state)
+    elif code == SMORMS3:
+        smorms3_update(hp, t, p, g, state)
+
+
+# ---------------------------------------------------------------- reductions and clipping
+@njit(**JIT)
+def sq_norm(x):
+    """Σ x², accumulated in float64."""
+    s = 0.0
+    for i in range(x.size):
+        v = np.float64(x[i])
+        s += v * v
+    return s
+
+
+@njit(**JIT)
+def all_finite(x):
+    """True when no element of the 1-D array ``x`` is NaN or ±inf."""
+    for i in range(x.size):
+        if not math.isfinite(x[i]):
+            return False
+    return True
+
+
+@njit(**JIT)
+def scale_inplace(x, c):
+    """x *= c."""
+    for i in range(x.size):
+        x[i] = x[i] * c
+
+
+@njit(**JIT)
+def clamp_inplace(x, c):
+    """x = clip(x, −c, c); NaN stays NaN."""
+    for i in range(x.size):
+        v = x[i]
+        if v > c:
+            x[i] = c
+        elif v < -c:
+            x[i] = -c
+
+
+CLIP_EPS = 1e-6  # PyTorch's clip_grad_norm_: coef = max_norm / (norm + 1e-6)
+
+CLIP_NONE = 0
+CLIP_VALUE = 1
+CLIP_NORM = 2
+CLIP_GLOBAL_NORM = 3
+
+
+@njit(**JIT)
+def clip_coef(norm, max_norm):
+    """The factor a tensor of norm ``norm`` is multiplied by: min(1, max_norm/(norm + 1e-6));
+    1 when the norm is not finite (the caller decides what to do with such a gradient)."""
+    if not math.isfinite(norm):
+        return 1.0
+    c = max_norm / (norm + CLIP_EPS)
+    return c if c < 1.0 else 1.0
+
+
+@njit(**JIT)
+def clip_flat(kind, c, g, offsets):
+    """Clip a flat gradient buffer whose tensors are g[offsets[k]:offsets[k+1]] in place.
+
+    kind: CLIP_NONE, CLIP_VALUE (clamp to [−c, c]), CLIP_NORM (each tensor to norm ≤ c),
+    CLIP_GLOBAL_NORM (the whole buffer to norm ≤ c). Returns the pre-clip global L2 norm.
+    """
+    total = sq_norm(g)
+    norm = math.sqrt(total)
+    if kind == CLIP_VALUE:
+        clamp_inplace(g, c)
+    elif kind == CLIP_GLOBAL_NORM:
+        s = clip_coef(norm, c)
+        if s < 1.0:
+            scale_inplace(g, s)
+    elif kind == CLIP_NORM:
+        for k in range(offsets.size - 1):
+            seg = g[offsets[k]:offsets[k + 1]]
+            s = clip_coef(math.sqrt(sq_norm(seg)), c)
+            if s < 1.0:
+                scale_inplace(seg, s)
+    return norm
+
+
+# ---------------------------------------------------------------- exponentially weighted average
+@njit(**JIT)
+def ewa_series(x, beta, v0, t0, correct, out):
+    """out[k] = V_{t0+k+1} for the rows x[k] of a (T, n) array, V_t = βV_{t−1} + (1−β)x_t from
+    V_{t0} = v0 (n,); divided by 1 − β^t when ``correct``. Returns the last raw V (n,)."""
+    v = v0.copy()
+    for k in range(x.shape[0]):
+        t = t0 + k + 1
+        bc = 1.0 - beta ** t if correct else 1.0
+        for j in range(x.shape[1]):
+            v[j] = beta * v[j] + (1.0 - beta) * x[k, j]
+            out[k, j] = v[j] / bc
+    return v

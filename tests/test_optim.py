@@ -1,0 +1,387 @@
+"""nnlab.optim against the naive NumPy references (tests/optim_naive.py), plus the list/flat paths,
+state_dict, bad input, a convergence table and Hypothesis properties."""
+
+import copy
+import importlib.util
+import math
+import pathlib
+import re
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import nnlab as nl
+from nnlab.errors import DTypeError, HyperparameterError, NonFiniteError, ShapeError, UnknownNameError
+from nnlab.kernels import optim_cpu as K
+
+_spec = importlib.util.spec_from_file_location("optim_naive", pathlib.Path(__file__).with_name("optim_naive.py"))
+naive = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(naive)
+
+CASES, IDS, STEPS, make_params, grad_of = naive.CASES, naive.IDS, naive.STEPS, naive.make_params, naive.grad_of
+
+
+def run_nnlab(name, hp, params, steps=STEPS, t0=0, opt=None):
+    opt = opt or nl.optim.get(name, **hp)
+    for t in range(t0 + 1, t0 + steps + 1):
+        opt.step(params, [grad_of(p, t, k) for k, p in enumerate(params)])
+    return opt
+
+
+def run_naive(name, hp, params, steps=STEPS):
+    refs = [naive.NAIVE[name](**copy.deepcopy(hp)) for _ in params]
+    for t in range(1, steps + 1):
+        for k, (p, r) in enumerate(zip(params, refs)):
+            r.step(p, grad_of(p, t, k))
+
+
+# ---------------------------------------------------------------- against the naive reference
+@pytest.mark.parametrize(("name", "hp"), CASES, ids=IDS)
+def test_matches_naive_float64(name, hp):
+    ours, ref = make_params(), make_params()
+    run_nnlab(name, hp, ours)
+    run_naive(name, hp, ref)
+    for a, b in zip(ours, ref):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize(("name", "hp"), CASES, ids=IDS)
+def test_float32_close_to_naive_float64(name, hp):
+    ours, ref = make_params(np.float32), [p.astype(np.float64) for p in make_params(np.float32)]
+    run_nnlab(name, hp, ours)
+    run_naive(name, hp, ref)
+    for a, b in zip(ours, ref):
+        assert a.dtype == np.float32
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-4)
+
+
+def test_ema_momentum_is_torch_momentum_with_scaled_lr():
+    """SGD(lr=γ, β, 'ema') == SGD(lr=γ(1−β), β) step for step (docstring claim)."""
+    for nesterov in (False, True):
+        a, b = make_params(), make_params()
+        run_nnlab("sgd", dict(lr=0.5, momentum=0.9, momentum_form="ema", nesterov=nesterov), a)
+        run_nnlab("sgd", dict(lr=0.5 * (1 - 0.9), momentum=0.9, nesterov=nesterov), b)
+        for x, y in zip(a, b):
+            np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-14)
+
+
+def test_adamw_equals_adam_decoupled():
+    a, b = make_params(), make_params()
+    run_nnlab("adamw", dict(lr=0.01, weight_decay=0.1), a)
+    run_nnlab("adam", dict(lr=0.01, weight_decay=0.1, decoupled_weight_decay=True), b)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+
+
+# ---------------------------------------------------------------- list path == flat path
+@pytest.mark.parametrize(("name", "hp"), CASES, ids=IDS)
+def test_list_step_equals_flat_step(name, hp):
+    params = make_params()
+    flat = np.concatenate([p.ravel() for p in params])
+    opt_list, opt_flat = nl.optim.get(name, **hp), nl.optim.get(name, **hp)
+    for t in range(1, 11):
+        grads = [grad_of(p, t, k) for k, p in enumerate(params)]
+        opt_list.step(params, grads)
+        opt_flat.step_flat(flat, np.concatenate([g.ravel() for g in grads]))
+        np.testing.assert_array_equal(flat, np.concatenate([p.ravel() for p in params]))
+
+
+def test_begin_end_flat_is_step_flat():
+    p1, p2 = np.linspace(-1, 1, 7), np.linspace(-1, 1, 7)
+    a, b = nl.optim.Adam(lr=0.1), nl.optim.Adam(lr=0.1)
+    for t in range(5):
+        g = np.cos(p1 + t)
+        a.step_flat(p1, g)
+        code, hp, tt, state = b.begin_flat(p2)
+        K.opt_update(code, hp, tt, p2, np.cos(p2 + t), state)
+        b.end_step()
+    np.testing.assert_array_equal(p1, p2)
+    assert a.t == b.t == 5
+
+
+def test_network_flat_buffer_and_views():
+    """params() are views of net._flat: a list step through them is a flat step on the buffer."""
+    net = nl.Sequential([nl.Dense(3, 4, activation="tanh"), nl.Dense(4, 1)], seed=0)
+    X = np.random.default_rng(0).normal(size=(8, 3))
+    y = X.sum(axis=1)
+    before = net._flat.copy()
+    _, grads = net.loss_and_grads(X, y)
+    nl.optim.SGD(lr=0.1).step(net.params(), grads)
+    flat_g = np.concatenate([g.ravel() for g in grads])
+    np.testing.assert_allclose(net._flat, before - 0.1 * flat_g, rtol=1e-15)
+
+
+def test_non_contiguous_param_updated_in_place():
+    base = np.arange(12.0).reshape(3, 4)
+    view = base[:, ::2]
+    nl.optim.SGD(lr=1.0).step([view], [np.ones((3, 2))])
+    np.testing.assert_array_equal(base[:, ::2], np.arange(12.0).reshape(3, 4)[:, ::2] - 1)
+    np.testing.assert_array_equal(base[:, 1::2], np.arange(12.0).reshape(3, 4)[:, 1::2])
+
+
+# ---------------------------------------------------------------- state_dict
+@pytest.mark.parametrize(("name", "hp"), CASES, ids=IDS)
+def test_state_dict_round_trip_resumes_identically(name, hp):
+    straight = make_params()
+    run_nnlab(name, hp, straight, steps=20)
+    resumed = make_params()
+    opt = run_nnlab(name, hp, resumed, steps=10)
+    sd = opt.state_dict()
+    sd_copy = copy.deepcopy(sd)
+    run_nnlab(name, hp, make_params(), steps=3, opt=opt)  # mutating opt must not touch sd
+    for s, c in zip(sd["state"], sd_copy["state"]):
+        np.testing.assert_array_equal(s, c)
+    fresh = type(opt)()
+    fresh.load_state_dict(sd)
+    assert fresh.hyperparams() == opt.hyperparams() and fresh.t == 10
+    run_nnlab(name, hp, resumed, steps=10, t0=10, opt=fresh)
+    for a, b in zip(straight, resumed):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_load_state_dict_rejects_other_optimizer_and_bad_shapes():
+    sd = run_nnlab("adam", {}, make_params(), steps=2).state_dict()
+    with pytest.raises(HyperparameterError):
+        nl.optim.SGD().load_state_dict(sd)
+    bad = copy.deepcopy(sd)
+    bad["state"][0] = bad["state"][0][:, :3]
+    opt = nl.optim.Adam(lr=0.5)
+    with pytest.raises(ShapeError):
+        opt.load_state_dict(bad)
+    assert opt.lr == 0.5 and opt.t == 0  # nothing changed
+    bad = copy.deepcopy(sd)
+    bad["hyperparams"]["lr"] = float("nan")
+    with pytest.raises(HyperparameterError):
+        opt.load_state_dict(bad)
+    assert opt.lr == 0.5
+
+
+# ---------------------------------------------------------------- bad input and failed steps
+def snapshot(opt, params):
+    return [p.copy() for p in params], copy.deepcopy(opt.state_dict())
+
+
+def assert_unchanged(opt, params, snap):
+    ps, sd = snap
+    for a, b in zip(params, ps):
+        np.testing.assert_array_equal(a, b)
+    now = opt.state_dict()
+    assert now["step"] == sd["step"] and now["scalars"] == sd["scalars"]
+    for a, b in zip(now["state"], sd["state"]):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("name", nl.optim.names())
+def test_failed_step_loses_no_state(name):
+    params = make_params()
+    opt = run_nnlab(name, {}, params, steps=3)
+    snap = snapshot(opt, params)
+    good = [grad_of(p, 4, k) for k, p in enumerate(params)]
+    bad_nan = [good[0].copy(), good[1].copy()]
+    bad_nan[1][2] = np.nan
+    attempts = [
+        (NonFiniteError, params, bad_nan),
+        (ShapeError, params, good[:1]),                        # wrong list length
+        (ShapeError, params, [good[0].T, good[1]]),            # shape mismatch
+        (ShapeError, params[:1], good[:1]),                    # fewer arrays than the state
+        (DTypeError, params, [good[0], good[1].astype(complex)]),
+        (DTypeError, [params[0], params[1].tolist()], good),   # a parameter that is not an array
+        (ShapeError, [], []),
+    ]
+    for exc, ps, gs in attempts:
+        with pytest.raises(exc):
+            opt.step(ps, gs)
+        assert_unchanged(opt, params, snap)
+    opt.lr = float("nan")
+    with pytest.raises(HyperparameterError, match="lr"):
+        opt.step(params, good)
+    assert_unchanged(opt, params, snap)
+    opt.lr = nl.optim.get(name).lr
+    # the failures left no trace: the next step is the one an uninterrupted run takes
+    ref = make_params()
+    run_nnlab(name, {}, ref, steps=4)
+    opt.step(params, good)
+    for a, b in zip(params, ref):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_step_flat_bad_input():
+    opt = nl.optim.Adam()
+    p = np.zeros(4)
+    with pytest.raises(ShapeError):
+        opt.step_flat(p, np.zeros(3))
+    with pytest.raises(NonFiniteError):
+        opt.step_flat(p, np.array([0.0, np.inf, 0.0, 0.0]))
+    with pytest.raises(DTypeError):
+        opt.step_flat(np.zeros(4, dtype=np.int64), np.zeros(4))
+    assert opt.t == 0 and opt.state_dict()["state"] is None
+    ro = np.zeros(4)
+    ro.flags.writeable = False
+    with pytest.raises(DTypeError, match="read-only"):
+        opt.step([ro], [np.zeros(4)])
+
+
+def test_nonfinite_check_can_be_turned_off():
+    p = np.zeros(2)
+    nl.optim.SGD(lr=1.0).step([p], [np.array([np.nan, 1.0])], check_finite=False)
+    assert np.isnan(p[0]) and p[1] == -1.0
+
+
+def test_switching_a_state_changing_option_mid_run_is_refused():
+    params = make_params()
+    opt = run_nnlab("adam", {}, params, steps=2)
+    opt.amsgrad = True
+    with pytest.raises(HyperparameterError, match="reset"):
+        opt.step(params, [np.ones_like(p) for p in params])
+    opt.reset()
+    opt.step(params, [np.ones_like(p) for p in params])
+    assert opt.t == 1
+
+
+BAD_HYPERPARAMS = [
+    ("sgd", dict(lr=-1.0)), ("sgd", dict(lr=float("nan"))), ("sgd", dict(lr="0.1")),
+    ("sgd", dict(momentum=-0.1)), ("sgd", dict(nesterov=True)), ("sgd", dict(momentum=0.9, nesterov=True, dampening=0.1)),
+    ("sgd", dict(momentum=1.0, momentum_form="ema")), ("sgd", dict(momentum_form="keras")),
+    ("sgd", dict(weight_decay=-1e-3)), ("sgd", dict(l1=float("inf"))), ("sgd", dict(maximize=1)),
+    ("adagrad", dict(eps=-1.0)), ("adagrad", dict(lr_decay=-0.1)), ("adagrad", dict(initial_accumulator_value=-1)),
+    ("adadelta", dict(rho=1.5)), ("rmsprop", dict(alpha=-0.1)), ("rmsprop", dict(centered="yes")),
+    ("adam", dict(betas=(1.0, 0.999))), ("adam", dict(betas=(0.9, -0.1))), ("adam", dict(betas=(0.9, float("nan")))),
+    ("adam", dict(betas=0.9)), ("adam", dict(eps=-1e-8)), ("adamw", dict(weight_decay=-0.1)),
+    ("nadam", dict(momentum_decay=-1.0)), ("adamax", dict(betas=(0.9,))),
+    ("rprop", dict(etas=(1.5, 1.2))), ("rprop", dict(etas=(0.5, 0.9))), ("rprop", dict(step_sizes=(1.0, 0.1))),
+    ("smorms3", dict(eps=-1.0)),
+]
+
+
+@pytest.mark.parametrize(("name", "hp"), BAD_HYPERPARAMS, ids=[f"{n}-{h}" for n, h in BAD_HYPERPARAMS])
+def test_invalid_hyperparameters(name, hp):
+    with pytest.raises(HyperparameterError):
+        nl.optim.get(name, **hp)
+
+
+def test_registry():
+    assert nl.optim.names() == ["sgd", "adagrad", "adadelta", "rmsprop", "adam", "adamw", "nadam", "adamax",
+                                "rprop", "smorms3"]
+    assert isinstance(nl.optim.get("AdamW"), nl.optim.AdamW)
+    opt = nl.optim.SGD()
+    assert nl.optim.get(opt) is opt
+    with pytest.raises(UnknownNameError):
+        nl.optim.get("lamb")
+    assert "Adam(lr=0.001" in repr(nl.optim.Adam())
+
+
+@pytest.mark.parametrize("cls", list(nl.optim.REGISTRY.values()), ids=list(nl.optim.REGISTRY))
+def test_every_optimizer_documents_its_rule(cls):
+    doc = cls.__doc__
+    assert re.search(r"p\s+←", doc) or "then the :class:`Adam` rule" in doc
+
+
+# ---------------------------------------------------------------- convergence table
+def quadratic(x):
+    """f = ½·(1·(x₀ − 1)² + 4·(x₁ + ½)²), minimum at (1, −½)."""
+    return np.array([1.0, 4.0]) * (x - np.array([1.0, -0.5]))
+
+
+def rosenbrock(x):
+    """f = (1 − x₀)² + 100·(x₁ − x₀²)², minimum at (1, 1)."""
+    return np.array([-2 * (1 - x[0]) - 400 * x[0] * (x[1] - x[0] ** 2), 200 * (x[1] - x[0] ** 2)])
+
+
+# (name, hyperparameters, steps, tolerance on max|x − x*|); docs/optim.md shows this table.
+QUADRATIC_TABLE = [
+    ("sgd", dict(lr=0.1), 300, 1e-5),
+    ("sgd", dict(lr=0.05, momentum=0.9), 500, 1e-5),
+    ("sgd", dict(lr=0.05, momentum=0.9, nesterov=True), 500, 1e-5),
+    ("sgd", dict(lr=0.5, momentum=0.9, momentum_form="ema"), 500, 1e-5),
+    ("adagrad", dict(lr=0.5), 500, 1e-5),
+    ("adadelta", dict(lr=1.0, eps=1e-3), 500, 1e-5),
+    ("rmsprop", dict(lr=0.01), 1000, 1e-5),
+    ("rmsprop", dict(lr=0.01, centered=True), 1000, 1e-5),
+    ("adam", dict(lr=0.05), 1000, 1e-5),
+    ("adamw", dict(lr=0.05, weight_decay=0.0), 1000, 1e-5),
+    ("nadam", dict(lr=0.05), 1000, 1e-5),
+    ("adamax", dict(lr=0.05), 1000, 1e-5),
+    ("rprop", dict(lr=0.01), 500, 1e-5),
+    ("smorms3", dict(lr=0.05), 500, 1e-5),
+]
+ROSENBROCK_TABLE = [
+    ("sgd", dict(lr=1e-3, momentum=0.9), 3000, 1e-2),
+    ("sgd", dict(lr=1e-3, momentum=0.9, nesterov=True), 3000, 1e-2),
+    ("sgd", dict(lr=1e-2, momentum=0.9, momentum_form="ema"), 3000, 1e-2),
+    ("adagrad", dict(lr=1.0), 8000, 1e-2),
+    ("adadelta", dict(lr=1.0, rho=0.999), 10000, 0.15),  # Adadelta crawls along the valley
+    ("rmsprop", dict(lr=1e-4, momentum=0.9), 5000, 1e-2),
+    ("rmsprop", dict(lr=1e-3, centered=True), 5000, 1e-2),
+    ("adam", dict(lr=0.02), 4000, 1e-2),
+    ("adamw", dict(lr=0.02, weight_decay=0.0), 4000, 1e-2),
+    ("nadam", dict(lr=0.01), 5000, 1e-2),
+    ("adamax", dict(lr=0.01), 6000, 1e-2),
+    ("rprop", dict(lr=1e-3), 3000, 1e-2),
+    ("smorms3", dict(lr=0.01), 3000, 1e-2),
+]
+
+
+def _converge(fn, x0, xstar, name, hp, steps):
+    opt = nl.optim.get(name, **hp)
+    x = np.array(x0)
+    for _ in range(steps):
+        opt.step_flat(x, fn(x))
+    return float(np.abs(x - xstar).max())
+
+
+@pytest.mark.parametrize(("name", "hp", "steps", "tol"), QUADRATIC_TABLE,
+                         ids=[f"{n}-{h}" for n, h, _, _ in QUADRATIC_TABLE])
+def test_converges_on_quadratic(name, hp, steps, tol):
+    assert _converge(quadratic, [3.0, -2.0], np.array([1.0, -0.5]), name, hp, steps) < tol
+
+
+@pytest.mark.parametrize(("name", "hp", "steps", "tol"), ROSENBROCK_TABLE,
+                         ids=[f"{n}-{h}" for n, h, _, _ in ROSENBROCK_TABLE])
+def test_converges_on_rosenbrock(name, hp, steps, tol):
+    assert _converge(rosenbrock, [-1.2, 1.0], np.array([1.0, 1.0]), name, hp, steps) < tol
+
+
+def test_every_optimizer_is_in_the_convergence_tables():
+    for table in (QUADRATIC_TABLE, ROSENBROCK_TABLE):
+        assert {n for n, *_ in table} == set(nl.optim.names())
+
+
+# ---------------------------------------------------------------- properties
+@settings(deadline=None, max_examples=60)
+@given(log_scale=st.floats(-8, 8), seed=st.integers(0, 2**16), lr=st.floats(1e-4, 1.0),
+       amsgrad=st.booleans())
+def test_adam_step_is_bounded_by_lr_whatever_the_gradient_scale(log_scale, seed, lr, amsgrad):
+    """|Δp| ≤ lr·max(1, (1−β₁)/√(1−β₂)) (Kingma & Ba §2.1) for gradients of any magnitude, and for
+    magnitudes well above ε the steps do not depend on the magnitude at all."""
+    rng = np.random.default_rng(seed)
+    b1, b2 = 0.9, 0.999
+    bound = lr * max(1.0, (1 - b1) / math.sqrt(1 - b2)) * (1 + 1e-9)
+    raw = rng.normal(size=(20, 6)) * rng.uniform(0.2, 5.0, size=(20, 1))
+    p1, p2 = np.zeros(6), np.zeros(6)
+    o1, o2 = nl.optim.Adam(lr=lr, amsgrad=amsgrad), nl.optim.Adam(lr=lr, amsgrad=amsgrad)
+    scale = 10.0 ** log_scale
+    for g in raw:
+        before = p1.copy()
+        o1.step_flat(p1, g * scale)
+        o2.step_flat(p2, g)
+        assert np.all(np.abs(p1 - before) <= bound)
+    if scale >= 1e-3:
+        np.testing.assert_allclose(p1, p2, rtol=1e-3, atol=lr * 1e-3)
+
+
+@settings(deadline=None, max_examples=60)
+@given(grads=st.lists(st.lists(st.floats(-1e3, 1e3), min_size=3, max_size=3), min_size=1, max_size=15),
+       lr_decay=st.sampled_from([0.0, 0.1]), init=st.sampled_from([0.0, 0.5]))
+def test_adagrad_effective_learning_rate_never_increases(grads, lr_decay, init):
+    opt = nl.optim.Adagrad(lr=0.1, lr_decay=lr_decay, initial_accumulator_value=init)
+    p = np.zeros(3)
+    prev = np.full(3, np.inf)
+    for g in grads:
+        opt.step_flat(p, np.array(g))
+        sd = opt.state_dict()
+        t = sd["step"]
+        eff = opt.lr / (1 + (t - 1) * lr_decay) / (np.sqrt(sd["state"][0][0]) + opt.eps)
+        assert np.all(eff <= prev)
+        prev = eff
