@@ -95,7 +95,7 @@ def main():
         net = build_nnlab(widths, act, loss)
         loss_nn, grads_nn = net.loss_and_grads(X, y)
         first = time.perf_counter() - t0
-        t_nn = time_calls(lambda: net.loss_and_grads(X, y), args.repeat)
+        t_nn = time_calls(lambda net=net, X=X, y=y: net.loss_and_grads(X, y), args.repeat)
         row = {"config": name, "nnlab_s": t_nn, "nnlab_first_call_s": first}
         try:
             t_t, loss_t, grads_t = bench_torch(net, widths, act, loss, X, y, args.repeat)

@@ -9,11 +9,13 @@ and exits 2; any other exception prints one line ``internal error: ...`` and exi
 import json
 import math
 import os
+import re
 import shutil
 import sys
 import textwrap
 import threading
-from contextlib import contextmanager
+import time
+from contextlib import ExitStack, contextmanager
 
 import click
 
@@ -403,6 +405,301 @@ def _write_text(path, text):
         if isinstance(exc, OSError):
             raise click.FileError(path, hint=exc.strerror or str(exc)) from None
         raise
+
+
+# ---------------------------------------------------------------- nnlab train
+_LAYER_TOKEN = re.compile(r"\s*(\d+)\s*(?:[x×*]\s*(\d+))?\s*")
+MAX_HIDDEN_LAYERS = 1000
+
+
+def _parse_layers(text):
+    """'64,64' -> [64, 64]; '64x20' -> twenty 64s; '128,64x3' mixes both; '' or 'none' -> []."""
+    if text.strip().lower() in ("", "none"):
+        return []
+    widths = []
+    for token in text.split(","):
+        m = _LAYER_TOKEN.fullmatch(token)
+        if not m:
+            raise click.BadParameter(f"{text!r}: expected comma-separated widths like '64,64' or "
+                                     f"WIDTHxCOUNT like '64x20'; {token.strip()!r} is neither",
+                                     param_hint="'--layers'")
+        width, count = int(m.group(1)), int(m.group(2) or 1)
+        if width < 1 or count < 1:
+            raise click.BadParameter(f"{text!r}: widths and counts must be >= 1", param_hint="'--layers'")
+        widths += [width] * count
+        if len(widths) > MAX_HIDDEN_LAYERS:
+            raise click.BadParameter(f"{text!r}: more than {MAX_HIDDEN_LAYERS} hidden layers",
+                                     param_hint="'--layers'")
+    return widths
+
+
+def _layers_text(widths):
+    """The inverse of :func:`_parse_layers`, runs of 3+ compressed: [64]*20 -> '64x20', [64]*2 -> '64,64'."""
+    if not widths:
+        return "none"
+    parts, k = [], 0
+    while k < len(widths):
+        j = k
+        while j < len(widths) and widths[j] == widths[k]:
+            j += 1
+        parts.append(f"{widths[k]}x{j - k}" if j - k >= 3 else ",".join([str(widths[k])] * (j - k)))
+        k = j
+    return ",".join(parts)
+
+
+def _check_out_folder(path, option):
+    if path and path != "-" and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+        raise click.BadParameter(f"folder of {path!r} does not exist", param_hint=f"'{option}'")
+
+
+def _finite_or_none(x):
+    """JSON has no NaN/inf: non-finite floats (a diverged run's losses) become null."""
+    if isinstance(x, (list, tuple)):
+        return [_finite_or_none(v) for v in x]
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def _plural(n, word):
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def _pct(x):
+    return "-" if x is None else f"{100 * x:6.2f}%"
+
+
+class _Progress:
+    """A click progress bar on stderr (terminals only; redrawn at most every 0.1 s) that the
+    per-epoch lines on stdout cut into, and the 'compiling' notice while the first step runs."""
+
+    def __init__(self, total, enabled):
+        self.total, self.enabled = total, enabled
+        self.bar, self.pending, self.item, self.last = None, 0, "", 0.0
+        self._notice = ExitStack()
+        self._notice.enter_context(_slow_notice(COMPILING))
+
+    def step(self, epoch, step, loss):
+        if step == 1:
+            self._notice.close()
+        if not self.enabled:
+            return
+        self.pending += 1
+        self.item = f"epoch {epoch + 1}, loss {loss:.4g}"
+        if self.bar is None:
+            self.bar = click.progressbar(length=self.total, label="training", file=sys.stderr, show_pos=True,
+                                         width=24, item_show_func=lambda item: item)
+        now = time.monotonic()
+        if now - self.last >= 0.1 or step == self.total:
+            self._flush()
+            self.last = now
+
+    def echo(self, line):
+        if self.bar is not None:
+            click.echo("\r\x1b[K", nl=False, err=True)  # erase the bar, print the line, redraw the bar
+        click.echo(line)
+        if self.bar is not None:
+            self.bar._last_line = None
+            self._flush()
+
+    def _flush(self):
+        if self.pending:
+            self.bar.update(self.pending, self.item)
+            self.pending = 0
+        else:
+            self.bar.render_progress()
+
+    def close(self):
+        self._notice.close()
+        if self.bar is not None:
+            self._flush()
+            self.bar.render_finish()  # a newline, and the cursor shown again
+            self.bar = None
+
+
+@cli.command()
+@click.option("--data", default="digits", show_default=True, metavar="NAME",
+              help="Dataset: digits, xor, spirals, moons (classification) or sine (regression).")
+@click.option("--samples", type=click.IntRange(min=4), default=None, metavar="N",
+              help="Samples to generate for xor/spirals/moons/sine (default: the dataset's own).")
+@click.option("--layers", default="64,64", show_default=True, metavar="SPEC",
+              help="Hidden layer widths: '64,64', or WIDTHxCOUNT ('64x20' = 20 layers of 64), or 'none'.")
+@click.option("--activation", default="relu", show_default=True, metavar="NAME",
+              help="Activation of every hidden layer (see 'nnlab activations').")
+@click.option("--init", "init_name", default="he_normal", show_default=True, metavar="NAME",
+              help="Weight initializer of every layer (he_normal, xavier_normal, lecun_normal, ...).")
+@click.option("--optimizer", default="adam", show_default=True, metavar="NAME",
+              help="sgd, adagrad, adadelta, rmsprop, adam, adamw, nadam, adamax, rprop or smorms3 "
+                   "(case-insensitive).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, metavar="LR",
+              help="Learning rate.  [default: the optimizer's, e.g. 1e-3 for adam]")
+@click.option("--momentum", type=click.FloatRange(min=0), default=None, metavar="M",
+              help="Momentum (sgd, rmsprop only).")
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=None, metavar="WD",
+              help="The optimizer's weight_decay (coupled L2; decoupled for adamw).")
+@click.option("--clip-global-norm", type=click.FloatRange(min=0, min_open=True), default=None, metavar="C",
+              help="Scale all gradients together to global L2 norm <= C (clip_grad_norm_).")
+@click.option("--clip-norm", type=click.FloatRange(min=0, min_open=True), default=None, metavar="C",
+              help="Scale each gradient tensor to L2 norm <= C.")
+@click.option("--clip-value", type=click.FloatRange(min=0, min_open=True), default=None, metavar="C",
+              help="Clamp every gradient element to [-C, C].")
+@click.option("--epochs", type=click.IntRange(min=1), default=20, show_default=True, metavar="N",
+              help="Passes over the training set.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, metavar="B",
+              help="1 = online training; >= the training set = full batch.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, metavar="S",
+              help="Seed of data, split, weights and shuffling.")
+@click.option("--test-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2,
+              show_default=True, metavar="F", help="Fraction of the data held out as the test set.")
+@click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True,
+              help="Floating-point type of the weights and the data.")
+@click.option("--save", "save_path", type=click.Path(dir_okay=False, writable=True), default=None,
+              metavar="FILE", help="Save the trained network to FILE (.npz; load with nnlab.load).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, writable=True), default=None,
+              metavar="FILE", help="Also write history and results as JSON to FILE ('-' prints only the JSON).")
+def train(data, samples, layers, activation, init_name, optimizer, lr, momentum, weight_decay, clip_global_norm,
+          clip_norm, clip_value, epochs, batch_size, seed, test_fraction, dtype, save_path, json_path):
+    """Train a Dense network on a built-in dataset with the fused training step.
+
+    Builds DATA's input width -> the --layers hidden layers (--activation, --init) -> an identity
+    output layer (one unit per class with softmax cross-entropy, or one unit with mse for sine),
+    holds out --test-fraction as the test set and trains for --epochs. Prints one line per epoch
+    (mean training loss, train and test accuracy) and a summary (test accuracy, wall time, ms per
+    step); a progress bar runs on stderr when it is a terminal. Exit 0, or 1 if training stopped
+    on a non-finite loss or gradient (the last finite weights are kept and still saved).
+    """
+    clips = [(name, v) for name, v in (("global_norm", clip_global_norm), ("norm", clip_norm),
+                                       ("value", clip_value)) if v is not None]
+    if len(clips) > 1:
+        raise click.UsageError("give at most one of --clip-global-norm, --clip-norm, --clip-value "
+                               "(the fused step runs one clipping)")
+    widths = _parse_layers(layers)
+    _check_out_folder(json_path, "--json")
+    _check_out_folder(save_path, "--save")
+
+    import nnlab as nl
+
+    opt_cls = nl.optim.REGISTRY.get(optimizer.lower()) if isinstance(optimizer, str) else None
+    if opt_cls is None:
+        nl.optim.get(optimizer)  # raises UnknownNameError listing the names
+    hyper = {}
+    for key, value, option in (("lr", lr, "--lr"), ("momentum", momentum, "--momentum"),
+                               ("weight_decay", weight_decay, "--weight-decay")):
+        if value is None:
+            continue
+        if key not in opt_cls.hyper:
+            raise click.BadParameter(f"{opt_cls.__name__} has no {key}", param_hint=f"'{option}'")
+        hyper[key] = value
+    opt = nl.optim.get(optimizer, **hyper)
+
+    name = data.lower()
+    kwargs = {}
+    if name == "digits":
+        if samples is not None:
+            raise click.BadParameter("digits has a fixed size (1797 samples)", param_hint="'--samples'")
+    elif name in nl.datasets.TASKS:
+        kwargs["seed"] = seed
+        if samples is not None:
+            kwargs["n"] = samples
+    X, y = nl.datasets.load(name, **kwargs)  # an unknown name raises UnknownNameError (exit 2)
+    data, task = name, nl.datasets.TASKS[name]
+    X_train, y_train, X_test, y_test = nl.datasets.train_test_split(X, y, test_fraction, seed=seed)
+    classify = task == "classification"
+    n_out = int(y.max()) + 1 if classify else y.reshape(len(y), -1).shape[1]
+    loss_name = "softmax_cross_entropy" if classify else "mse"
+
+    dense, n_in = [], X.shape[1]
+    for w in widths:
+        dense.append(nl.Dense(n_in, w, activation=activation, init=init_name))
+        n_in = w
+    dense.append(nl.Dense(n_in, n_out, init=init_name))
+    net = nl.Sequential(dense, loss=loss_name, seed=seed, dtype=dtype)
+    clip = clips[0] if clips else None
+    trainer = nl.Trainer(net, opt, clip=clip)
+
+    steps_per_epoch = -(-len(X_train) // batch_size)
+    total_steps = steps_per_epoch * epochs
+    quiet = json_path == "-"
+    say = (lambda line: None) if quiet else click.echo
+    opt_text = f"{opt_cls.__name__} lr={opt.lr:g}" + "".join(f", {k}={v:g}" for k, v in hyper.items() if k != "lr")
+    say(f"data      {data}: {len(X_train)} train / {len(X_test)} test samples, {_plural(X.shape[1], 'feature')}, "
+        + (f"{n_out} classes" if classify else "regression"))
+    say(f"network   {X.shape[1]} -> hidden {_layers_text(widths)} {activation} -> {n_out}; init {init_name}; "
+        f"loss {loss_name}; {net.n_params:,} parameters; {dtype}")
+    say(f"training  {opt_text}; clip {'none' if clip is None else f'{clip[0]} {clip[1]:g}'}; batch {batch_size} "
+        f"({steps_per_epoch} steps/epoch); {epochs} epochs; seed {seed}")
+
+    ew = len(str(epochs))
+    progress = _Progress(total_steps, enabled=sys.stderr.isatty())
+
+    def epoch_line(epoch, hist):
+        parts = [f"epoch {epoch + 1:>{ew}}/{epochs}", f"loss {hist.epoch_loss[-1]:.4f}"]
+        if classify:
+            parts += [f"train acc {_pct(hist.accuracy[-1])}", f"test acc {_pct(hist.val_accuracy[-1])}"]
+        else:
+            parts.append(f"test loss {hist.val_loss[-1]:.4f}")
+        parts.append(f"{hist.epoch_time[-1]:.2f} s")
+        if not quiet:
+            progress.echo("  ".join(parts))
+
+    t0 = time.perf_counter()
+    try:
+        history = trainer.fit(X_train, y_train, epochs=epochs, batch_size=batch_size, shuffle=True, seed=seed,
+                              validation_data=(X_test, y_test), callback=epoch_line, step_callback=progress.step)
+    finally:
+        progress.close()
+    wall = time.perf_counter() - t0
+    if history.stopped:
+        click.echo(f"training stopped: {history.stopped}", err=True)
+    test_loss, test_acc = trainer.evaluate(X_test, y_test)
+    train_loss, train_acc = trainer.evaluate(X_train, y_train)
+    n_steps = len(history.loss)
+    # the first step loads (or compiles) the kernels: report it apart from the steady state, whose
+    # median is robust to the odd step another process on the machine interrupts
+    steady = sorted(history.step_time[1:])
+    ms_step = 1e3 * steady[len(steady) // 2] if steady else float("nan")
+    ms_mean = 1e3 * sum(steady) / len(steady) if steady else float("nan")
+    first_s = history.step_time[0] if history.step_time else float("nan")
+
+    if classify:
+        n_right = int(round(test_acc * len(X_test)))
+        say(f"test accuracy {100 * test_acc:.2f}% ({n_right}/{len(X_test)}), test loss {test_loss:.4f}; "
+            f"train accuracy {100 * train_acc:.2f}%")
+    else:
+        say(f"test loss {test_loss:.5f} (mse, 1/2 mean squared error); train loss {train_loss:.5f}")
+    say(f"{_plural(n_steps, 'step')} in {wall:.2f} s (with per-epoch evaluation); fused training step "
+        f"{ms_step:.3f} ms (median; the first took {first_s:.3f} s incl. loading the kernels)")
+    if save_path:
+        net.save(save_path)
+        say(f"saved the network to {save_path}")
+    if json_path:
+        record = {
+            "data": data, "task": task, "n_train": len(X_train), "n_test": len(X_test), "n_features": X.shape[1],
+            "n_outputs": n_out, "layers": widths, "activation": activation, "init": init_name, "loss": loss_name,
+            "n_params": net.n_params, "dtype": dtype,
+            "optimizer": {"name": opt.name, "hyperparams": {k: list(v) if isinstance(v, tuple) else v
+                                                            for k, v in opt.hyperparams().items()}},
+            "clip": None if clip is None else {"kind": clip[0], "value": clip[1]},
+            "epochs": epochs, "batch_size": batch_size, "seed": seed, "test_fraction": test_fraction,
+            "steps": n_steps, "wall_time_s": wall, "ms_per_step": ms_step,
+            "ms_per_step_mean": ms_mean, "first_step_s": first_s,
+            "train_loss": train_loss, "train_accuracy": train_acc,
+            "test_loss": test_loss, "test_accuracy": test_acc, "stopped": history.stopped or None,
+            "history": {k: _finite_or_none(v) for k, v in history.to_dict().items()},
+        }
+        record = {k: _finite_or_none(v) if isinstance(v, float) else v for k, v in record.items()}
+        text = _dump_json(record)
+        if json_path == "-":
+            click.echo(text)
+        else:
+            _write_text(json_path, text + "\n")
+            say(f"wrote {json_path}")
+    if history.stopped:
+        raise click.exceptions.Exit(1)
+
+
+# Commands kept in sibling modules register themselves on the groups above when imported.
+from . import demos as _demos  # noqa: E402,F401
 
 
 def main():

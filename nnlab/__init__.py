@@ -7,13 +7,32 @@ gradient is right.
 True
 """
 
-from . import activations, clip, datasets, demos, errors, ewa, gradcheck, init, losses, optim
-from .errors import NnlabError
-from .network import Dense, Layer, Sequential, load
-from .trainer import History, Trainer
+from . import _config
+
+_config.guard_kernel_cache()  # before any cached kernel is loaded
+
+from . import (  # noqa: E402
+    activations,
+    backend,
+    charts,
+    clip,
+    datasets,
+    demos,
+    diagnostics,
+    errors,
+    ewa,
+    gradcheck,
+    init,
+    losses,
+    optim,
+)
+from .diagnostics import GradientMonitor  # noqa: E402
+from .errors import NnlabError  # noqa: E402
+from .network import Dense, Layer, Sequential, load  # noqa: E402
+from .trainer import History, Trainer  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["activations", "clip", "datasets", "demos", "errors", "ewa", "gradcheck", "init", "losses",
-           "optim", "Dense", "Layer", "Sequential", "load", "Trainer", "History", "NnlabError",
-           "__version__"]
+__all__ = ["activations", "backend", "charts", "clip", "datasets", "demos", "diagnostics", "errors", "ewa",
+           "gradcheck", "init", "losses", "optim", "Dense", "Layer", "Sequential", "load", "Trainer", "History",
+           "GradientMonitor", "NnlabError", "__version__"]

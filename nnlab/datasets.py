@@ -22,14 +22,21 @@ import os
 import numpy as np
 
 from . import _validate
-from .errors import HyperparameterError, UnknownNameError
+from .errors import HyperparameterError, ShapeError, UnknownNameError
+
+
+def _rng(seed):
+    """np.random.default_rng(seed) for an int seed >= 0 (None: fresh entropy), else HyperparameterError."""
+    if seed is not None:
+        seed = _validate.positive_int(seed, "seed", minimum=0)
+    return np.random.default_rng(seed)
 
 
 def xor(n=200, noise=0.1, seed=0):
     """Noisy XOR: corners (±1, ±1), label 1 when the signs differ."""
     n = _validate.positive_int(n, "n")
     noise = _validate.real_scalar(noise, "noise", nonnegative=True)
-    rng = np.random.default_rng(seed)
+    rng = _rng(seed)
     corners = rng.integers(0, 2, size=(n, 2))
     X = (2.0 * corners - 1.0) + noise * rng.standard_normal((n, 2))
     return X, (corners[:, 0] ^ corners[:, 1]).astype(np.int64)
@@ -40,7 +47,7 @@ def spirals(n=400, noise=0.1, turns=1.5, seed=0):
     n = _validate.positive_int(n, "n", minimum=2)
     noise = _validate.real_scalar(noise, "noise", nonnegative=True)
     turns = _validate.real_scalar(turns, "turns", positive=True)
-    rng = np.random.default_rng(seed)
+    rng = _rng(seed)
     y = np.arange(n) % 2
     t = rng.uniform(0.05, 1.0, n)
     angle = 2 * np.pi * turns * t + np.pi * y
@@ -52,7 +59,7 @@ def moons(n=400, noise=0.1, seed=0):
     """Two interleaving half circles (as scikit-learn's make_moons)."""
     n = _validate.positive_int(n, "n", minimum=2)
     noise = _validate.real_scalar(noise, "noise", nonnegative=True)
-    rng = np.random.default_rng(seed)
+    rng = _rng(seed)
     y = np.arange(n) % 2
     t = rng.uniform(0.0, np.pi, n)
     X = np.where(y[:, None] == 0, np.stack([np.cos(t), np.sin(t)], 1),
@@ -64,7 +71,7 @@ def sine(n=256, noise=0.05, seed=0):
     """Regression: y = sin(x) + noise, x uniform on [-π, π]."""
     n = _validate.positive_int(n, "n")
     noise = _validate.real_scalar(noise, "noise", nonnegative=True)
-    rng = np.random.default_rng(seed)
+    rng = _rng(seed)
     X = rng.uniform(-np.pi, np.pi, (n, 1))
     return X, np.sin(X) + noise * rng.standard_normal((n, 1))
 
@@ -86,10 +93,11 @@ def names():
 
 
 def load(name, **kwargs):
-    """(X, y) of dataset ``name`` (keyword arguments go to its loader, e.g. ``n``, ``noise``, ``seed``)."""
-    if name not in _LOADERS:
+    """(X, y) of dataset ``name`` (case-insensitive; keyword arguments go to its loader, e.g. ``n``,
+    ``noise``, ``seed``)."""
+    if not isinstance(name, str) or name.lower() not in _LOADERS:
         raise UnknownNameError(f"unknown dataset {name!r}; known: {', '.join(_LOADERS)}")
-    fn = _LOADERS[name]
+    fn = _LOADERS[name.lower()]
     allowed = fn.__code__.co_varnames[:fn.__code__.co_argcount]
     unknown = set(kwargs) - set(allowed)
     if unknown:
@@ -103,9 +111,13 @@ def train_test_split(X, y, test_fraction=0.2, seed=0):
     if not 0.0 < test_fraction < 1.0:
         raise HyperparameterError(f"test_fraction must be in (0, 1); got {test_fraction}")
     X, y = np.asarray(X), np.asarray(y)
+    if X.ndim == 0 or y.ndim == 0:
+        raise ShapeError("X and y must be arrays with one row per sample")
     if len(X) != len(y):
-        raise _validate.ShapeError(f"X has {len(X)} rows but y has {len(y)}")
-    idx = np.random.default_rng(seed).permutation(len(X))
+        raise ShapeError(f"X has {len(X)} rows but y has {len(y)}")
+    idx = _rng(seed).permutation(len(X))
     n_test = max(1, int(round(test_fraction * len(X))))
+    if n_test >= len(X):
+        raise ShapeError(f"test_fraction={test_fraction} of {len(X)} samples leaves no training data")
     te, tr = idx[:n_test], idx[n_test:]
     return X[tr], y[tr], X[te], y[te]

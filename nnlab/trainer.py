@@ -17,12 +17,16 @@ update of the flat parameter buffer. ``regularizer`` adds to the optimizer's own
 (p -= lr·λ·p); it applies to every parameter, as torch's ``weight_decay`` does, and the reported
 loss is the data loss without the penalty.
 
+A :class:`~nnlab.diagnostics.GradientMonitor` passed as ``monitor`` records per-layer gradient
+health inside the same compiled call (gradients before clipping, weights after the update).
+
 On a non-finite loss or gradient norm, ``on_nonfinite="stop"`` (default) skips that update, keeps
 the last finite weights and makes ``fit`` stop; ``"raise"`` raises
 :class:`~nnlab.errors.NonFiniteError` (weights likewise kept); ``"ignore"`` applies the update anyway.
 """
 
 import math
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -56,6 +60,8 @@ class History:
     accuracy: list = field(default_factory=list)      # per epoch, on the training set (classifiers)
     val_loss: list = field(default_factory=list)
     val_accuracy: list = field(default_factory=list)
+    epoch_time: list = field(default_factory=list)    # per completed epoch, seconds (steps + evaluation)
+    step_time: list = field(default_factory=list)     # per step, seconds inside the fused step
     stopped: str = ""                                 # why training stopped early, "" if it did not
 
     def to_dict(self):
@@ -87,8 +93,11 @@ def _reg_spec(regularizer):
 class Trainer:
     """Train a :class:`~nnlab.Sequential` with an optimizer; see the module docstring."""
 
-    def __init__(self, net, optimizer, clip=None, regularizer=None, on_nonfinite="stop"):
+    def __init__(self, net, optimizer, clip=None, regularizer=None, on_nonfinite="stop", monitor=None):
         self.net = net
+        if monitor is not None and getattr(monitor, "net", None) is not net:
+            raise HyperparameterError("the monitor must watch the trainer's network (GradientMonitor(net))")
+        self.monitor = monitor
         self.optimizer = _optim.get(optimizer) if isinstance(optimizer, str) else optimizer
         if not isinstance(self.optimizer, _optim.Optimizer):
             raise HyperparameterError(f"optimizer must be an nnlab optimizer or its name; got {optimizer!r}")
@@ -101,6 +110,7 @@ class Trainer:
         self._offsets = np.array([o for o, _ in net._shapes] + [net.n_params], dtype=np.int64)
         self._grads = np.zeros_like(net._flat)
         self._out = np.zeros(3)
+        self._no_monitor = (np.zeros(1, net.dtype), np.zeros((1, 2)), np.zeros((1, 1)))
         self.last = None
 
     def step(self, X, y):
@@ -109,7 +119,7 @@ class Trainer:
         return self._step(X, Y)
 
     def _step(self, X, Y):
-        net, opt = self.net, self.optimizer
+        net, opt, mon = self.net, self.optimizer, self.monitor
         code, hp, t, state = opt.begin_flat(net._flat)
         if self.regularizer is not None:
             slot, lam = self.regularizer
@@ -119,9 +129,12 @@ class Trainer:
         net._kernels.train_step(net._ops, net._hp, net._tens, net._flat, self._grads, ws, dws, X, Y,
                                 net._loss_code, training, net._noise_seed(training),
                                 self.clip_kind, self.clip_value, self._offsets,
-                                code, hp, t, state, self.on_nonfinite != "ignore", self._out)
+                                code, hp, t, state, self.on_nonfinite != "ignore", self._out,
+                                mon is not None, *(mon.buffers() if mon is not None else self._no_monitor))
         loss, norm, applied = float(self._out[0]), float(self._out[1]), bool(self._out[2])
         self.last = StepInfo(loss, norm, applied)
+        if mon is not None:
+            mon.commit(loss, norm, applied, X.shape[0])
         if applied:
             opt.end_step()
         elif self.on_nonfinite == "raise":
@@ -148,17 +161,26 @@ class Trainer:
         return loss, _accuracy(net._loss_code, out, Y)
 
     def fit(self, X, y, epochs=1, batch_size=32, shuffle=True, seed=0, validation_split=0.0,
-            validation_data=None, callback=None):
+            validation_data=None, callback=None, step_callback=None):
         """Train for ``epochs`` passes; batch_size=1 is online training, batch_size >= N full-batch.
 
+        Each epoch visits the rows in the order ``np.random.default_rng(seed).permutation(N)`` (a
+        new permutation per epoch from the one generator; ``shuffle=False`` keeps the given
+        order) in batches of ``batch_size``, the last one smaller when N is not a multiple.
         ``validation_split`` holds out the last fraction of (X, y) (before shuffling, as Keras);
-        ``callback(epoch, history)`` runs after every epoch (return True to stop). Returns a
-        :class:`History`.
+        ``callback(epoch, history)`` runs after every epoch (return True to stop);
+        ``step_callback(epoch, step, loss)`` after every applied step (``step`` counts from 1
+        over the whole run). Returns a :class:`History`.
         """
         net = self.net
         X, Y = net._prepare(X, y)
         epochs = _validate.positive_int(epochs, "epochs", minimum=0)
         batch_size = _validate.positive_int(batch_size, "batch_size")
+        if seed is not None:
+            seed = _validate.positive_int(seed, "seed", minimum=0)
+        for name, fn in (("callback", callback), ("step_callback", step_callback)):
+            if fn is not None and not callable(fn):
+                raise HyperparameterError(f"{name} must be callable; got {fn!r}")
         split = _validate.real_scalar(validation_split, "validation_split")
         if not 0.0 <= split < 1.0:
             raise HyperparameterError(f"validation_split must be in [0, 1); got {split}")
@@ -177,12 +199,17 @@ class Trainer:
         rng = np.random.default_rng(seed)
         n = X.shape[0]
         history = History()
+        clock = time.perf_counter
         for epoch in range(epochs):
+            t_epoch = clock()
             order = rng.permutation(n) if shuffle else np.arange(n)
             total = 0.0
             for start in range(0, n, batch_size):
                 idx = order[start:start + batch_size]
-                loss = self._step(np.ascontiguousarray(X[idx]), np.ascontiguousarray(Y[idx]))
+                xb, yb = np.ascontiguousarray(X[idx]), np.ascontiguousarray(Y[idx])
+                t0 = clock()
+                loss = self._step(xb, yb)
+                history.step_time.append(clock() - t0)
                 history.loss.append(loss)
                 history.grad_norm.append(self.last.grad_norm)
                 if not self.last.applied:
@@ -190,6 +217,8 @@ class Trainer:
                                        f"epoch {epoch + 1}, step {len(history.loss)}; weights kept")
                     break
                 total += loss * len(idx)
+                if step_callback is not None:
+                    step_callback(epoch, len(history.loss), loss)
             if history.stopped:
                 break
             history.epoch_loss.append(total / n)
@@ -201,6 +230,7 @@ class Trainer:
                 history.val_loss.append(vl)
                 if va is not None:
                     history.val_accuracy.append(va)
+            history.epoch_time.append(clock() - t_epoch)
             if callback is not None and callback(epoch, history):
                 history.stopped = f"stopped by callback after epoch {epoch + 1}"
                 break

@@ -51,7 +51,8 @@ def assert_close_to_numeric(analytic, numeric, err, where, *, rtol=FD_RTOL, atol
     analytic = np.broadcast_to(np.asarray(analytic, dtype=np.float64), where.shape)
     numeric = np.broadcast_to(np.asarray(numeric, dtype=np.float64), where.shape)
     err = np.broadcast_to(np.asarray(err, dtype=np.float64), where.shape)
-    assert np.all(np.isfinite(numeric)), f"{what}: non-finite finite difference at {where[~np.isfinite(numeric)]}"
+    assert np.all(np.isfinite(numeric)), (
+        f"{what}: non-finite finite difference at {where[~np.isfinite(numeric)]}")
     unreliable = err > FD_UNRELIABLE * (1 + np.abs(numeric))
     assert not unreliable.any(), (
         f"{what}: finite differences unreliable (kink or too steep) at z={where[unreliable][:5]}, "
@@ -225,16 +226,17 @@ def _apply(fn, z, params):
     if u is None:
         return np.array([fn(float(v), **params) for v in z.ravel()]).reshape(z.shape)
     u = np.broadcast_to(np.asarray(u, dtype=np.float64), z.shape)
-    return np.array([fn(float(v), u=float(w), **params) for v, w in zip(z.ravel(), u.ravel())]).reshape(z.shape)
+    out = [fn(float(v), u=float(w), **params) for v, w in zip(z.ravel(), u.ravel())]
+    return np.array(out).reshape(z.shape)
 
 
 # ---------------------------------------------------------------- the sigmoid chain of the seed text
 def sigmoid_chain(x, w, b, y, sigmoid, sigmoid_prime):
     """A chain of scalar units a_k = σ(w_k u_k + b_k), u_1 = x, u_{k+1} = a_k; L = (y - a_d)²/2.
 
-    Returns (L, a_d, dL/du, dL/dz): ``du[k]`` is ∂L/∂u_{k+1} (the input of unit k+1, 0-based) and ``dz[k]``
-    is ∂L/∂z_{k+1} for the pre-activation z_k = w_k u_k + b_k, by the chain rule written out term by
-    term. ``sigmoid``/``sigmoid_prime`` are scalar functions (the library's, in the tests).
+    Returns (L, a_d, dL/du, dL/dz): ``du[k]`` is ∂L/∂u_{k+1} (the input of unit k+1, 0-based) and
+    ``dz[k]`` is ∂L/∂z_{k+1} for the pre-activation z_k = w_k u_k + b_k, by the chain rule written
+    out term by term. ``sigmoid``/``sigmoid_prime`` are scalar functions (the library's, in the tests).
     """
     d = len(w)
     u = [float(x)]

@@ -42,7 +42,9 @@ SETTINGS = settings(deadline=None, max_examples=50,
 #: the finite-difference checks keep this far from kinks (the 5-point stencil reaches 2h = 2e-3)
 MARGIN = 0.05
 
-NAMES = [n for n in A.names() if n != "scaled"]
+# every registry entry; user registrations (tested in test_custom_activation.py) are left out so that
+# one leaked by another module cannot change what is collected here
+NAMES = [n for n in A.names() if n != "scaled" and not A.entry(n).custom]
 
 
 def _variants():
@@ -66,19 +68,29 @@ def _with_fact(fact):
 
 
 # ---------------------------------------------------------------- strategies and helpers
-def param_values(ent, *, fd=True):
-    """Valid hyperparameter values of ``ent``. With ``fd``, kept clear of the constraint boundaries
-    so that a finite-difference step stays valid; without, degenerate values (0) are included."""
+_MODERATE = [0.05, 0.5, 1.0, 3.0]
+_ANY_REAL = [float(v) for v in np.arange(-2.0, 2.01, 0.25)]  # 0 included, differences 0 or >= 0.25
+
+
+def param_values(ent, *, fd=True, extreme=False):
+    """Valid hyperparameter values of ``ent``.
+
+    ``fd``: floats kept clear of the constraint boundaries, so that a finite-difference step stays
+    valid. Otherwise values from a grid that includes the degenerate ones (0 where allowed), and
+    with ``extreme`` also 1e-10 and 1e10 for constrained (positive, nonnegative, nonzero) values.
+    """
+    big = [1e-10, 1e10] if extreme else []
     parts = {}
     for p in ent.params:
         if p.positive:
-            s = st.floats(0.2, 4.0)
+            s = st.floats(0.2, 4.0) if fd else st.sampled_from(_MODERATE + big)
         elif p.nonnegative:
-            s = st.floats(0.05, 4.0) if fd else st.sampled_from([0.0, 0.05, 0.5, 1.0, 3.0])
+            s = st.floats(0.05, 4.0) if fd else st.sampled_from([0.0] + _MODERATE + big)
         elif p.nonzero:
-            s = st.floats(0.2, 4.0) | st.floats(-4.0, -0.2)
+            mags = st.floats(0.2, 4.0) if fd else st.sampled_from(_MODERATE + big)
+            s = st.tuples(mags, st.sampled_from([1.0, -1.0])).map(lambda t: t[0] * t[1])
         else:
-            s = st.floats(-2.0, 2.0) if fd else st.sampled_from(list(np.arange(-2.0, 2.01, 0.25)))
+            s = st.floats(-2.0, 2.0) if fd else st.sampled_from(_ANY_REAL)
         parts[p.name] = s
     return st.fixed_dictionaries(parts).map(_fix_constraints)
 
@@ -251,6 +263,27 @@ def test_documented_range(name):
         _check_interval(act.forward(z), inner, *ent.facts.range, ent.facts.range_closed, f"{name} range")
 
 
+def _within(values, lo, hi):
+    return (np.all(values >= lo - 1e-14 * max(1.0, abs(lo)))
+            and np.all(values <= hi + 1e-14 * max(1.0, abs(hi))))
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, id=n) for n in NAMES])
+@SETTINGS
+@given(z=st.lists(st.floats(allow_nan=False), min_size=1, max_size=20).map(np.array))
+def test_documented_ranges_hold_for_any_input(name, z):
+    """Any float at all, infinities included, maps into the documented (closure of the) ranges, and
+    no quantity is NaN."""
+    ent = A.entry(name)
+    act = A.get(name)
+    for what, v in all_outputs(act, z).items():
+        assert not np.isnan(v).any(), f"{name}: {what} is NaN at z={z[np.isnan(v)]}"
+    f, d = act.forward(z), act.derivative(z)
+    assert _within(f, *ent.facts.range), f"{name}: f({z}) = {f} outside {ent.facts.range}"
+    if ent.facts.deriv_range is not None:
+        assert _within(d, *ent.facts.deriv_range), f"{name}: f'({z}) = {d} outside {ent.facts.deriv_range}"
+
+
 @pytest.mark.parametrize("name", _with_fact("deriv_range"))
 def test_documented_derivative_range(name):
     ent = A.entry(name)
@@ -386,9 +419,10 @@ def test_extreme_inputs_at_defaults(name, variant):
 @SETTINGS
 @given(data=st.data())
 def test_extreme_inputs_any_parameters(name, variant, data):
-    """Also at degenerate values (0 where allowed): no NaN, and ±inf gives the limit of ±1e300."""
+    """Also at degenerate and extreme values (0, 1e-10, 1e10 where allowed): no NaN, and ±inf gives
+    the limit of ±1e300."""
     ent = A.entry(name)
-    values = data.draw(param_values(ent, fd=False), label="params")
+    values = data.draw(param_values(ent, fd=False, extreme=True), label="params")
     act = A.get(name, **variant, **values)
     _check_extremes(act)
     at_inf = all_outputs(act, np.array([-math.inf, math.inf]))
@@ -402,6 +436,28 @@ def test_extreme_inputs_any_parameters(name, variant, data):
             else:
                 assert abs(q_big - q_inf) <= 1e-6 * (1 + abs(q_inf)), (
                     f"{act!r}: {what}(±inf) = {q_inf!r}, but {q_big!r} at ±1e300")
+
+
+FAR_FIELD = np.array([1e8, 1e12, 1e20, 1e30, 1e100, 1e300])
+
+
+@pytest.mark.parametrize("name, variant", VARIANTS)
+@SETTINGS
+@given(data=st.data())
+def test_far_field_settles(name, variant, data):
+    """Far from 0 every activation is (numerically) at its asymptote: f(z)/z and f'(z) no longer
+    change between |z| = 1e8 and 1e300, and f'(±inf) is that value (no cut-over to a different
+    branch at some large |z|)."""
+    ent = A.entry(name)
+    values = data.draw(st.just({}) | param_values(ent, fd=False), label="params")
+    act = A.get(name, **variant, **values)
+    for sign in (1.0, -1.0):
+        z = sign * FAR_FIELD
+        ratio, d = act.forward(z) / z, act.derivative(z)
+        np.testing.assert_allclose(ratio, ratio[-1], rtol=0, atol=1e-6, err_msg=f"{act!r}: f(z)/z")
+        np.testing.assert_allclose(d, d[-1], rtol=0, atol=1e-6, err_msg=f"{act!r}: f'(z)")
+        d_inf = act.derivative(np.array([sign * math.inf]))[0]
+        assert abs(d_inf - d[-1]) <= 1e-6, f"{act!r}: f'({sign * math.inf}) = {d_inf!r}, {d[-1]!r} at {z[-1]}"
 
 
 @pytest.mark.parametrize("name, variant", VARIANTS)
@@ -536,7 +592,8 @@ def _torch_formulas(torch):
         "prelu": lambda x, alpha: F.prelu(x, alpha.reshape(1)),
         "rrelu": lambda x, lower, upper: torch.where(x > 0, x, (lower + upper) / 2 * x),
         "elu": lambda x, alpha: torch.where(x > 0, x, alpha * torch.expm1(x.clamp(max=0))),
-        "selu": lambda x, alpha, **kw: kw["lambda"] * torch.where(x > 0, x, alpha * torch.expm1(x.clamp(max=0))),
+        "selu": lambda x, alpha, **kw: kw["lambda"] * torch.where(x > 0, x,
+                                                                  alpha * torch.expm1(x.clamp(max=0))),
         "celu": lambda x, alpha: torch.where(x > 0, x, alpha * torch.expm1(x.clamp(max=0) / alpha)),
         "softplus": lambda x, beta: torch.logaddexp(beta * x, torch.zeros_like(x)) / beta,
         "swish": lambda x, beta: x * torch.sigmoid(beta * x),
@@ -569,7 +626,8 @@ def test_agrees_with_pytorch(name, variant):
     if name in formulas:
         x = torch.tensor(z, dtype=torch.float64)
         values = {k: torch.tensor(v, dtype=torch.float64) for k, v in act.values.items()}
-        np.testing.assert_allclose(act.forward(z), formulas[name](x, **values).numpy(), rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(act.forward(z), formulas[name](x, **values).numpy(), rtol=1e-12,
+                                   atol=1e-14)
         for p in act.entry.param_names:
             # the elementwise dθ(z_i)/dp: the Jacobian of the outputs w.r.t. the scalar p
             jac = torch.autograd.functional.jacobian(

@@ -106,7 +106,7 @@ def test_gradcheck_passes(run):
     for name in nl.activations.names():
         if name != "scaled":
             assert f"ok   {name}'" in text, name
-    assert "gelu(approximate='tanh')'" in text and "scaled(tanh" in text
+    assert "gelu(approximate=tanh)'" in text and "scaled(tanh" in text
     assert text.count("ok   network ") >= 3
     for loss in ("mse", "softmax_cross_entropy", "bce"):
         assert f"/{loss} (" in text

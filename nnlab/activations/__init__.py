@@ -487,7 +487,8 @@ def register(name, forward, derivative, *, params=None, param_derivatives=None, 
     """Register a user activation ``name`` from scalar Python functions, compiled by Numba.
 
     ``forward(z, *p)`` and ``derivative(z, *p)`` take the pre-activation and the hyperparameters in
-    the order of ``params`` (a dict name -> default, at most 3); ``param_derivatives`` maps a
+    the order of ``params`` (a dict name -> default, at most 3; the names 'a', 'learnable' and
+    'base' are reserved by ``get``/'scaled'); ``param_derivatives`` maps a
     hyperparameter name to ``dθ/dp(z, *p)`` (required for every name in ``learnable``). Once
     registered it works in networks, ``nnlab gradcheck`` and the registry-wide tests. Raises
     :class:`ActivationCompileError` if Numba cannot compile a function.

@@ -133,8 +133,8 @@ def act_f(code, z, p0, p1, p2, u):
         if abs(z) > 1e10:
             return z if z > 0 else 0.0
         return z * sigm(2.0 * GELU_K * (z + GELU_C * z * z * z))
-    if code == SOFTPLUS:  # p0 = beta
-        return softplus1(p0 * z) / p0
+    if code == SOFTPLUS:  # p0 = beta; max(z, 0) + log1p(e^{-|βz|})/β cannot overflow where f is finite
+        return max(z, 0.0) + math.log1p(math.exp(-abs(p0 * z))) / p0
     if code == SWISH:  # p0 = beta
         return y_sigm(z, p0 * z)
     if code == MISH:
@@ -237,7 +237,7 @@ def act_d(code, z, p0, p1, p2, u):
     if code == GAUSSIAN:
         if math.isinf(z):
             return 0.0
-        return -2.0 * z * math.exp(-z * z)
+        return -2.0 * (z * math.exp(-z * z))  # z·0 first: -2z alone overflows near the largest doubles
     return math.nan
 
 
@@ -278,6 +278,8 @@ def act_dp(code, k, z, p0, p1, p2, u):
         if math.isinf(z):
             return 0.0
         x = p0 * z
+        if math.isinf(x):  # βz overflowed: the derivative has already decayed to 0
+            return 0.0
         return (x * sigm(x) - softplus1(x)) / (p0 * p0)
     if code == SWISH and k == 0:
         # d/dβ z σ(βz) = z² σ'(βz), grouped so that z² cannot overflow against σ' = 0

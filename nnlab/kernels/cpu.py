@@ -18,7 +18,6 @@ from numba import njit
 
 from .._config import JIT
 from ..activations._math import act_d, act_dp, act_f, sigm
-from .optim_cpu import clip_flat, opt_update
 from .layout import (
     DX_ADD,
     DX_WRITE,
@@ -37,11 +36,28 @@ from .layout import (
     F_W,
     F_X,
     F_Z,
+    FLT_MIN,
     KIND_DENSE,
     LOSS_MSE,
     LOSS_SOFTMAX_CE,
     NOISE_UNIFORM,
+    S_A_MEAN,
+    S_A_STD,
+    S_B_GRAD_NORM,
+    S_DEAD,
+    S_ERR_NORM,
+    S_GRAD_NORM,
+    S_N_GRAD,
+    S_NONFINITE,
+    S_SATURATED,
+    S_SUBNORMAL,
+    S_UPDATE_NORM,
+    S_W_NORM,
+    S_Z_MEAN,
+    S_Z_STD,
+    S_ZERO_GRAD,
 )
+from .optim_cpu import clip_flat, opt_update
 
 
 # ---------------------------------------------------------------- elementwise maps
@@ -297,22 +313,159 @@ def loss_only(ops, hp, tens, params, ws, dws, X, Y, loss_code, training, seed):
     return loss_fwd_bwd(loss_code, tview(ws, tens, out, n), Y, tview(dws, tens, out, n), False)
 
 
+# ---------------------------------------------------------------- gradient-health statistics
+@njit(**JIT)
+def _sq_count(x):
+    """(Σ x² in float64, count of non-finite, count of float32-subnormal, count of exact zeros)."""
+    s = 0.0
+    bad = 0
+    sub = 0
+    zero = 0
+    for k in range(x.size):
+        v = np.float64(x[k])
+        s += v * v  # a NaN/inf entry makes the norm NaN/inf, as it should
+        if not math.isfinite(v):
+            bad += 1
+            continue
+        av = abs(v)
+        if av == 0.0:
+            zero += 1
+        elif av < FLT_MIN:
+            sub += 1
+    return s, bad, sub, zero
+
+
+@njit(**JIT)
+def grad_stats(ops, hp, tens, params, grads, ws, dws, n, sat, stats):
+    """Fill the gradient columns of ``stats`` (one row per Dense op) from the last backward pass.
+
+    ``sat`` (n_ops, 2): [1 if the op's activation saturates, threshold on a·θ'(z)] (the threshold
+    is a documented fraction of the activation's maximum derivative).
+    """
+    l = 0
+    for i in range(ops.shape[0]):
+        if ops[i, F_KIND] != KIND_DENSE:
+            continue
+        nin = ops[i, F_NIN]
+        nout = ops[i, F_NOUT]
+        w = ops[i, F_W]
+        gs, gbad, gsub, gzero = _sq_count(grads[w:w + nin * nout])
+        Z = tview(ws, tens, ops[i, F_Z], n)
+        A = tview(ws, tens, ops[i, F_A], n)
+        E = tview(dws, tens, ops[i, F_Z], n)
+        es, ebad, esub, _ = _sq_count(E.reshape(-1))
+        _, wbad, _, _ = _sq_count(params[w:w + nin * nout])
+        b = ops[i, F_B]
+        bs = 0.0
+        if b >= 0:
+            bs = _sq_count(grads[b:b + nout])[0]
+        code = ops[i, F_ACT]
+        p0, p1, p2, a = act_slots(ops, hp, params, i)
+        has_noise = ops[i, F_NOISE] >= 0
+        U = tview(ws, tens, ops[i, F_NOISE] if has_noise else ops[i, F_Z], n)
+        saturating = sat[i, 0] > 0
+        thr = sat[i, 1]
+        dead = 0
+        n_sat = 0
+        zbad = 0
+        zsum = 0.0
+        zsq = 0.0
+        asum = 0.0
+        asq = 0.0
+        for j in range(nout):
+            alive = False
+            for r in range(n):
+                z = Z[r, j]
+                av = A[r, j]
+                if not (math.isfinite(z) and math.isfinite(av)):
+                    zbad += 1
+                    alive = True
+                    continue
+                zsum += z
+                zsq += z * z
+                asum += av
+                asq += av * av
+                d = abs(a * act_d(code, z, p0, p1, p2, U[r, j] if has_noise else 0.0))
+                if d != 0.0:
+                    alive = True
+                if saturating and d < thr:
+                    n_sat += 1
+            if not alive:
+                dead += 1
+        cnt = n * nout
+        stats[l, S_GRAD_NORM] = math.sqrt(gs)
+        stats[l, S_ERR_NORM] = math.sqrt(es)
+        stats[l, S_B_GRAD_NORM] = math.sqrt(bs)
+        stats[l, S_DEAD] = dead / nout
+        stats[l, S_SATURATED] = n_sat / cnt if saturating else 0.0
+        stats[l, S_NONFINITE] = gbad + ebad + wbad + zbad
+        stats[l, S_SUBNORMAL] = gsub + esub
+        stats[l, S_ZERO_GRAD] = gzero
+        stats[l, S_N_GRAD] = nin * nout + cnt
+        zm = zsum / cnt
+        am = asum / cnt
+        stats[l, S_Z_MEAN] = zm
+        stats[l, S_Z_STD] = math.sqrt(max(zsq / cnt - zm * zm, 0.0))
+        stats[l, S_A_MEAN] = am
+        stats[l, S_A_STD] = math.sqrt(max(asq / cnt - am * am, 0.0))
+        l += 1
+
+
+@njit(**JIT)
+def update_stats(ops, params, prev, stats):
+    """Fill ‖W_l‖ and ‖W_l − W_l(prev)‖ of every Dense op."""
+    l = 0
+    for i in range(ops.shape[0]):
+        if ops[i, F_KIND] != KIND_DENSE:
+            continue
+        w = ops[i, F_W]
+        m = ops[i, F_NIN] * ops[i, F_NOUT]
+        ws_ = 0.0
+        us = 0.0
+        for k in range(w, w + m):
+            v = np.float64(params[k])
+            dv = v - np.float64(prev[k])
+            ws_ += v * v
+            us += dv * dv
+        stats[l, S_W_NORM] = math.sqrt(ws_)
+        stats[l, S_UPDATE_NORM] = math.sqrt(us)
+        l += 1
+
+
 @njit(**JIT)
 def train_step(ops, hp, tens, params, grads, ws, dws, X, Y, loss_code, training, seed,
-               clip_kind, clip_value, offsets, opt_code, opt_hp, t, state, skip_nonfinite, out):
+               clip_kind, clip_value, offsets, opt_code, opt_hp, t, state, skip_nonfinite, out,
+               record, prev, sat, stats):
     """One fused training step: forward, loss, backward, clipping, optimizer update.
 
     ``out`` receives (loss, pre-clip global gradient norm, 1.0 if the update was applied). With
     ``skip_nonfinite`` a non-finite loss or gradient norm leaves ``params`` and ``state`` untouched.
     Regularisation rides in ``opt_hp`` (coupled L2, L1, decoupled decay slots of the optimizer).
+    With ``record`` the gradient-health statistics go to ``stats`` (gradients before clipping,
+    weights after the update; ``prev`` receives the weights before it).
     """
+    n = X.shape[0]
     loss = loss_and_grad(ops, hp, tens, params, grads, ws, dws, X, Y, loss_code, training, seed)
+    if record:
+        prev[:] = params
+        grad_stats(ops, hp, tens, params, grads, ws, dws, n, sat, stats)
     norm = clip_flat(clip_kind, clip_value, grads, offsets)
     out[0] = loss
     out[1] = norm
-    if skip_nonfinite and not (math.isfinite(loss) and math.isfinite(norm)):
-        out[2] = 0.0
-        return loss
-    opt_update(opt_code, opt_hp, t, params, grads, state)
-    out[2] = 1.0
+    out[2] = 0.0
+    if not (skip_nonfinite and not (math.isfinite(loss) and math.isfinite(norm))):
+        opt_update(opt_code, opt_hp, t, params, grads, state)
+        out[2] = 1.0
+    if record:
+        update_stats(ops, params, prev, stats)
+    return loss
+
+
+@njit(**JIT)
+def observe(ops, hp, tens, params, grads, ws, dws, X, Y, loss_code, training, seed, sat, stats):
+    """loss_and_grad plus the gradient-health statistics, without an update (‖ΔW‖ = 0)."""
+    n = X.shape[0]
+    loss = loss_and_grad(ops, hp, tens, params, grads, ws, dws, X, Y, loss_code, training, seed)
+    grad_stats(ops, hp, tens, params, grads, ws, dws, n, sat, stats)
+    update_stats(ops, params, params, stats)
     return loss

@@ -46,3 +46,24 @@ NOISE_NORMAL = 2
 LOSS_MSE = 0
 LOSS_SOFTMAX_CE = 1
 LOSS_BCE = 2
+
+# Per-layer statistics recorded by the gradient-health monitor: columns of the (n_layers, NS)
+# array that cpu.grad_stats / cpu.update_stats fill for every Dense op, in op order.
+S_GRAD_NORM = 0    # ‖∂L/∂W_l‖ (Frobenius), before clipping
+S_ERR_NORM = 1     # ‖E_l‖ = ‖∂L/∂Z_l‖
+S_W_NORM = 2       # ‖W_l‖ after the step
+S_UPDATE_NORM = 3  # ‖W_l(after) − W_l(before)‖
+S_DEAD = 4         # fraction of units whose derivative is 0 for every row of the batch
+S_SATURATED = 5    # fraction of entries with a·θ'(z) < ratio·max θ' (saturating activations only)
+S_NONFINITE = 6    # count of NaN/±inf in W_l, ∂L/∂W_l, Z_l, A_l, E_l
+S_SUBNORMAL = 7    # count of gradient entries (∂L/∂W_l and E_l) with 0 < |g| < FLT_MIN (float32 subnormal)
+S_ZERO_GRAD = 8    # count of exactly-zero entries of ∂L/∂W_l
+S_A_MEAN = 9       # mean of A_l over the batch
+S_A_STD = 10       # standard deviation of A_l
+S_Z_MEAN = 11      # mean of Z_l
+S_Z_STD = 12       # standard deviation of Z_l
+S_B_GRAD_NORM = 13  # ‖∂L/∂b_l‖ (0 without bias)
+S_N_GRAD = 14      # number of entries of ∂L/∂W_l plus E_l (denominator of S_SUBNORMAL)
+NS = 15
+
+FLT_MIN = 1.1754943508222875e-38  # smallest normal float32

@@ -1,0 +1,99 @@
+"""CPU backend settings: flushing denormal (subnormal) floats to zero.
+
+Deep saturating nets push float32 gradients into subnormal numbers (|x| < 1.18e-38), and x86 CPUs
+compute with those many times slower. :func:`set_flush_denormals` sets the FTZ and DAZ bits of the
+calling thread's MXCSR register, as ``torch.set_flush_denormal`` does: subnormal results become 0
+and subnormal inputs read as 0, in nnlab's kernels and in everything else this thread computes
+(NumPy included). XLA does this by default. It changes results only where they are below 1.18e-38
+(float32) or 2.2e-308 (float64) in magnitude.
+
+>>> import nnlab as nl
+>>> old = nl.backend.set_flush_denormals(True)
+>>> nl.backend.flush_denormals_enabled() == nl.backend.FTZ_SUPPORTED
+True
+>>> _ = nl.backend.set_flush_denormals(old)
+"""
+
+import contextlib
+import platform
+
+import numpy as np
+from numba import njit, types
+from numba.extending import intrinsic
+
+FTZ_SUPPORTED = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686", "x86")
+_FTZ_DAZ = 0x8040  # MXCSR bit 15 (flush to zero) | bit 6 (denormals are zero)
+
+
+def _mxcsr_call(builder, name, ptr):
+    from llvmlite import ir
+
+    fnty = ir.FunctionType(ir.VoidType(), [ir.PointerType(ir.IntType(8))])
+    fn = builder.module.declare_intrinsic(name, fnty=fnty)
+    builder.call(fn, [builder.bitcast(ptr, ir.PointerType(ir.IntType(8)))])
+
+
+@intrinsic
+def _stmxcsr(typingctx):
+    def codegen(context, builder, signature, args):
+        from llvmlite import ir
+
+        ptr = builder.alloca(ir.IntType(32))
+        _mxcsr_call(builder, "llvm.x86.sse.stmxcsr", ptr)
+        return builder.load(ptr)
+
+    return types.uint32(), codegen
+
+
+@intrinsic
+def _ldmxcsr(typingctx, value):
+    def codegen(context, builder, signature, args):
+        from llvmlite import ir
+
+        ptr = builder.alloca(ir.IntType(32))
+        builder.store(args[0], ptr)
+        _mxcsr_call(builder, "llvm.x86.sse.ldmxcsr", ptr)
+        return context.get_dummy_value()
+
+    return types.void(types.uint32), codegen
+
+
+@njit(cache=True)
+def _get_mxcsr():
+    return _stmxcsr()
+
+
+@njit(cache=True)
+def _set_mxcsr(value):
+    _ldmxcsr(value)
+
+
+def flush_denormals_enabled():
+    """True when the calling thread flushes denormals to zero (FTZ and DAZ both set)."""
+    if not FTZ_SUPPORTED:
+        return False
+    return (int(_get_mxcsr()) & _FTZ_DAZ) == _FTZ_DAZ
+
+
+def set_flush_denormals(enabled):
+    """Turn flush-to-zero (FTZ+DAZ) on or off for the calling thread; returns the previous setting.
+
+    On CPUs other than x86 this does nothing and returns False (as ``torch.set_flush_denormal``
+    returns False where unsupported).
+    """
+    if not FTZ_SUPPORTED:
+        return False
+    old = int(_get_mxcsr())
+    new = (old | _FTZ_DAZ) if enabled else (old & ~_FTZ_DAZ)
+    _set_mxcsr(np.uint32(new))
+    return (old & _FTZ_DAZ) == _FTZ_DAZ
+
+
+@contextlib.contextmanager
+def flush_denormals(enabled=True):
+    """Context manager: flush denormals inside the block, restore the previous setting after."""
+    old = set_flush_denormals(enabled)
+    try:
+        yield FTZ_SUPPORTED
+    finally:
+        set_flush_denormals(old)
