@@ -284,68 +284,29 @@ def gradcheck(as_json, seed):
 
 
 # ---------------------------------------------------------------- nnlab demo ...
-@cli.group()
+class _DemoGroup(click.Group):
+    """The ``demo`` group. The commands of the registry ``nnlab.demos.DEMOS`` (cli/demos.py) are
+    added on first use, so that ``nnlab --help`` does not import nnlab and Numba."""
+
+    def list_commands(self, ctx):
+        _demos.register_all(self)
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx, name):
+        if name not in self.commands:
+            _demos.register_all(self)
+        return super().get_command(ctx, name)
+
+
+@cli.group(cls=_DemoGroup)
 def demo():
     """Demos that reproduce a claim of the source texts and say whether it held."""
 
 
-BLOCKS = " ▏▎▍▌▋▊▉█"
-
-
-def _bar(value, lo, hi, width):
-    """A bar of ``width`` cells for log10(value) on the axis [lo, hi] (eighth-cell resolution)."""
-    if not (value > 0 and math.isfinite(value)):
-        return "·".ljust(width)
-    frac = (math.log10(value) - lo) / (hi - lo) if hi > lo else 1.0
-    eighths = max(1, round(min(max(frac, 0.0), 1.0) * width * 8))
-    full, rest = divmod(eighths, 8)
-    return ("█" * full + (BLOCKS[rest] if rest else "")).ljust(width)
-
-
-def _layer_label(i, n):
-    return f"{i}" + (" out" if i == n else "")
-
-
 def _render_vanishing(res):
-    rows, n = res.rows, res.n_layers
-    width = _term_width()
-    out = [*textwrap.wrap(f"claim: {res.claim}.", width, subsequent_indent="       "), "",
-           *textwrap.wrap(f"{res.depth} hidden Dense({res.width}, {res.width}) layers + linear output "
-                          f"Dense({res.width}, 1), loss mse, batch {res.batch}, seed {res.seed}, {res.dtype}",
-                          width), ""]
-    # the table
-    cw = max(12, *(len(r.activation) + 2 for r in rows), *(len(r.init) + 2 for r in rows))
-    out.append("‖∂L/∂W_l‖ (Frobenius norm of the weight gradient) per layer")
-    lab = len(_layer_label(n, n))
-    out.append("layer".ljust(lab) + "".join(r.activation.rjust(cw) for r in rows))
-    out.append(" " * lab + "".join(r.init.rjust(cw) for r in rows))
-    for i in range(n):
-        out.append(_layer_label(i + 1, n).rjust(lab) + "".join(f"{r.grad_norms[i]:.2e}".rjust(cw) for r in rows))
-    out.append("")
-    # the chart: one bar column per configuration, a shared log10 axis
-    vals = [v for r in rows for v in r.grad_norms if v > 0 and math.isfinite(v)]
-    lo = math.floor(math.log10(min(vals))) if vals else -1
-    hi = math.ceil(math.log10(max(vals))) if vals else 0
-    hi = hi if hi > lo else lo + 1
-    bw = max(8, min(30, (width - lab - 2) // len(rows) - 2))
-    per_cell = (hi - lo) / bw
-    out.append(f"log10 ‖∂L/∂W_l‖: each bar spans 1e{lo:+d} .. 1e{hi:+d} ({per_cell:.2g} decades per █)")
-    out.append("layer".ljust(lab) + "  " + "  ".join(r.label[:bw].ljust(bw) for r in rows).rstrip())
-    for i in range(n):
-        bars = "  ".join(_bar(r.grad_norms[i], lo, hi, bw) for r in rows)
-        out.append(_layer_label(i + 1, n).rjust(lab) + "  " + bars.rstrip())
-    out.append("")
-    # ratios and verdicts
-    lw = max(len(r.label) for r in rows)
-    out.append(f"ratio = ‖∂L/∂W_1‖ / ‖∂L/∂W_{n}‖ (first hidden layer / output layer)")
-    out.append("verdict: vanishing if ratio < 1e-3, exploding if ratio > 1e3, else healthy")
-    for r in rows:
-        ratio = f"{r.ratio:.2e}" if math.isfinite(r.ratio) else str(r.ratio)
-        out.append(f"  {r.label.ljust(lw)}  ratio {ratio}  {r.verdict}")
-    out.append("")
-    out += textwrap.wrap(f"claim held: {'yes' if res.held else 'no'} ({res.reason})", width,
-                         subsequent_indent="    ")
-    return "\n".join(out)
+    from nnlab.demos import vanishing as demo_vanishing
+
+    return demo_vanishing.render(res, _term_width())
 
 
 @demo.command()
@@ -360,30 +321,25 @@ def _render_vanishing(res):
 @click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, writable=True), default=None,
               metavar="FILE", help="Also write the numbers as JSON to FILE ('-' prints only the JSON).")
-def vanishing(depth, width, batch, seed, configs, dtype, json_path):
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, writable=True), default=None,
+              metavar="FILE.png", help="Also draw the per-layer norms to a PNG (needs matplotlib).")
+def vanishing(depth, width, batch, seed, configs, dtype, json_path, plot_path):
     """Deep nets side by side: does the gradient vanish before it reaches the first layer?
 
     Builds DEPTH hidden layers per activation/initializer, runs one forward/backward pass on a seeded
-    batch, and prints ‖∂L/∂W_l‖ for every layer as a table and a log-scale chart, the ratio
-    first/last layer with its verdict, and whether the claim held (exit 0 if it did, 1 if not).
+    batch, and prints ‖∂L/∂W_l‖ for every layer as a table and a log-scale chart, the mean-field
+    prediction of the per-layer gradient ratio (χ = σ_w²·E[φ'(h)²]) beside the measured one, the
+    ratio first/last layer with its verdict, and whether the claim held (exit 0 if it did, 1 if not).
     """
     from nnlab.demos import vanishing as demo_vanishing
 
     if json_path and json_path != "-" and not os.path.isdir(os.path.dirname(os.path.abspath(json_path))):
         raise click.BadParameter(f"folder of {json_path!r} does not exist", param_hint="'--json'")
+    _demos.check_plot_path(plot_path)
     with _slow_notice(COMPILING):
         res = demo_vanishing.run(depth=depth, width=width, batch=batch, seed=seed,
                                  configs=list(configs) or None, dtype=dtype)
-    text = _dump_json(res.to_dict()) if json_path else None
-    if json_path == "-":
-        click.echo(text)
-    else:
-        click.echo(_render_vanishing(res))
-        if json_path:
-            _write_text(json_path, text + "\n")
-            click.echo(f"wrote {json_path}")
-    if not res.held:
-        raise click.exceptions.Exit(1)
+    _demos.emit(demo_vanishing, res, json_path, plot_path)
 
 
 def _write_text(path, text):
@@ -463,6 +419,21 @@ def _finite_or_none(x):
 
 def _plural(n, word):
     return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def load_dataset(nl, name, samples, seed):
+    """(canonical name, X, y) of a built-in dataset for ``--data``/``--samples``/``--seed``."""
+    name = name.lower()
+    kwargs = {}
+    if name == "digits":
+        if samples is not None:
+            raise click.BadParameter("digits has a fixed size (1797 samples)", param_hint="'--samples'")
+    elif name in nl.datasets.TASKS:
+        kwargs["seed"] = seed
+        if samples is not None:
+            kwargs["n"] = samples
+    X, y = nl.datasets.load(name, **kwargs)  # an unknown name raises UnknownNameError (exit 2)
+    return name, X, y
 
 
 def _pct(x):
@@ -592,16 +563,7 @@ def train(data, samples, layers, activation, init_name, optimizer, lr, momentum,
         hyper[key] = value
     opt = nl.optim.get(optimizer, **hyper)
 
-    name = data.lower()
-    kwargs = {}
-    if name == "digits":
-        if samples is not None:
-            raise click.BadParameter("digits has a fixed size (1797 samples)", param_hint="'--samples'")
-    elif name in nl.datasets.TASKS:
-        kwargs["seed"] = seed
-        if samples is not None:
-            kwargs["n"] = samples
-    X, y = nl.datasets.load(name, **kwargs)  # an unknown name raises UnknownNameError (exit 2)
+    name, X, y = load_dataset(nl, data, samples, seed)
     data, task = name, nl.datasets.TASKS[name]
     X_train, y_train, X_test, y_test = nl.datasets.train_test_split(X, y, test_fraction, seed=seed)
     classify = task == "classification"
@@ -700,6 +662,7 @@ def train(data, samples, layers, activation, init_name, optimizer, lr, momentum,
 
 # Commands kept in sibling modules register themselves on the groups above when imported.
 from . import demos as _demos  # noqa: E402,F401
+from . import diagnose as _diagnose  # noqa: E402,F401
 
 
 def main():

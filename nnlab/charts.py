@@ -2,8 +2,10 @@
 
 * :func:`log_bars` — a log-scale bar chart, one bar per label (per-layer gradient norms);
 * :func:`heatmap` — a rows × columns shade map of log10 values (layers × steps of training);
-* :func:`save_png` — the same data as a PNG (``pip install nnlab[plot]``); a clear
-  :class:`~nnlab.errors.NnlabError` names the missing extra.
+* :func:`line_plot` — curves on a character grid (linear or log10 y axis), one marker per series;
+* :func:`save_png` / :func:`save_panels` — the same data as a PNG (``pip install nnlab[plot]``); a
+  clear :class:`~nnlab.errors.NnlabError` names the missing extra (:func:`require_matplotlib`
+  checks it up front).
 
 >>> print(log_bars(["1", "2", "3"], [1e-6, 1e-3, 1.0], width=12))
 log10 scale: 1e-06 .. 1e+00 (0.5 decades per █)
@@ -87,6 +89,68 @@ def heatmap(matrix, row_labels=None, max_cols=60, lo=None, hi=None, title=None):
     return "\n".join(out)
 
 
+MARKERS = "•o+x*#@%"
+
+
+def line_plot(series, x=None, width=60, height=12, logy=False, title=None, ylabel=""):
+    """Curves on a ``height`` × ``width`` character grid: ``series`` maps a label to y values
+    (plotted against ``x``, default 1..n); each series draws with its own marker (later ones on
+    top); ``logy`` uses a log10 axis (non-positive values skipped). Non-finite values are skipped.
+
+    >>> print(line_plot({"y": [0, 1, 2]}, width=7, height=3))
+    2        ┤      •
+             │   •
+    0        ┤•
+             └───────
+              1     3
+    • y
+    """
+    items = [(str(k), np.asarray(v, dtype=np.float64).ravel()) for k, v in series.items()]
+    pts = []
+    for k, (_, ys) in enumerate(items):
+        xs = np.arange(1, ys.size + 1, dtype=np.float64) if x is None else np.asarray(x, dtype=np.float64).ravel()
+        for xv, yv in zip(xs, ys):
+            if not (math.isfinite(xv) and math.isfinite(yv)) or (logy and yv <= 0):
+                continue
+            pts.append((xv, math.log10(yv) if logy else yv, k))
+    if not pts:
+        return "(no data)"
+    x0, x1 = min(p[0] for p in pts), max(p[0] for p in pts)
+    y0, y1 = min(p[1] for p in pts), max(p[1] for p in pts)
+    if y1 == y0:
+        y0, y1 = y0 - 1.0, y1 + 1.0
+    grid = [[" "] * width for _ in range(height)]
+    for xv, yv, k in pts:
+        col = 0 if x1 == x0 else int(round((xv - x0) / (x1 - x0) * (width - 1)))
+        row = int(round((yv - y0) / (y1 - y0) * (height - 1)))
+        grid[height - 1 - row][col] = MARKERS[k % len(MARKERS)]
+
+    def ytext(v):
+        return f"{10.0 ** v:.3g}" if logy else f"{v:.3g}"
+
+    ticks = {0: ytext(y1), height - 1: ytext(y0)}
+    if height >= 5:
+        ticks[(height - 1) // 2] = ytext((y0 + y1) / 2)
+    lw = max(8, *(len(t) for t in ticks.values()))
+    out = [title] if title else []
+    if ylabel:
+        out.append(ylabel)
+    for r in range(height):
+        t = ticks.get(r)
+        out.append(f"{t.ljust(lw)} ┤{''.join(grid[r])}".rstrip() if t is not None
+                   else f"{' ' * lw} │{''.join(grid[r])}".rstrip())
+    out.append(f"{' ' * lw} └{'─' * width}")
+    xl, xr = f"{x0:g}", f"{x1:g}"
+    out.append(f"{' ' * lw}  {xl}{xr.rjust(width - len(xl))}")
+    out.append("   ".join(f"{MARKERS[k % len(MARKERS)]} {label}" for k, (label, _) in enumerate(items)))
+    return "\n".join(out)
+
+
+def require_matplotlib():
+    """Raise :class:`~nnlab.errors.NnlabError` (one line naming the extra) if matplotlib is missing."""
+    _pyplot()
+
+
 def _pyplot():
     try:
         import matplotlib
@@ -125,6 +189,71 @@ def save_png(path, series, title="", xlabel="layer", ylabel="", logy=True, heat=
         axes[1, 0].set_xlabel("step")
         axes[1, 0].set_ylabel("layer")
         fig.colorbar(im, ax=axes[1, 0], label="log10")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def save_panels(path, panels, title=None):
+    """Write a PNG of stacked panels. Each panel is a dict with ``kind``:
+
+    * ``"lines"``: ``series`` (label -> y values), optional ``x`` (shared x values, default 1..n),
+      ``logy``, ``logx``, ``xlabel``, ``ylabel``, ``title``, ``hlines`` (label -> y of a dashed line);
+    * ``"heat"``: ``matrix`` (rows × columns, drawn as log10 unless ``log`` is False), ``xlabel``,
+      ``ylabel``, ``title``;
+    * ``"bars"``: ``labels``, ``values`` (log scale when ``logy``), ``ylabel``, ``title``.
+    """
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(panels), 1, figsize=(8, 3.6 * len(panels)), squeeze=False)
+    for ax, panel in zip(axes[:, 0], panels):
+        kind = panel.get("kind", "lines")
+        logy = panel.get("logy", False)
+        if kind == "lines":
+            xs = panel.get("x")
+            series = {k: np.asarray(v, dtype=np.float64) for k, v in panel["series"].items()}
+            big = [float(np.max(np.abs(v[np.isfinite(v)]))) for v in series.values() if np.isfinite(v).any()]
+            # beyond ~1e300 matplotlib's log axis overflows: plot log10 of the values on a linear axis
+            log10_axis = logy and big and max(big) > 1e250
+            for label, ys in series.items():
+                xv = np.arange(1, ys.size + 1) if xs is None else np.asarray(xs, dtype=np.float64)
+                keep = np.isfinite(ys) & ((ys > 0) if logy else True)
+                yv = np.where(keep, ys, np.nan)
+                if log10_axis:
+                    yv = np.log10(yv)
+                ax.plot(xv, yv, marker="o" if ys.size <= 60 else None, markersize=3, label=str(label))
+            for label, yv in panel.get("hlines", {}).items():
+                ax.axhline(yv, linestyle="--", linewidth=1, color="gray", label=str(label))
+            if log10_axis:
+                panel = {**panel, "ylabel": f"log10 {panel.get('ylabel', '')}".strip()}
+            elif logy:
+                ax.set_yscale("log")
+            if panel.get("logx"):
+                ax.set_xscale("log")
+            ax.legend(fontsize=7)
+        elif kind == "heat":
+            h = np.asarray(panel["matrix"], dtype=np.float64)
+            log = panel.get("log", True)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                img = (np.where((h > 0) & np.isfinite(h), np.log10(np.where(h > 0, h, 1.0)), np.nan) if log
+                       else np.where(np.isfinite(h), h, np.nan))
+            im = ax.imshow(img, aspect="auto", origin="lower", interpolation="nearest",
+                           extent=(0.5, img.shape[1] + 0.5, 0.5, img.shape[0] + 0.5))
+            fig.colorbar(im, ax=ax, label="log10" if log else "")
+        elif kind == "bars":
+            vals = np.asarray(panel["values"], dtype=np.float64)
+            ax.bar([str(v) for v in panel["labels"]], np.where(np.isfinite(vals), vals, np.nan))
+            if logy:
+                ax.set_yscale("log")
+            ax.tick_params(axis="x", labelsize=7)
+        else:
+            raise NnlabError(f"unknown panel kind {kind!r}")
+        ax.set_xlabel(panel.get("xlabel", ""))
+        ax.set_ylabel(panel.get("ylabel", ""))
+        ax.set_title(panel.get("title", ""), fontsize=10)
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

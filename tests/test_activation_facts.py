@@ -3,11 +3,9 @@
 the seed text (seeds/000: a chain of sigmoid units).
 """
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
+import naive  # tests/ is on sys.path (conftest.py)
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -15,20 +13,6 @@ from hypothesis import strategies as st
 from scipy import optimize
 
 import nnlab.activations as A
-
-
-def _load_naive():
-    """tests/naive.py, loaded by path (pytest runs with --import-mode=importlib: tests/ is no package)."""
-    name = "nnlab_tests_naive"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("naive.py"))
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
-
-
-naive = _load_naive()
 
 SETTINGS = settings(deadline=None, max_examples=60)
 Z = np.linspace(-10.0, 10.0, 4001)  # contains 0 exactly (index 2000)

@@ -8,12 +8,10 @@ tested around every other activation. Identities that concern one activation liv
 ``test_activation_facts.py``; user-registered activations in ``test_custom_activation.py``.
 """
 
-import importlib.util
 import math
-import sys
 import warnings
-from pathlib import Path
 
+import naive  # tests/ is on sys.path (conftest.py)
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
@@ -22,20 +20,6 @@ from scipy import optimize
 
 import nnlab.activations as A
 from nnlab.errors import DTypeError, HyperparameterError, ShapeError, UnknownNameError
-
-
-def _load_naive():
-    """tests/naive.py, loaded by path (pytest runs with --import-mode=importlib: tests/ is no package)."""
-    name = "nnlab_tests_naive"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("naive.py"))
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
-
-
-naive = _load_naive()
 
 SETTINGS = settings(deadline=None, max_examples=50,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])

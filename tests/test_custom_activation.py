@@ -6,11 +6,9 @@ registry only.
 """
 
 import fractions
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
+import naive  # tests/ is on sys.path (conftest.py)
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -18,20 +16,6 @@ from hypothesis import strategies as st
 
 import nnlab.activations as A
 from nnlab.errors import ActivationCompileError, HyperparameterError, UnknownNameError
-
-
-def _load_naive():
-    """tests/naive.py, loaded by path (pytest runs with --import-mode=importlib: tests/ is no package)."""
-    name = "nnlab_tests_naive"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("naive.py"))
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
-
-
-naive = _load_naive()
 
 SETTINGS = settings(deadline=None, max_examples=50)
 

@@ -5,32 +5,17 @@ The logits are fed through one identity Dense layer with W = I and b = 0, so the
 the logits themselves and ``layer_errors[0]`` is dL/d(logits).
 """
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+import reference as ref  # tests/ is on sys.path (conftest.py)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import nnlab as nl
 from nnlab import losses
 from nnlab.errors import UnknownNameError
-
-
-def _load_reference():
-    name = "nnlab_tests_reference"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("reference.py"))
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
-
-
-ref = _load_reference()
 
 LOSSES = ("mse", "softmax_cross_entropy", "bce")
 

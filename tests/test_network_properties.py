@@ -12,30 +12,15 @@ and eval mode) are checked three independent ways:
 float32 networks must give gradients close to those of their float64 copy.
 """
 
-import importlib.util
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+import reference as ref  # tests/ is on sys.path (conftest.py)
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import nnlab as nl
 from nnlab import activations
-
-
-def _load_reference():
-    name = "nnlab_tests_reference"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("reference.py"))
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
-
-
-ref = _load_reference()
 
 # Built-in activations only: a user registration leaked by another test module must not change
 # (or slow down, by compiling a custom kernel set) what these tests draw.

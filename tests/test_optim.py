@@ -2,12 +2,11 @@
 state_dict, bad input, a convergence table and Hypothesis properties."""
 
 import copy
-import importlib.util
 import math
-import pathlib
 import re
 
 import numpy as np
+import optim_naive as naive  # tests/ is on sys.path (conftest.py)
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -15,10 +14,6 @@ from hypothesis import strategies as st
 import nnlab as nl
 from nnlab.errors import DTypeError, HyperparameterError, NonFiniteError, ShapeError, UnknownNameError
 from nnlab.kernels import optim_cpu as K
-
-_spec = importlib.util.spec_from_file_location("optim_naive", pathlib.Path(__file__).with_name("optim_naive.py"))
-naive = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(naive)
 
 CASES, IDS, STEPS, make_params, grad_of = naive.CASES, naive.IDS, naive.STEPS, naive.make_params, naive.grad_of
 

@@ -1,19 +1,14 @@
 """nnlab.optim and nnlab.clip against torch.optim / torch.nn.utils (skipped without torch):
 same hyperparameters, the same changing gradients, 30 steps, float64."""
 
-import importlib.util
-import pathlib
 
 import numpy as np
+import optim_naive as naive  # tests/ is on sys.path (conftest.py)
 import pytest
 
 import nnlab as nl
 
 torch = pytest.importorskip("torch", exc_type=ImportError)
-
-_spec = importlib.util.spec_from_file_location("optim_naive", pathlib.Path(__file__).with_name("optim_naive.py"))
-naive = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(naive)
 
 TORCH_NAMES = {"sgd": "SGD", "adagrad": "Adagrad", "adadelta": "Adadelta", "rmsprop": "RMSprop", "adam": "Adam",
                "adamw": "AdamW", "nadam": "NAdam", "adamax": "Adamax", "rprop": "Rprop"}

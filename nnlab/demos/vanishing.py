@@ -31,6 +31,17 @@ fluctuations that accumulate with depth; a wider net does not shrink it here), s
 [0.1, 10] for 16 of the seeds 0-199 (the claim then does not hold for that seed); seeds 0-4 give
 0.16 to 1.5.
 
+Beside the measured norms the demo prints the mean-field prediction of the per-layer gradient
+ratio (:mod:`nnlab.demos.meanfield`; Poole et al. 2016, Schoenholz et al. 2017): χ = σ_w²·E[φ'(h)²]
+with h ~ N(0, q*) at the fixed point q* of the variance map, σ_w² = fan_in·mean(W²) of the hidden
+weights as drawn (1 for Xavier/LeCun/orthogonal on square layers, 2 for He), σ_b² = 0. The
+predicted per-layer log(‖E_l‖/‖E_{l+1}‖) is ½·log χ* (and ½·log χ_l along the iterated q_l, the
+"layerwise" column, for nets whose q_l has not converged yet); the measured one is minus the slope
+of a line fitted to log ‖E_l‖ over the bulk hidden layers (:func:`meanfield.bulk`). Sigmoid/Xavier
+at the defaults: predicted −1.447 (√χ* = 0.235: ‖E‖ shrinks 4.3x per layer), measured −1.51 (at
+width 256, depth 30: −1.444 and −1.456). The mean-field numbers are informational: the claim above
+does not depend on them (``nnlab demo meanfield`` checks them on wide nets).
+
 >>> from nnlab.demos import vanishing
 >>> r = vanishing.run(depth=3, width=8, batch=16, configs=[("tanh", "xavier_normal")])
 >>> len(r.rows[0].grad_norms), r.rows[0].verdict
@@ -42,8 +53,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["run", "VanishingResult", "ConfigResult", "CLAIM", "DEFAULT_CONFIGS", "VANISHING_BELOW",
-           "EXPLODING_ABOVE", "RELU_HE_BAND"]
+from . import _common as C
+
+__all__ = ["run", "render", "plot", "VanishingResult", "ConfigResult", "MeanField", "CLAIM", "DEFAULT_CONFIGS",
+           "VANISHING_BELOW", "EXPLODING_ABOVE", "RELU_HE_BAND"]
+
+NAME = "vanishing"
+SUMMARY = "Deep sigmoid vs relu/He nets: per-layer gradient norms, the ratio first/last, the mean-field χ."
+OPTIONS = ()  # the command is written out in cli/main.py (it has the repeatable --config)
 
 CLAIM = ("In a deep sigmoid net the gradient reaching the first layer is orders of magnitude smaller "
          "than at the last layer; ReLU with He init keeps it within a factor of 10")
@@ -72,6 +89,25 @@ def _finite_or_none(x):
 
 
 @dataclass
+class MeanField:
+    """The mean-field prediction for one configuration beside the measured decay (see the docstring)."""
+
+    sigma_w2: float           # fan_in·mean(W²) over the hidden layers 2..depth
+    sigma_b2: float
+    q1: float                 # first layer's pre-activation variance: σ_w²·mean(X²) + σ_b²
+    q_star: float
+    chi_star: float
+    log_ratio_star: float     # ½·log χ*: predicted log(‖E_l‖/‖E_{l+1}‖)
+    layerwise: float          # mean over the bulk of ½·log χ_l (q_l of the iterated map)
+    measured: float           # minus the slope of log ‖E_l‖ over the bulk (NaN if the bulk is < 2 layers)
+    measured_grad: float      # the same fit to ‖∂L/∂W_l‖
+    bulk: tuple               # (first, last) hidden layers of the fit
+
+    def to_dict(self):
+        return C.jsonable(self)
+
+
+@dataclass
 class ConfigResult:
     """One configuration: per-layer norms (layer 1 first, the output layer last), ratio and verdict."""
 
@@ -82,6 +118,7 @@ class ConfigResult:
     loss: float
     ratio: float  # grad_norms[0] / grad_norms[-1]
     verdict: str
+    meanfield: MeanField = None
 
     @property
     def label(self):
@@ -91,7 +128,8 @@ class ConfigResult:
         return {"activation": self.activation, "init": self.init, "loss": _finite_or_none(self.loss),
                 "grad_norms": [_finite_or_none(v) for v in self.grad_norms],
                 "error_norms": [_finite_or_none(v) for v in self.error_norms],
-                "ratio": _finite_or_none(self.ratio), "verdict": self.verdict}
+                "ratio": _finite_or_none(self.ratio), "verdict": self.verdict,
+                "meanfield": None if self.meanfield is None else self.meanfield.to_dict()}
 
 
 @dataclass
@@ -228,9 +266,29 @@ def run(depth=20, width=32, batch=128, seed=0, configs=None, dtype="float64"):
             ratio = first / last
         else:
             ratio = math.nan if first == 0 or math.isnan(first) else math.inf
-        result.rows.append(ConfigResult(act, ini, gnorms, enorms, float(loss), ratio, verdict(ratio)))
+        row = ConfigResult(act, ini, gnorms, enorms, float(loss), ratio, verdict(ratio))
+        row.meanfield = _meanfield(net, act, X, gnorms, enorms, depth)
+        result.rows.append(row)
     _judge(result)
     return result
+
+
+def _meanfield(net, activation, X, gnorms, enorms, depth):
+    """The mean-field prediction for this net, from its hidden weights as drawn, beside the fit."""
+    from . import meanfield as mf
+
+    Ws = [np.asarray(p, dtype=np.float64) for n, p in zip(net.param_names(), net.params()) if n.endswith(".W")]
+    hidden = Ws[1:depth] if depth > 1 else Ws[:1]
+    sw2 = float(np.mean([W.shape[0] * np.mean(W * W) for W in hidden]))
+    sw2_1 = Ws[0].shape[0] * float(np.mean(Ws[0] * Ws[0]))
+    q1 = sw2_1 * float(np.mean(np.asarray(X, dtype=np.float64) ** 2))
+    first, last = mf.bulk(depth)
+    with np.errstate(all="ignore"):
+        pred = mf.predict(activation, sw2, 0.0, q1, depth)
+        layerwise = float(np.mean(pred.log_ratio[first - 1:last])) if last >= first else math.nan
+    return MeanField(sw2, 0.0, q1, pred.q_star, pred.chi_star, pred.log_ratio_star, layerwise,
+                     mf.log_ratio_fit(enorms[:depth], first, last), mf.log_ratio_fit(gnorms[:depth], first, last),
+                     (first, last))
 
 
 def _judge(result):
@@ -249,3 +307,82 @@ def _judge(result):
     result.reason = (f"sigmoid ratio {sig.ratio:.2e} {'<' if sig_ok else '>='} {VANISHING_BELOW:g}; "
                      f"relu/{relu.init} ratio {relu.ratio:.2e} {'within' if relu_ok else 'outside'} "
                      f"[{lo:g}, {hi:g}]")
+
+
+def _layer_label(i, n):
+    return f"{i}" + (" out" if i == n else "")
+
+
+def _f(x, fmt="+.3f"):
+    return "-" if x is None or not math.isfinite(x) else format(x, fmt)
+
+
+def render(res, width=100):
+    """The text ``nnlab demo vanishing`` prints: table, chart, mean-field comparison, verdicts."""
+    from ..charts import bar
+
+    rows, n = res.rows, res.n_layers
+    out = [*C.wrap(f"claim: {res.claim}.", width, indent="       "), "",
+           *C.wrap(f"{res.depth} hidden Dense({res.width}, {res.width}) layers + linear output "
+                   f"Dense({res.width}, 1), loss mse, batch {res.batch}, seed {res.seed}, {res.dtype}", width,
+                   indent=""), ""]
+    # the table
+    cw = max(12, *(len(r.activation) + 2 for r in rows), *(len(r.init) + 2 for r in rows))
+    out.append("‖∂L/∂W_l‖ (Frobenius norm of the weight gradient) per layer")
+    lab = len(_layer_label(n, n))
+    out.append("layer".ljust(lab) + "".join(r.activation.rjust(cw) for r in rows))
+    out.append(" " * lab + "".join(r.init.rjust(cw) for r in rows))
+    for i in range(n):
+        out.append(_layer_label(i + 1, n).rjust(lab) + "".join(f"{r.grad_norms[i]:.2e}".rjust(cw) for r in rows))
+    out.append("")
+    # the chart: one bar column per configuration, a shared log10 axis
+    vals = [v for r in rows for v in r.grad_norms if v > 0 and math.isfinite(v)]
+    lo = math.floor(math.log10(min(vals))) if vals else -1
+    hi = math.ceil(math.log10(max(vals))) if vals else 0
+    hi = hi if hi > lo else lo + 1
+    bw = max(8, min(30, (width - lab - 2) // len(rows) - 2))
+    per_cell = (hi - lo) / bw
+    out.append(f"log10 ‖∂L/∂W_l‖: each bar spans 1e{lo:+d} .. 1e{hi:+d} ({per_cell:.2g} decades per █)")
+    out.append("layer".ljust(lab) + "  " + "  ".join(r.label[:bw].ljust(bw) for r in rows).rstrip())
+    for i in range(n):
+        bars = "  ".join(bar(r.grad_norms[i], lo, hi, bw) for r in rows)
+        out.append(_layer_label(i + 1, n).rjust(lab) + "  " + bars.rstrip())
+    out.append("")
+    # the mean-field prediction beside the measured decay
+    mfs = [r for r in rows if r.meanfield is not None]
+    if mfs:
+        from . import meanfield as mf
+
+        first, last = mfs[0].meanfield.bulk
+        out += C.wrap("mean-field prediction (Poole et al. 2016, Schoenholz et al. 2017): per-layer "
+                      "log(‖E_l‖/‖E_{l+1}‖) = ½·log χ, χ = σ_w²·E[φ'(h)²], h ~ N(0, q*); measured: line fitted "
+                      f"to log ‖E_l‖ over hidden layers {first}..{last}", width, indent="  ")
+        table = [[r.label, f"{r.meanfield.sigma_w2:.3f}", mf.qtext(r.meanfield.q_star), f"{r.meanfield.chi_star:.4f}",
+                  _f(r.meanfield.log_ratio_star), _f(r.meanfield.layerwise), _f(r.meanfield.measured)]
+                 for r in mfs]
+        out += C.table(["config", "σ_w²", "q*", "χ*", "½logχ*", "layerwise", "measured"], table)
+        out += C.wrap("(layerwise: ½·log χ_l along the iterated q_l, for nets whose q_l has not reached q*; "
+                      "narrow nets fluctuate -- 'nnlab demo meanfield' checks wide ones)", width, indent=" ")
+        out.append("")
+    # ratios and verdicts
+    lw = max(len(r.label) for r in rows)
+    out.append(f"ratio = ‖∂L/∂W_1‖ / ‖∂L/∂W_{n}‖ (first hidden layer / output layer)")
+    out.append("verdict: vanishing if ratio < 1e-3, exploding if ratio > 1e3, else healthy")
+    for r in rows:
+        ratio = f"{r.ratio:.2e}" if math.isfinite(r.ratio) else str(r.ratio)
+        out.append(f"  {r.label.ljust(lw)}  ratio {ratio}  {r.verdict}")
+    out.append("")
+    out += C.wrap(f"claim held: {'yes' if res.held else 'no'} ({res.reason})", width)
+    return C.fit("\n".join(out), width)
+
+
+def plot(res, path):
+    """PNG: ‖∂L/∂W_l‖ and ‖E_l‖ per layer for every configuration (log scale)."""
+    from .. import charts
+
+    return charts.save_panels(path, [
+        dict(kind="lines", series={r.label: r.grad_norms for r in res.rows}, logy=True, xlabel="layer",
+             ylabel="‖∂L/∂W_l‖", title=f"vanishing: depth {res.depth}, width {res.width}, seed {res.seed}"),
+        dict(kind="lines", series={r.label: r.error_norms for r in res.rows}, logy=True, xlabel="layer",
+             ylabel="‖E_l‖", title="backpropagated error per layer"),
+    ])

@@ -16,7 +16,7 @@ import math
 import numpy as np
 from numba import njit
 
-from .._config import JIT
+from .._config import FASTMATH, JIT
 from ..activations._math import act_d, act_dp, act_f, sigm
 from .layout import (
     DX_ADD,
@@ -314,7 +314,14 @@ def loss_only(ops, hp, tens, params, ws, dws, X, Y, loss_code, training, seed):
 
 
 # ---------------------------------------------------------------- gradient-health statistics
-@njit(**JIT)
+# The statistics kernels may reassociate their float64 sums ("reassoc" only: NaN and inf keep their
+# IEEE meaning), so LLVM vectorizes them; every sum is still the exact float64 sum of the same
+# terms up to the order of addition. Finiteness and magnitude tests are branch-free.
+STATS_JIT = dict(JIT, fastmath=set(FASTMATH) | {"reassoc"})
+DBL_MAX = 1.7976931348623157e308  # abs(x) <= DBL_MAX is False exactly for NaN and ±inf
+
+
+@njit(**STATS_JIT)
 def _sq_count(x):
     """(Σ x² in float64, count of non-finite, count of float32-subnormal, count of exact zeros)."""
     s = 0.0
@@ -324,24 +331,110 @@ def _sq_count(x):
     for k in range(x.size):
         v = np.float64(x[k])
         s += v * v  # a NaN/inf entry makes the norm NaN/inf, as it should
-        if not math.isfinite(v):
-            bad += 1
-            continue
-        av = abs(v)
-        if av == 0.0:
-            zero += 1
-        elif av < FLT_MIN:
-            sub += 1
+        a = abs(v)
+        bad += not (a <= DBL_MAX)
+        zero += a == 0.0
+        sub += (a < FLT_MIN) & (a > 0.0)
     return s, bad, sub, zero
+
+
+@njit(**JIT)
+def _norm(s, x, y):
+    """sqrt(s) for s = Σ (x − y)² (y = None: Σ x²), recomputed with scaling when the float64 sum
+    overflowed although every term is finite: the norm is inf only for an infinite entry."""
+    if s <= DBL_MAX:
+        return math.sqrt(s)
+    if s != s:
+        return s
+    big = 0.0
+    for k in range(x.size):
+        v = np.float64(x[k]) - (0.0 if y is None else np.float64(y[k]))
+        if not abs(v) <= DBL_MAX:
+            return abs(v)
+        big = max(big, abs(v))
+    t = 0.0
+    for k in range(x.size):
+        v = (np.float64(x[k]) - (0.0 if y is None else np.float64(y[k]))) / big
+        t += v * v
+    return big * math.sqrt(t)
+
+
+@njit(**STATS_JIT)
+def _count_nonfinite(x):
+    bad = 0
+    for k in range(x.size):
+        bad += not (abs(np.float64(x[k])) <= DBL_MAX)
+    return bad
+
+
+@njit(**STATS_JIT)
+def _first_finite(Z, A):
+    """(z, a) of the first entry where both are finite (the shifts of the one-pass variance)."""
+    Zf = Z.reshape(-1)
+    Af = A.reshape(-1)
+    for k in range(Zf.size):
+        z = np.float64(Zf[k])
+        a = np.float64(Af[k])
+        if abs(z) <= DBL_MAX and abs(a) <= DBL_MAX:
+            return z, a
+    return 0.0, 0.0
+
+
+@njit(**STATS_JIT)
+def _moments(s, sq, cnt, shift):
+    """(mean, std) of ``cnt`` values from Σ(x − shift) and Σ(x − shift)² (the shifted one-pass
+    variance: no cancellation when the shift is near the mean); NaN when cnt = 0."""
+    if cnt == 0:
+        return np.nan, np.nan
+    m = s / cnt
+    return shift + m, math.sqrt(max(sq / cnt - m * m, 0.0))
+
+
+@njit(**STATS_JIT)
+def _activation_pass(Z, A, kz, ka, zs, alive):
+    """Σ(z−kz), Σ(z−kz)², Σ(a−ka), Σ(a−ka)² over entries where Z and A are finite, their count,
+    the non-finite count, and (zs > 0) the count of |z| > zs; ``alive[j]`` is set for units with a
+    non-finite entry or (zs > 0) an entry with |z| <= zs."""
+    n, nout = Z.shape
+    zsum = 0.0
+    zsq = 0.0
+    asum = 0.0
+    asq = 0.0
+    cnt = 0
+    n_sat = 0
+    by_z = zs > 0.0
+    for r in range(n):
+        for j in range(nout):
+            z = np.float64(Z[r, j])
+            a = np.float64(A[r, j])
+            ok = (abs(z) <= DBL_MAX) & (abs(a) <= DBL_MAX)
+            dz = z - kz if ok else 0.0
+            da = a - ka if ok else 0.0
+            zsum += dz
+            zsq += dz * dz
+            asum += da
+            asq += da * da
+            cnt += ok
+            far = abs(z) > zs
+            n_sat += ok & far & by_z
+            alive[j] |= (not ok) | (by_z & (not far))
+    return zsum, zsq, asum, asq, cnt, n * nout - cnt, n_sat
 
 
 @njit(**JIT)
 def grad_stats(ops, hp, tens, params, grads, ws, dws, n, sat, stats):
     """Fill the gradient columns of ``stats`` (one row per Dense op) from the last backward pass.
 
-    ``sat`` (n_ops, 2): [1 if the op's activation saturates, threshold on a·θ'(z)] (the threshold
-    is a documented fraction of the activation's maximum derivative).
+    ``sat`` (n_ops, 3): [1 if the op's activation saturates, threshold t on |a·θ'(z)|, z_sat].
+    An entry is saturated when |a·θ'(z)| < t (t is a documented fraction of the activation's
+    maximum derivative); when z_sat > 0 the derivative falls with |z| (sigmoid, tanh, softsign)
+    and z_sat is where it crosses t, so |z| > z_sat decides it without evaluating θ'. A unit is
+    dead when a·θ'(z) is exactly 0 for every row of the batch (a non-finite entry counts as alive).
     """
+    width = 1
+    for i in range(ops.shape[0]):
+        width = max(width, ops[i, F_NOUT])
+    alive = np.zeros(width, np.bool_)
     l = 0
     for i in range(ops.shape[0]):
         if ops[i, F_KIND] != KIND_DENSE:
@@ -354,61 +447,70 @@ def grad_stats(ops, hp, tens, params, grads, ws, dws, n, sat, stats):
         A = tview(ws, tens, ops[i, F_A], n)
         E = tview(dws, tens, ops[i, F_Z], n)
         es, ebad, esub, _ = _sq_count(E.reshape(-1))
-        _, wbad, _, _ = _sq_count(params[w:w + nin * nout])
+        wbad = _count_nonfinite(params[w:w + nin * nout])
         b = ops[i, F_B]
         bs = 0.0
         if b >= 0:
             bs = _sq_count(grads[b:b + nout])[0]
+        saturating = sat[i, 0] > 0
+        thr = sat[i, 1]
+        zs = sat[i, 2] if saturating else 0.0
+        al = alive[:nout]
+        al[:] = False
+        kz, ka = _first_finite(Z, A)
+        zsum, zsq, asum, asq, cnt, zbad, n_sat = _activation_pass(Z, A, kz, ka, zs, al)
         code = ops[i, F_ACT]
         p0, p1, p2, a = act_slots(ops, hp, params, i)
         has_noise = ops[i, F_NOISE] >= 0
         U = tview(ws, tens, ops[i, F_NOISE] if has_noise else ops[i, F_Z], n)
-        saturating = sat[i, 0] > 0
-        thr = sat[i, 1]
-        dead = 0
-        n_sat = 0
-        zbad = 0
-        zsum = 0.0
-        zsq = 0.0
-        asum = 0.0
-        asq = 0.0
-        for j in range(nout):
-            alive = False
+        if saturating and zs <= 0.0:  # the derivative itself decides saturation: every entry
             for r in range(n):
-                z = Z[r, j]
-                av = A[r, j]
-                if not (math.isfinite(z) and math.isfinite(av)):
-                    zbad += 1
-                    alive = True
+                for j in range(nout):
+                    z = Z[r, j]
+                    if not (abs(np.float64(z)) <= DBL_MAX and abs(np.float64(A[r, j])) <= DBL_MAX):
+                        continue
+                    d = abs(a * act_d(code, z, p0, p1, p2, U[r, j] if has_noise else 0.0))
+                    n_sat += d < thr
+                    if d != 0.0:
+                        al[j] = True
+        else:  # a unit is alive at its first row with a non-zero derivative
+            for j in range(nout):
+                if al[j]:
                     continue
-                zsum += z
-                zsq += z * z
-                asum += av
-                asq += av * av
-                d = abs(a * act_d(code, z, p0, p1, p2, U[r, j] if has_noise else 0.0))
-                if d != 0.0:
-                    alive = True
-                if saturating and d < thr:
-                    n_sat += 1
-            if not alive:
-                dead += 1
-        cnt = n * nout
-        stats[l, S_GRAD_NORM] = math.sqrt(gs)
-        stats[l, S_ERR_NORM] = math.sqrt(es)
-        stats[l, S_B_GRAD_NORM] = math.sqrt(bs)
+                for r in range(n):
+                    z = Z[r, j]
+                    if a * act_d(code, z, p0, p1, p2, U[r, j] if has_noise else 0.0) != 0.0:
+                        al[j] = True
+                        break
+        dead = 0
+        for j in range(nout):
+            dead += not al[j]
+        total = n * nout
+        stats[l, S_GRAD_NORM] = _norm(gs, grads[w:w + nin * nout], None)
+        stats[l, S_ERR_NORM] = _norm(es, E.reshape(-1), None)
+        stats[l, S_B_GRAD_NORM] = _norm(bs, grads[b:b + nout], None) if b >= 0 else 0.0
         stats[l, S_DEAD] = dead / nout
-        stats[l, S_SATURATED] = n_sat / cnt if saturating else 0.0
+        stats[l, S_SATURATED] = n_sat / total if saturating else 0.0
         stats[l, S_NONFINITE] = gbad + ebad + wbad + zbad
         stats[l, S_SUBNORMAL] = gsub + esub
         stats[l, S_ZERO_GRAD] = gzero
-        stats[l, S_N_GRAD] = nin * nout + cnt
-        zm = zsum / cnt
-        am = asum / cnt
-        stats[l, S_Z_MEAN] = zm
-        stats[l, S_Z_STD] = math.sqrt(max(zsq / cnt - zm * zm, 0.0))
-        stats[l, S_A_MEAN] = am
-        stats[l, S_A_STD] = math.sqrt(max(asq / cnt - am * am, 0.0))
+        stats[l, S_N_GRAD] = nin * nout + total
+        stats[l, S_Z_MEAN], stats[l, S_Z_STD] = _moments(zsum, zsq, cnt, kz)
+        stats[l, S_A_MEAN], stats[l, S_A_STD] = _moments(asum, asq, cnt, ka)
         l += 1
+
+
+@njit(**STATS_JIT)
+def _norm_and_diff(x, y):
+    """(Σ x², Σ (x − y)²) in float64."""
+    s = 0.0
+    d = 0.0
+    for k in range(x.size):
+        v = np.float64(x[k])
+        dv = v - np.float64(y[k])
+        s += v * v
+        d += dv * dv
+    return s, d
 
 
 @njit(**JIT)
@@ -420,15 +522,9 @@ def update_stats(ops, params, prev, stats):
             continue
         w = ops[i, F_W]
         m = ops[i, F_NIN] * ops[i, F_NOUT]
-        ws_ = 0.0
-        us = 0.0
-        for k in range(w, w + m):
-            v = np.float64(params[k])
-            dv = v - np.float64(prev[k])
-            ws_ += v * v
-            us += dv * dv
-        stats[l, S_W_NORM] = math.sqrt(ws_)
-        stats[l, S_UPDATE_NORM] = math.sqrt(us)
+        s, d = _norm_and_diff(params[w:w + m], prev[w:w + m])
+        stats[l, S_W_NORM] = _norm(s, params[w:w + m], None)
+        stats[l, S_UPDATE_NORM] = _norm(d, params[w:w + m], prev[w:w + m])
         l += 1
 
 

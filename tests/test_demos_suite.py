@@ -1,0 +1,424 @@
+"""The demo suite (nnlab.demos.DEMOS and ``nnlab demo ...``): every claim at small size, the
+mean-field helper, JSON, pictures, exit codes and one-line errors."""
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import nnlab as nl
+from nnlab import charts, demos
+from nnlab.demos import _common as C
+from nnlab.demos import dead_relu, ewa, exploding, init, meanfield, optimizers, selu, swish, vanishing
+from nnlab.errors import HyperparameterError, NnlabError, UnknownNameError
+from nnlab_cli import demos as cli_demos
+from nnlab_cli.main import cli
+
+# small sizes at which each claim holds (for seeds 0-7 unless noted in the demo's docstring)
+SMALL = {
+    "meanfield": dict(depth=30, width=256, batch=128, seeds=2),  # the issue's "done when": the defaults
+    "exploding": dict(depth=6, width=16, batch=64, steps=30),
+    "dead-relu": dict(depth=4, width=16, steps=100),
+    "optimizers": dict(depth=8, width=16, steps=150, samples=100),
+    "selu": dict(depth=30, wide=256, narrow=64, batch=128),
+    "swish": dict(points=1201),
+    "init": dict(depth=10, width=64, batch=64),
+    "ewa": dict(days=100),
+}
+CLI_SMALL = {
+    "exploding": ["--depth", "6", "--width", "16", "--batch", "64", "--steps", "30"],
+    "dead-relu": ["--depth", "4", "--width", "16", "--steps", "100"],
+    "optimizers": ["--depth", "8", "--width", "16", "--steps", "150", "--samples", "100"],
+    "selu": ["--depth", "30", "--batch", "128"],
+    "swish": ["--points", "1201"],
+    "init": ["--depth", "10", "--width", "64", "--batch", "64"],
+    "ewa": [],
+}
+NOT_HELD = {  # options under which the claim does not hold: exit 1
+    "meanfield": ["--width", "64", "--depth", "12", "--batch", "16", "--seeds", "1"],
+    "exploding": ["--scale", "0.5", "--steps", "20", "--depth", "4", "--width", "8"],
+    "dead-relu": ["--bias", "0", "--steps", "20", "--depth", "3", "--width", "8"],
+    "optimizers": ["--depth", "2", "--width", "8", "--steps", "10", "--samples", "20"],
+    "selu": ["--depth", "4", "--wide", "64", "--narrow", "64", "--batch", "64"],
+    "swish": ["--zmax", "0.05", "--points", "101"],
+    "init": ["--depth", "3", "--width", "4", "--batch", "4"],
+    "ewa": ["--noise", "100", "--days", "10"],
+}
+
+
+@pytest.fixture(scope="module")
+def results():
+    return {name: demos.get(name).run(seed=0, **kw) for name, kw in SMALL.items()}
+
+
+@pytest.fixture
+def run():
+    runner = CliRunner()
+
+    def invoke(*args, **kwargs):
+        return runner.invoke(cli, list(args), **kwargs)
+
+    return invoke
+
+
+def _one_line_error(result, code=2):
+    assert result.exit_code == code, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error:"), result.output
+    assert "Traceback" not in result.output
+
+
+# ---------------------------------------------------------------- the registry
+def test_registry_lists_every_demo_with_its_interface():
+    assert demos.names() == ["vanishing", "meanfield", "exploding", "dead-relu", "optimizers", "selu", "swish",
+                             "init", "ewa"]
+    for name, mod in demos.DEMOS.items():
+        assert mod.NAME == name and demos.get(name) is mod
+        assert isinstance(mod.CLAIM, str) and len(mod.CLAIM) > 40 and not mod.CLAIM.endswith(".")
+        assert isinstance(mod.SUMMARY, str) and mod.SUMMARY
+        assert all(isinstance(o, C.Option) for o in mod.OPTIONS)
+        assert callable(mod.run) and callable(mod.render) and callable(mod.plot)
+    with pytest.raises(UnknownNameError, match="known: vanishing"):
+        demos.get("residual")
+
+
+@pytest.mark.parametrize("name", list(SMALL))
+def test_claim_holds_at_small_size(results, name):
+    res = results[name]
+    assert res.held is True, res.reason
+    assert res.claim == demos.get(name).CLAIM and res.reason
+
+
+@pytest.mark.parametrize("name", list(SMALL))
+def test_to_dict_is_json_with_every_number(results, name):
+    d = json.loads(json.dumps(results[name].to_dict(), allow_nan=False))
+    assert d["demo"] == name and d["held"] is True and d["claim"] == demos.get(name).CLAIM
+    assert d["seed"] == 0
+
+
+@pytest.mark.parametrize("name", list(SMALL))
+@pytest.mark.parametrize("width", [80, 120])
+def test_render_fits_and_states_the_verdict(results, name, width):
+    text = demos.get(name).render(results[name], width)
+    assert max(len(line) for line in text.splitlines()) <= width
+    assert text.startswith("claim: ") and "claim held: yes" in text
+    assert demos.get(name).CLAIM.split()[0] in text
+
+
+def test_runs_repeat_with_the_seed():
+    a = exploding.run(depth=4, width=8, batch=16, steps=5, seed=3).to_dict()
+    b = exploding.run(depth=4, width=8, batch=16, steps=5, seed=3).to_dict()
+    c = exploding.run(depth=4, width=8, batch=16, steps=5, seed=4).to_dict()
+    assert a == b and a != c
+
+
+@pytest.mark.parametrize("module,kwargs", [
+    (exploding, dict(depth=0)), (exploding, dict(lr=-1.0)), (exploding, dict(dtype="float16")),
+    (exploding, dict(scale=0)), (dead_relu, dict(bias=0.5)), (optimizers, dict(steps=2.5)),
+    (selu, dict(depth=True)), (swish, dict(points=3)), (init, dict(width="8")), (ewa, dict(beta=1.0)),
+    (meanfield, dict(seeds=0)), (ewa, dict(seed=-1)),
+])
+def test_bad_arguments_raise_nnlab_errors(module, kwargs):
+    with pytest.raises(HyperparameterError) as info:
+        module.run(**kwargs)
+    assert isinstance(info.value, NnlabError)
+
+
+# ---------------------------------------------------------------- mean-field theory
+def test_gaussian_mean_is_exact_for_moments():
+    assert meanfield.gaussian_mean(lambda h: h ** 2, 2.5) == pytest.approx(2.5, rel=1e-12)
+    assert meanfield.gaussian_mean(lambda h: h ** 4, 2.0) == pytest.approx(3 * 4.0, rel=1e-12)
+
+
+def test_predictions_with_closed_forms():
+    # tanh below σ_w² = 1, no bias: q* = 0 and χ* = σ_w²·tanh'(0)² = σ_w²
+    p = meanfield.predict("tanh", 0.5, 0.0, 0.5, 20)
+    assert p.q_star == 0.0 and p.converged and p.chi_star == pytest.approx(0.5, rel=1e-9)
+    assert p.log_ratio_star == pytest.approx(0.5 * math.log(0.5))
+    # relu: E[relu'(h)²] = 1/2 for any q > 0, so He (σ_w² = 2) is critical; the variance map is q -> q
+    p = meanfield.predict("relu", 2.0, 0.0, 1.3, 5)
+    assert p.chi_star == pytest.approx(1.0, rel=1e-12) and p.q == pytest.approx([1.3] * 5, rel=1e-12)
+    # relu above σ_w² = 2: q_{l+1} = σ_w²/2·q_l grows without bound -- no finite fixed point; χ stays σ_w²/2
+    p = meanfield.predict("relu", 2.5, 0.0, 1.0, 5)
+    assert p.q_star == math.inf and not p.converged and p.chi_star == pytest.approx(1.25, rel=1e-12)
+    assert meanfield.qtext(p.q_star) == "inf" and json.dumps(p.to_dict(), allow_nan=False)
+    # the critical tanh (Xavier, no bias): q_l falls as a power law, the fixed point is 0, χ* = 1
+    p = meanfield.predict("tanh", 1.0, 0.0, 1.0, 30)
+    assert p.critical and p.q_star == 0.0 and p.q[-1] > 0.01
+    assert np.mean(p.log_ratio[8:22]) < -0.02  # ... but at finite depth each layer still shrinks ‖E‖ a little
+
+
+def test_fixed_point_and_chi_against_monte_carlo():
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal(2_000_000)
+    for act, sw2, sb2 in [("tanh", 2.0, 0.0), ("tanh", 1.0, 0.2), ("sigmoid", 1.0, 0.0)]:
+        p = meanfield.predict(act, sw2, sb2, 1.0, 3)
+        a = nl.activations.get(act)
+        h = math.sqrt(p.q_star) * z
+        assert sw2 * np.mean(a.forward(h) ** 2) + sb2 == pytest.approx(p.q_star, rel=2e-3)
+        assert sw2 * np.mean(a.derivative(h) ** 2) == pytest.approx(p.chi_star, rel=2e-3)
+
+
+def test_bulk_and_fit():
+    assert meanfield.bulk(30) == (9, 22) and meanfield.bulk(20) == (6, 15)
+    norms = [math.exp(-0.3 * l) for l in range(1, 31)]  # ‖E_l‖ shrinking towards the output: ratio +0.3
+    assert meanfield.log_ratio_fit(norms, 9, 22) == pytest.approx(0.3)
+    assert math.isnan(meanfield.log_ratio_fit([1.0, 0.0, 2.0], 1, 3))
+    assert math.isnan(meanfield.log_ratio_fit([1.0], 1, 1))
+
+
+def test_done_when_measured_decay_within_15_percent(results):
+    """The issue's 'done when': tanh (and sigmoid) nets of width 256, measured vs ½·log χ*."""
+    res = results["meanfield"]
+    assert res.width >= 256 and res.held
+    tanh_rows = [r for r in res.rows if r.activation == "tanh"]
+    assert len(tanh_rows) == 3
+    for r in res.rows:
+        assert r.rel_error <= 0.15, (r.label, r.measured_mean, r.prediction.log_ratio_star)
+        assert r.measured_mean == pytest.approx(np.mean(r.measured))
+        assert abs(r.predicted_layerwise - r.prediction.log_ratio_star) < 0.01  # q_l has converged
+    chaotic = next(r for r in res.rows if r.sigma_w2 == 2.0)
+    assert chaotic.prediction.chi_star > 1 and chaotic.measured_mean > 0  # the gradient grows towards the input
+
+
+def test_narrow_meanfield_is_not_the_claim():
+    res = meanfield.run(depth=10, width=32, batch=16, seeds=1, configs=[("sigmoid", 1.0, 0.0)])
+    assert not res.held and "width 32 < 256" in res.reason
+
+
+def test_vanishing_prints_the_meanfield_prediction():
+    res = vanishing.run(depth=12, width=64, batch=64, configs=["sigmoid/xavier_normal", "tanh/xavier_normal"])
+    sig, tanh = res.rows[0].meanfield, res.rows[1].meanfield
+    assert sig.sigma_w2 == pytest.approx(1.0, rel=0.05) and sig.bulk == (4, 9)
+    p = meanfield.predict("sigmoid", sig.sigma_w2, 0.0, sig.q1, 12)
+    assert sig.log_ratio_star == pytest.approx(p.log_ratio_star) and sig.chi_star == pytest.approx(p.chi_star)
+    assert sig.measured == pytest.approx(sig.log_ratio_star, rel=0.15)
+    assert tanh.q_star == 0.0 and tanh.chi_star == pytest.approx(tanh.sigma_w2, rel=1e-9)
+    text = vanishing.render(res, 80)
+    assert "mean-field prediction" in text and "½logχ*" in text
+    d = json.loads(json.dumps(res.to_dict(), allow_nan=False))
+    assert d["configs"][0]["meanfield"]["chi_star"] == pytest.approx(sig.chi_star)
+
+
+# ---------------------------------------------------------------- what each claim rests on
+def test_exploding_fires_at_the_first_bad_step(results):
+    p, c = results["exploding"].plain, results["exploding"].clipped
+    assert p.stopped and (not math.isfinite(p.loss[-1]) or not math.isfinite(p.grad_norm[-1]))
+    assert p.first_verdict["step"] == p.first_bad_step
+    assert all(math.isfinite(x) for x in p.loss[:p.first_bad_step - 1])
+    assert c.finite and len(c.loss) == 30 and c.loss[-1] < c.loss[0]
+    default = exploding.run()  # float32: NaN at step 2
+    assert default.held and default.dtype == "float32"
+    assert default.plain.first_bad_step == 2 and default.plain.first_verdict["name"] == "loss_nan"
+    f64 = exploding.run(dtype="float64")  # the verdict fires at step 2, two steps before the loss overflows
+    assert f64.plain.first_bad_step == 2 and f64.plain.first_verdict["name"] == "loss_high"
+    assert any(v["name"] == "loss_nan" and v["fired"] and v["step"] == len(f64.plain.loss) == 4
+               for v in f64.plain.verdicts)
+
+
+def test_dead_relu_numbers(results):
+    res = results["dead-relu"]
+    bad, fix, leaky = res.runs[:3]
+    assert max(bad.dead_first) > 0.5 and bad.drop < 0.1
+    assert max(leaky.dead_first) == 0 and max(leaky.dead_last) == 0
+    assert fix.final_loss < 0.5 * fix.loss[0]
+
+
+def test_optimizer_steps_ignore_the_gradient_scale(results):
+    res = results["optimizers"]
+    sgd = res.run("SGD")
+    for name in optimizers.ADAPTIVE:
+        r = res.run(name)
+        assert r.update_ratio_median[0] > 100 * sgd.update_ratio_median[0]
+        assert r.final_loss < sgd.final_loss
+    # Adagrad's and Rprop's first steps are both lr·sign(g) (from the same weights): the same ratio / lr,
+    # whatever the gradient's size; SGD's ratio / lr is ‖g_1‖/‖W_1‖, orders of magnitude smaller
+    ada, rprop = res.run("Adagrad"), res.run("Rprop")
+    assert ada.update_ratio_first[0] / ada.lr == pytest.approx(rprop.update_ratio_first[0] / rprop.lr, rel=0.02)
+    assert sgd.update_ratio_first[0] / sgd.lr < 1e-3 * rprop.update_ratio_first[0] / rprop.lr
+
+
+def test_selu_lecun_stays_normalised(results):
+    res = results["selu"]
+    lecun = res.run("lecun_normal")
+    assert max(abs(m) for m in lecun.mean) <= 0.1 and all(0.8 <= v <= 1.2 for v in lecun.var)
+    assert res.run("he_normal").var[-1] > 2 and res.run("xavier_uniform").var[-1] < 0.8
+
+
+def test_swish_limits_are_exact(results):
+    res = results["swish"]
+    zs, ms = swish.swish1_minimum()
+    assert zs == pytest.approx(-1.2784645426211074, abs=1e-9) and ms == pytest.approx(-0.2784645427610738, abs=1e-12)
+    act = nl.activations.get("swish")
+    assert act.entry.facts.minimum[1] == pytest.approx(ms, abs=1e-12)
+    for beta, gap in zip(res.betas, res.gap_relu):
+        if beta >= 1:
+            assert gap == pytest.approx(-ms / beta, rel=0.05)  # 1201 points: the minimum falls between them
+    assert res.gap_half[0] < 0.1 and res.gap_half[0] <= 0.01 * res.zmax ** 2 / 4 * 1.01
+
+
+def test_init_checks(results):
+    res = results["init"]
+    assert [c.name for c in res.checks] == ["zeros", "small_normal", "tanh_xavier", "relu_he", "relu_xavier"]
+    assert all(c.held for c in res.checks)
+    for act in init.ACTIVATIONS:
+        assert max(res.run(act, "zeros").grad_norms) == 0.0
+
+
+def test_ewa_bias(results):
+    res = results["ewa"]
+    assert res.raw[0] == pytest.approx(0.1 * res.series[0]) and res.corrected[0] == pytest.approx(res.series[0])
+    np.testing.assert_allclose(res.raw, nl.ewa.ewa(res.series, beta=0.9))
+    assert ewa.corrected_sd(2.0, 0.9, 1) == pytest.approx(2.0)
+
+
+# ---------------------------------------------------------------- pictures
+def test_line_plot_and_fit():
+    text = charts.line_plot({"a": [1, 10, 100], "b": [0, -1, 5]}, width=20, height=6, logy=True)
+    assert "• a" in text and "o b" in text and "100" in text
+    assert charts.line_plot({"a": [math.nan]}) == "(no data)"
+    assert C.fit("x" * 30 + " " + "y" * 30, 40).count("\n") == 1
+
+
+@pytest.mark.parametrize("name", list(SMALL))
+def test_plot_writes_a_png(results, name, tmp_path):
+    pytest.importorskip("matplotlib")
+    path = tmp_path / f"{name}.png"
+    demos.get(name).plot(results[name], str(path))
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ---------------------------------------------------------------- the command line
+def test_every_registry_demo_is_a_command(run):
+    result = run("demo", "--help")
+    assert result.exit_code == 0
+    for name in demos.DEMOS:
+        assert name in result.output
+        assert run("demo", name, "--help").exit_code == 0
+
+
+@pytest.mark.parametrize("name", list(CLI_SMALL))
+def test_cli_exits_0_when_held(run, name):
+    result = run("demo", name, *CLI_SMALL[name], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    assert "claim held: yes" in result.output
+    assert max(len(line) for line in result.output.splitlines()) <= 80
+
+
+@pytest.mark.parametrize("name", list(NOT_HELD))
+def test_cli_exits_1_when_not_held(run, name):
+    result = run("demo", name, *NOT_HELD[name])
+    assert result.exit_code == 1, result.output
+    assert "claim held: no" in result.output
+
+
+def test_exploding_cli_shows_the_verdict_at_the_first_bad_step(run):
+    result = run("demo", "exploding")
+    assert result.exit_code == 0
+    flat = " ".join(result.output.split())
+    assert "FIRED loss_nan (exploding) at step 2: loss = nan at step 2" in flat
+    assert "first exploding verdict: loss_nan at step 2; first bad step 2" in flat
+    result = run("demo", "exploding", "--dtype", "float64")
+    assert result.exit_code == 0
+    out = result.output
+    assert "<- first bad step" in out
+    assert "FIRED loss_high (exploding) at step 2: loss 5.15e+101 at step 2" in " ".join(out.split())
+    assert "first exploding verdict: loss_high at step 2; first bad step 2" in " ".join(out.split())
+    assert "FIRED loss_nan" in out
+
+
+def test_cli_json_file_and_stdout(run, tmp_path):
+    path = tmp_path / "swish.json"
+    result = run("demo", "swish", "--points", "1201", "--json", str(path))
+    assert result.exit_code == 0 and f"wrote {path}" in result.output
+    assert json.loads(path.read_text()) == json.loads(json.dumps(swish.run(points=1201).to_dict()))
+    result = run("demo", "ewa", "--json", "-", "--seed", "3")
+    data = json.loads(result.output)  # nothing but the JSON
+    assert data["demo"] == "ewa" and data["seed"] == 3 and len(data["raw"]) == 100
+
+
+def test_cli_plot_without_matplotlib_is_one_line(run, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
+    path = tmp_path / "x.png"
+    for args in (["demo", "swish", "--plot", str(path)], ["demo", "vanishing", "--depth", "2", "--plot", str(path)]):
+        result = run(*args)
+        _one_line_error(result)
+        assert "matplotlib" in result.output and "nnlab[plot]" in result.output
+    assert not path.exists()
+
+
+def test_cli_plot_with_matplotlib(run, tmp_path):
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "ewa.png"
+    result = run("demo", "ewa", "--plot", str(path))
+    assert result.exit_code == 0 and f"wrote {path}" in result.output
+    assert path.read_bytes()[:4] == b"\x89PNG"
+    path = tmp_path / "v.png"
+    result = run("demo", "vanishing", "--depth", "4", "--width", "8", "--plot", str(path))
+    assert result.exit_code in (0, 1) and path.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("args", [
+    ["demo", "exploding", "--depth", "0"],
+    ["demo", "exploding", "--lr", "-1"],
+    ["demo", "exploding", "--dtype", "float16"],
+    ["demo", "dead-relu", "--bias", "0.5"],
+    ["demo", "optimizers", "--steps", "x"],
+    ["demo", "selu", "--seed", "-1"],
+    ["demo", "swish", "--bogus"],
+    ["demo", "ewa", "--beta", "1.5"],
+    ["demo", "meanfield", "--width", "4"],
+    ["demo", "init", "--plot", "out.pdf"],
+    ["demo", "init", "--plot", "/no/such/folder/x.png"],
+    ["demo", "init", "--json", "/no/such/folder/x.json"],
+    ["demo", "residual"],
+])
+def test_cli_bad_input_is_one_line(run, args):
+    _one_line_error(run(*args))
+
+
+def test_a_new_demo_slots_in_with_one_registry_line(monkeypatch, run):
+    """A demo is a module with NAME, CLAIM, SUMMARY, OPTIONS, run, render, plot; the CLI builds its command."""
+    import types
+    from dataclasses import dataclass
+
+    @dataclass
+    class Result:
+        claim: str
+        held: bool
+        reason: str
+        n: int
+
+        def to_dict(self):
+            return {"demo": "toy", "claim": self.claim, "held": self.held, "n": self.n}
+
+    mod = types.SimpleNamespace(
+        NAME="toy", CLAIM="a toy claim", SUMMARY="A toy demo.",
+        OPTIONS=(C.Option("n", "int", 3, "How many.", low=1),),
+        run=lambda seed=0, n=3: Result("a toy claim", n % 2 == 1, f"n = {n}", n),
+        render=lambda res, width=100: f"claim: {res.claim}.\nclaim held: {'yes' if res.held else 'no'}",
+        plot=lambda res, path: path)
+    monkeypatch.setitem(demos.DEMOS, "toy", mod)
+    group = cli.commands["demo"]
+    monkeypatch.delitem(group.commands, "toy", raising=False)
+    cli_demos.register_all(group)
+    try:
+        assert run("demo", "toy").exit_code == 0
+        assert run("demo", "toy", "--n", "2").exit_code == 1
+        assert json.loads(run("demo", "toy", "--json", "-").output)["n"] == 3
+        _one_line_error(run("demo", "toy", "--n", "0"))
+    finally:
+        group.commands.pop("toy", None)
+
+
+def test_top_level_help_does_not_import_nnlab():
+    code = ("import sys; from nnlab_cli.main import cli\n"
+            "try:\n    cli.main(['--help'], prog_name='nnlab')\nexcept SystemExit:\n    pass\n"
+            "print('NNLAB' if 'nnlab' in sys.modules else 'LAZY')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout
+    assert out.strip().endswith("LAZY") and "demo" in out
