@@ -162,6 +162,13 @@ def _pyplot():
     return plt
 
 
+def _integer_ticks(ax):
+    """Layers and steps are counted: no 2.5 on their axis."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def save_png(path, series, title="", xlabel="layer", ylabel="", logy=True, heat=None):
     """Write a PNG: ``series`` maps a legend label to a list of y values (plotted against 1..n);
     ``heat`` (optional) is a (rows, cols) matrix drawn as a log10 heat map below."""
@@ -176,6 +183,7 @@ def save_png(path, series, title="", xlabel="layer", ylabel="", logy=True, heat=
     if logy:
         ax.set_yscale("log")
     ax.set_xlabel(xlabel)
+    _integer_ticks(ax)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     if series:
@@ -249,6 +257,8 @@ def save_panels(path, panels, title=None):
         else:
             raise NnlabError(f"unknown panel kind {kind!r}")
         ax.set_xlabel(panel.get("xlabel", ""))
+        if panel.get("xlabel", "") in ("layer", "step"):
+            _integer_ticks(ax)
         ax.set_ylabel(panel.get("ylabel", ""))
         ax.set_title(panel.get("title", ""), fontsize=10)
         ax.grid(alpha=0.3)
