@@ -140,8 +140,7 @@ def check_activation(act, z=None, eps=EPS, atol=ATOL, rtol=RTOL, **params):
 
 
 def _with_value(act, pname, value):
-    clone = activations.Activation(act.entry, act.values, act.learnable, code=act.code, scale=act.scale,
-                                   scale_learnable=act.scale_learnable, variant=act.variant)
+    clone = act.copy()
     clone.set_value(pname, value)
     return clone
 

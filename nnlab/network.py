@@ -80,7 +80,7 @@ class Dense(Layer):
                  bias_init=0.0):
         self.n_in = _validate.positive_int(n_in, "Dense n_in")
         self.n_out = _validate.positive_int(n_out, "Dense n_out")
-        self.activation = activations.get(activation)
+        self.activation = activations.get(activation).copy()  # learned values are per layer
         self.init = _init.get(init)
         self.bias = bool(bias)
         self.bias_init = _init.get(bias_init)
@@ -396,6 +396,10 @@ class Sequential:
         meta = {"format": FORMAT, "version": FORMAT_VERSION, **self.config()}
         path = os.fspath(path)
         directory = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(directory):
+            raise ModelFileError(f"cannot save {path}: no such directory {directory}")
+        if os.path.isdir(path):
+            raise ModelFileError(f"cannot save {path}: it is a directory")
         fd, tmp = tempfile.mkstemp(prefix=".nnlab-", suffix=".npz", dir=directory)
         try:
             os.chmod(tmp, _file_mode(path))  # mkstemp makes 0600; give the file ordinary permissions

@@ -203,3 +203,11 @@ def test_unknown_layer_type_or_activation_names_the_problem(tmp_path):
              config=_config(json.dumps({**meta, "layers": layers + meta["layers"][1:]})))
     with pytest.raises(nl.errors.UnknownNameError, match="nnlab_no_such_act"):
         nl.load(p)
+
+
+def test_save_into_a_missing_directory_is_a_model_file_error(tmp_path):
+    net = nl.Sequential([nl.Dense(2, 1)], seed=0)
+    with pytest.raises(ModelFileError, match="no such directory"):
+        net.save(tmp_path / "missing" / "model.npz")
+    with pytest.raises(ModelFileError, match="is a directory"):
+        net.save(tmp_path)

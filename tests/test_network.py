@@ -435,3 +435,15 @@ def test_custom_activation_save_load(custom_acts, tmp_path):
     for a, b in zip(net.params(), net3.params()):
         np.testing.assert_array_equal(a, b)
     assert net3.config() == net.config()
+
+
+def test_a_shared_activation_object_is_copied_per_layer():
+    act = nl.activations.get("prelu")
+    net = nl.Sequential([nl.Dense(3, 4, activation=act), nl.Dense(4, 2, activation=act)], seed=0)
+    params = net.params()
+    params[2][0] = 0.1   # layer 0's alpha
+    params[5][0] = 0.7   # layer 1's alpha
+    net2 = net.copy()
+    alphas = [layer.activation.hyperparams["alpha"] for layer in net2.layers]
+    assert alphas == [0.1, 0.7]
+    assert act.hyperparams["alpha"] == 0.25  # the user's object is left alone

@@ -323,6 +323,11 @@ class Activation:
         else:
             self.values[name] = float(value)
 
+    def copy(self):
+        """An independent copy (a layer owns its activation: learned values are written back into it)."""
+        return Activation(self.entry, self.values, self.learnable, code=self.code, scale=self.scale,
+                          scale_learnable=self.scale_learnable, variant=self.variant)
+
     def config(self):
         """A JSON-able description from which :func:`from_config` rebuilds this activation."""
         return {"name": self.name, "values": dict(self.values), "learnable": list(self.learnable),
