@@ -231,6 +231,7 @@ class Sequential:
         self._kernels = kernels_for(self._ops[:, F_ACT])
         self._views = [self._flat[o:o + int(np.prod(s))].reshape(s) for o, s in self._shapes]
         self._dense_z = [int(r[F_Z]) for r in self._ops if r[F_KIND] == KIND_DENSE]
+        self._has_noise = bool((self._ops[:, F_NOISE] >= 0).any())
 
     def _init_params(self):
         views = iter(self._views)
@@ -297,10 +298,15 @@ class Sequential:
 
     # -------------------------------------------------------------- running
     def _workspace(self, n):
-        ws = self._ws.get(n)
-        if ws is None:
-            self._ws.clear()
-            ws = self._ws[n] = (np.zeros(n * self._width, self.dtype), np.zeros(n * self._width, self.dtype))
+        """(ws, dws) for a batch of n rows. The kernels address tensor t of an n-row batch as
+        ``ws[n*off : n*(off+width)]``, so buffers made for cap >= n rows serve n rows too: they are
+        kept for any n <= cap <= max(2n, n + 1024) (the ragged last batch of an epoch reuses the
+        full batch's buffers) and replaced otherwise (a large evaluation does not pin its memory)."""
+        for cap, ws in self._ws.items():
+            if n <= cap <= max(2 * n, n + 1024):
+                return ws
+        self._ws.clear()
+        ws = self._ws[n] = (np.zeros(n * self._width, self.dtype), np.zeros(n * self._width, self.dtype))
         return ws
 
     def _check_X(self, X):
@@ -316,7 +322,9 @@ class Sequential:
     fixed_noise_seed = None  # set an int to draw the same training noise on every call
 
     def _noise_seed(self, training):
-        if not training:
+        """The seed of this call's training noise, or -1 (no reseeding) in eval mode and for a
+        program without noisy activations (nothing to draw: the generator is left untouched)."""
+        if not training or not self._has_noise:
             return -1
         if self.fixed_noise_seed is not None:
             return int(self.fixed_noise_seed)

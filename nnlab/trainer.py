@@ -35,6 +35,7 @@ from . import _validate
 from . import clip as _clip
 from . import optim as _optim
 from .errors import HyperparameterError, NonFiniteError, ShapeError
+from .kernels import cpu as CK
 from .kernels import optim_cpu as OK
 from .kernels.layout import LOSS_BCE, LOSS_SOFTMAX_CE
 
@@ -111,12 +112,42 @@ class Trainer:
         self._grads = np.zeros_like(net._flat)
         self._out = np.zeros(3)
         self._no_monitor = (np.zeros(1, net.dtype), np.zeros((1, 2)), np.zeros((1, 1)))
+        self._labels = {}  # batch size -> ((N, 1) buffer, its flat view): float labels for step's fast path
         self.last = None
 
     def step(self, X, y):
         """One fused compiled training step on the batch (X, y); returns its (pre-update) loss."""
-        X, Y = self.net._prepare(X, y)
-        return self._step(X, Y)
+        XY = self._quick_batch(X, y)
+        if XY is None:
+            XY = self.net._prepare(X, y)
+        return self._step(*XY)
+
+    def _quick_batch(self, X, y):
+        """(X, Y) as ``net._prepare`` returns them, for the common case of numpy arrays already in
+        the network's dtype and layout, checked by one compiled pass (finite X, valid targets);
+        None when anything differs or fails, and the caller runs the full validation."""
+        net = self.net
+        if type(X) is not np.ndarray or type(y) is not np.ndarray or X.ndim != 2 or X.dtype != net.dtype:
+            return None
+        n = X.shape[0]
+        if X.shape[1] != net.n_in or n == 0 or not X.flags.c_contiguous:
+            return None
+        if net._loss_code == LOSS_SOFTMAX_CE:
+            if y.ndim != 1 or y.shape[0] != n or y.dtype.kind not in "iu":
+                return None
+            buf = self._labels.get(n)
+            if buf is None:
+                self._labels.clear()
+                Y = np.empty((n, 1), net.dtype)
+                buf = self._labels[n] = (Y, Y.reshape(-1))
+            return (X, buf[0]) if CK.labels_ok(X, y, buf[1], net.n_out) else None
+        if y.dtype != net.dtype or not y.flags.c_contiguous:
+            return None
+        if y.ndim == 1 and net.n_out == 1:
+            y = y.reshape(-1, 1)
+        if y.shape != (n, net.n_out):
+            return None
+        return (X, y) if CK.targets_ok(X, y, net._loss_code == LOSS_BCE) else None
 
     def _step(self, X, Y):
         net, opt, mon = self.net, self.optimizer, self.monitor
@@ -131,7 +162,8 @@ class Trainer:
                                 self.clip_kind, self.clip_value, self._offsets,
                                 code, hp, t, state, self.on_nonfinite != "ignore", self._out,
                                 mon is not None, *(mon.buffers() if mon is not None else self._no_monitor))
-        loss, norm, applied = float(self._out[0]), float(self._out[1]), bool(self._out[2])
+        loss, norm, applied = self._out.tolist()
+        applied = applied != 0.0
         self.last = StepInfo(loss, norm, applied)
         if mon is not None:
             mon.commit(loss, norm, applied, X.shape[0])
@@ -200,11 +232,19 @@ class Trainer:
         n = X.shape[0]
         history = History()
         clock = time.perf_counter
+        # the epoch kernel is worth compiling for the cached built-in kernel set only (a set with
+        # user activations is compiled in every process: a few seconds more for microseconds a step)
+        compiled = (self.compiled_epochs and self.monitor is None and step_callback is None
+                    and type(self)._step is Trainer._step and net._kernels is CK)
         for epoch in range(epochs):
             t_epoch = clock()
             order = rng.permutation(n) if shuffle else np.arange(n)
             total = 0.0
-            for start in range(0, n, batch_size):
+            if compiled:
+                total = self._epoch(X, Y, order, batch_size, epoch, history)
+                if history.stopped:
+                    break
+            for start in range(0, n, batch_size) if not compiled else ():
                 idx = order[start:start + batch_size]
                 xb, yb = np.ascontiguousarray(X[idx]), np.ascontiguousarray(Y[idx])
                 t0 = clock()
@@ -236,12 +276,104 @@ class Trainer:
                 break
         return history
 
+    compiled_epochs = True
+    """Let :meth:`fit` run each epoch's steps in one compiled call (:func:`nnlab.kernels.cpu.train_epoch`)
+    when no monitor and no ``step_callback`` needs control between steps (built-in activations). The results are the
+    same bits as one :meth:`step` per batch; ``History.step_time`` then holds each step's share
+    (by CPU cycle count) of the compiled call's wall time. Set False to force the per-step loop."""
+
+    def _epoch(self, X, Y, order, batch_size, epoch, history):
+        """One epoch through ``train_epoch``; fills ``history`` as the per-step loop does and
+        returns the epoch's Σ loss·rows. Everything a step of :meth:`_step` does in Python
+        (hyperparameters, noise seeds, optimizer bookkeeping) is done for all steps around it."""
+        net, opt = self.net, self.optimizer
+        n = X.shape[0]
+        n_steps = -(-n // batch_size)
+        training = net.training
+        code, hp, t0, state = opt.begin_flat(net._flat)  # validates; creates the state on step 1
+        table = np.empty((n_steps, hp.size))
+        pending = [opt._pending]
+        table[0] = hp
+        saved = dict(opt._scalars)
+        try:
+            for s in range(1, n_steps):  # later steps' hyperparameters, as their begin_flat gives them
+                opt._scalars.update(opt._pending)
+                table[s] = opt.hyperparams_for_step(t0 + s, _checked=True)
+                pending.append(opt._pending)
+        finally:
+            opt._scalars = saved
+        if self.regularizer is not None:
+            slot, lam = self.regularizer
+            table[:, slot] += lam
+        rng_state = net.rng.bit_generator.state
+        seeds = np.array([net._noise_seed(training) for _ in range(n_steps)], dtype=np.int64)
+        buf = self._epoch_buffers(batch_size, X.shape[1], Y.shape[1], n_steps)
+        xb, yb, outs, cycles = buf
+        ws, dws = net._workspace(min(batch_size, n))
+        t_call = time.perf_counter()
+        done = net._kernels.train_epoch(net._ops, net._hp, net._tens, net._flat, self._grads, ws, dws, X, Y,
+                                        order, batch_size, xb, yb, net._loss_code, training, seeds,
+                                        self.clip_kind, self.clip_value, self._offsets, code, table[:n_steps], t0,
+                                        state, self.on_nonfinite != "ignore", outs, cycles)
+        t_call = time.perf_counter() - t_call
+        if done < n_steps and seeds[0] >= 0:  # the per-step loop would have drawn only `done` seeds
+            net.rng.bit_generator.state = rng_state
+            for _ in range(done):
+                net._noise_seed(training)
+        rows = outs[:done].tolist()
+        c = cycles[:done].astype(np.float64)
+        shares = (c / c.sum() if c.sum() > 0 else np.full(done, 1.0 / done)) * t_call
+        total = 0.0
+        for s, (loss, norm, applied) in enumerate(rows):
+            applied = applied != 0.0
+            self.last = StepInfo(loss, norm, applied)
+            self._out[:] = outs[s]
+            if applied:
+                opt._pending = pending[s]
+                opt.end_step()
+            history.step_time.append(float(shares[s]))
+            history.loss.append(loss)
+            history.grad_norm.append(norm)
+            if not applied:
+                if self.on_nonfinite == "raise":
+                    raise NonFiniteError(f"non-finite {'loss' if not math.isfinite(loss) else 'gradient'} "
+                                         f"(loss {loss}, gradient norm {norm}); weights kept from the last finite step")
+                history.stopped = (f"non-finite {'loss' if not math.isfinite(loss) else 'gradient'} at "
+                                   f"epoch {epoch + 1}, step {len(history.loss)}; weights kept")
+                break
+            total += loss * min(batch_size, n - s * batch_size)
+        return total
+
+    def _epoch_buffers(self, batch, k, kout, n_steps):
+        """Preallocated (xb, yb, outs, cycles) for :meth:`_epoch`, reused across epochs and fits."""
+        buf = getattr(self, "_ebuf", None)
+        dt = self.net.dtype
+        if (buf is None or buf[0].shape != (batch, k) or buf[0].dtype != dt or buf[1].shape != (batch, kout)
+                or buf[2].shape[0] < n_steps):
+            buf = self._ebuf = (np.empty((batch, k), dt), np.empty((batch, kout), dt),
+                                np.zeros((n_steps, 3)), np.zeros(n_steps, np.int64))
+        return buf
+
+    eval_chunk = 4096
+    """Rows per forward pass in :meth:`fit`'s per-epoch evaluation: a larger set is evaluated in
+    chunks through the trainer's own workspace (bounded memory, no reallocation between the
+    training batches and the evaluation); a set of at most this many rows in one pass."""
+
     def _eval_arrays(self, X, Y):
         net = self.net
-        ws, dws = net._workspace(X.shape[0])
-        loss = float(net._kernels.loss_only(net._ops, net._hp, net._tens, net._flat, ws, dws, X, Y,
-                                            net._loss_code, False, -1))
-        out = net._tensor(ws, net._out_tensor, X.shape[0])
+        n = X.shape[0]
+        m = min(n, self.eval_chunk)
+        if m == n and net._kernels is not CK:  # a user-activation kernel set: no extra kernel to compile
+            ws, dws = net._workspace(n)
+            loss = float(net._kernels.loss_only(net._ops, net._hp, net._tens, net._flat, ws, dws, X, Y,
+                                                net._loss_code, False, -1))
+            return loss, _accuracy(net._loss_code, net._tensor(ws, net._out_tensor, n), Y)
+        buf = getattr(self, "_eval_ws", None)
+        if buf is None or buf.size < m * net._width or buf.dtype != net.dtype:
+            buf = self._eval_ws = np.empty(m * net._width, net.dtype)
+        out = np.empty((n, net.n_out), net.dtype)
+        loss = float(net._kernels.eval_chunks(net._ops, net._hp, net._tens, net._flat, buf, X, Y,
+                                              net._loss_code, m, out))
         return loss, _accuracy(net._loss_code, out, Y)
 
 

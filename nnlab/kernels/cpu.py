@@ -14,12 +14,18 @@ loss and its gradient, backward through every op (memoizing the layer errors in 
 import math
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from .._config import FASTMATH, JIT
-from ..activations._math import act_d, act_dp, act_f, sigm
+from ..activations._math import IDENTITY, LEAKY_RELU, RELU, SIGMOID, TANH, act_d, act_dp, act_f, sigm
+from ..backend import _FTZ_DAZ, FTZ_SUPPORTED, _stmxcsr
+from . import fastmath as FM
 from .layout import (
     DX_ADD,
+    DX_SKIP,
     DX_WRITE,
     F_A,
     F_ACT,
@@ -38,6 +44,7 @@ from .layout import (
     F_Z,
     FLT_MIN,
     KIND_DENSE,
+    LOSS_BCE,
     LOSS_MSE,
     LOSS_SOFTMAX_CE,
     NOISE_UNIFORM,
@@ -58,6 +65,16 @@ from .layout import (
     S_ZERO_GRAD,
 )
 from .optim_cpu import clip_flat, opt_update
+
+
+# ---------------------------------------------------------------- compile-time hygiene
+@njit(**JIT)
+def flag(x):
+    """``x != 0`` as a plain bool. A jitted call with a constant True/False (or -1) argument is
+    typed with a literal type, and Numba compiles a separate copy of the callee -- and of its whole
+    call tree -- per literal value; the kernels pass ``flag(0)``/``flag(1)`` instead, so each
+    executor function is compiled once (it branches on the flag at run time, outside the loops)."""
+    return x != 0
 
 
 # ---------------------------------------------------------------- elementwise maps
@@ -125,10 +142,137 @@ def fill_noise(ops, tens, ws, i, n, training):
         U[:] = 0.5 if uniform else 0.0
 
 
+# ---------------------------------------------------------------- specialised elementwise loops
+# The general dense loops below call the integer-coded dispatchers act_f/act_d per element: the
+# dispatch is a chain of compares, the math a libm call, and LLVM vectorises neither. The hot
+# activations without learnable hyperparameters or noise (identity, relu, leaky_relu, sigmoid,
+# tanh) take per-code loops instead, whose bodies are branch-free (selects) and, for sigmoid and
+# tanh, use the vectorisable exp of nnlab.kernels.fastmath. In a training step the forward pass
+# also writes the derivative a·θ'(Z) into the layer-error slot E of ``dws`` (σ and σ' share one
+# exponential, tanh and tanh' too), and the backward pass turns it into E = dA ⊙ a·θ'(Z) in place:
+# no transcendental in the backward pass and no extra memory.
+@njit(**JIT)
+def fast_code(ops, i):
+    """Op i's activation code when its elementwise work takes a specialised loop, else -1."""
+    code = ops[i, F_ACT]
+    if ops[i, F_AMASK] != 0 or ops[i, F_NOISE] >= 0:
+        return -1
+    if code == IDENTITY or code == RELU or code == LEAKY_RELU or code == SIGMOID or code == TANH:
+        return code
+    return -1
+
+
+@njit(**JIT)
+def fast_forward(code, z, A, D, p0, a, store):
+    """A = a·θ(z) and, with ``store``, D = a·θ'(z) elementwise over flat arrays, for a code
+    accepted by :func:`fast_code` (values as act_f/act_d give them; NaN in gives NaN out).
+    Flat 1-D loops: a row view per row would cost two reference-count calls each."""
+    m = z.size
+    # float32 network with the default slope/scale 1: σ and tanh in float32 arithmetic (twice the
+    # lanes). Otherwise float64, as the general path: rounding p0·z or a to float32 would cost up
+    # to |p0·z| ulps in σ's tail.
+    f32 = z.itemsize == 4 and p0 == 1.0 and a == 1.0
+    # separate loops with and without the store of D: without it, D may alias z (run_forward
+    # passes ws for dws), and a loop that only might store to D is not vectorised
+    if code == SIGMOID:
+        if f32:
+            if store:
+                for k in range(m):
+                    A[k], D[k] = FM.sigmoid32_d(z[k])
+            else:
+                for k in range(m):
+                    A[k] = FM.sigmoid32_d(z[k])[0]
+        elif store:
+            for k in range(m):
+                s, d = FM.sigmoid_d(p0 * z[k])
+                A[k] = a * s
+                D[k] = a * (p0 * d)
+        else:
+            for k in range(m):
+                A[k] = a * FM.sigmoid_d(p0 * z[k])[0]
+    elif code == TANH:
+        if f32:
+            if store:
+                for k in range(m):
+                    A[k], D[k] = FM.tanh32_d(z[k])
+            else:
+                for k in range(m):
+                    A[k] = FM.tanh32_d(z[k])[0]
+        elif store:
+            for k in range(m):
+                t, d = FM.tanh_d(z[k])
+                A[k] = a * t
+                D[k] = a * d
+        else:
+            for k in range(m):
+                A[k] = a * FM.tanh_d(z[k])[0]
+    elif code == RELU:
+        for k in range(m):
+            v = z[k]
+            A[k] = a * (0.0 if v <= 0 else v)
+        if store:
+            for k in range(m):
+                v = z[k]
+                D[k] = a * (v if v != v else (1.0 if v > 0 else 0.0))
+    elif code == LEAKY_RELU:
+        for k in range(m):
+            v = z[k]
+            A[k] = a * (v if not v <= 0 else (p0 * v if p0 != 0 else 0.0))
+        if store:
+            for k in range(m):
+                v = z[k]
+                D[k] = a * (v if v != v else (1.0 if v > 0 else p0))
+    else:  # IDENTITY
+        for k in range(m):
+            A[k] = a * z[k]
+        if store:
+            for k in range(m):
+                v = z[k]
+                D[k] = a * (v if v != v else 1.0)
+
+
+# ---------------------------------------------------------------- subnormal-safe matrix products
+# Deep saturating float32 nets drive the layer errors E into the subnormal range (< 1.18e-38), and
+# x86 CPUs run float32 arithmetic on subnormal operands or results through a microcode assist:
+# the BLAS products dW = XᵀE and dX = EWᵀ of such a layer take ~50x longer (the 50-layer sigmoid
+# net of issue 5: 15 of its 16 ms per step). When E holds an entry with 0 < |e| < TINY_GEMM, the
+# two products of that layer are computed in float64 instead -- where these values are normal
+# numbers -- and rounded once to float32: faster by an order of magnitude, and at least as
+# accurate as the float32 product (one rounding instead of a float32 accumulation losing bits in
+# gradual underflow). Other layers, and every float64 network, use the float32/float64 BLAS call
+# as before, and so does everything while flush-to-zero is on (nl.backend.set_flush_denormals).
+TINY_GEMM = 2.0 ** -110  # ≈ 7.7e-34: its products with |w|, |x| > 2^-16 are normal float32 numbers
+
+
+if FTZ_SUPPORTED:
+    @njit(**JIT)
+    def flushing():
+        """True when this thread flushes subnormals to zero (MXCSR FTZ and DAZ set): then no
+        product is slowed by them and the float32 BLAS call is kept."""
+        return (_stmxcsr() & _FTZ_DAZ) == _FTZ_DAZ
+else:
+    @njit(**JIT)
+    def flushing():
+        """Flush-to-zero is not available on this CPU."""
+        return False
+
+
+@njit(**JIT)
+def n_tiny(E):
+    """Number of entries with 0 < |e| < TINY_GEMM (a vectorised integer count)."""
+    Ef = E.reshape(-1)
+    c = 0
+    for k in range(Ef.size):
+        v = abs(np.float64(Ef[k]))
+        c += (v < TINY_GEMM) & (v > 0.0)
+    return c
+
+
 # ---------------------------------------------------------------- dense layer
 @njit(**JIT)
-def dense_forward(ops, hp, tens, params, ws, i, n):
-    """Z = X W + b and A = a·θ(Z), bias and activation fused in one pass."""
+def dense_forward_store(ops, hp, tens, params, ws, dws, i, n, store):
+    """Z = X W + b and A = a·θ(Z); with ``store`` (and a :func:`fast_code` activation) also
+    a·θ'(Z) into the slot of E in ``dws``. Returns True when it stored the derivative."""
     nin = ops[i, F_NIN]
     nout = ops[i, F_NOUT]
     X = tview(ws, tens, ops[i, F_X], n)
@@ -140,6 +284,15 @@ def dense_forward(ops, hp, tens, params, ws, i, n):
     b = ops[i, F_B]
     code = ops[i, F_ACT]
     p0, p1, p2, a = act_slots(ops, hp, params, i)
+    fast = fast_code(ops, i)
+    if fast >= 0:
+        if b >= 0:  # (indexing a slice, not params[b + j]: LLVM then vectorises the loop, 3x faster)
+            bias = params[b:b + nout]
+            for r in range(n):
+                for j in range(nout):
+                    Z[r, j] = Z[r, j] + bias[j]
+        fast_forward(fast, Z.reshape(-1), A.reshape(-1), tview(dws, tens, ops[i, F_Z], n).reshape(-1), p0, a, store)
+        return store
     has_noise = ops[i, F_NOISE] >= 0
     U = tview(ws, tens, ops[i, F_NOISE] if has_noise else ops[i, F_Z], n)
     for r in range(n):
@@ -150,68 +303,97 @@ def dense_forward(ops, hp, tens, params, ws, i, n):
                 Z[r, j] = z
             u = U[r, j] if has_noise else 0.0
             A[r, j] = a * act_f(code, z, p0, p1, p2, u)
+    return False
 
 
 @njit(**JIT)
-def dense_backward(ops, hp, tens, params, grads, ws, dws, i, n):
+def dense_forward(ops, hp, tens, params, ws, i, n):
+    """Z = X W + b and A = a·θ(Z), bias and activation fused in one pass."""
+    dense_forward_store(ops, hp, tens, params, ws, ws, i, n, flag(0))
+
+
+@njit(**JIT)
+def dense_backward_stored(ops, hp, tens, params, grads, ws, dws, i, n, stored):
     """E = dA ⊙ a·θ'(Z) (memoized in dws at Z), dW = Xᵀ E, db = Σ_rows E, dX = E Wᵀ, and the
-    gradients of the learnable activation hyperparameters Σ dA ⊙ ∂(aθ)/∂p."""
+    gradients of the learnable activation hyperparameters Σ dA ⊙ ∂(aθ)/∂p. With ``stored`` the
+    slot of E already holds a·θ'(Z) (written by :func:`dense_forward_store`)."""
     nin = ops[i, F_NIN]
     nout = ops[i, F_NOUT]
     X = tview(ws, tens, ops[i, F_X], n)
     Z = tview(ws, tens, ops[i, F_Z], n)
     dA = tview(dws, tens, ops[i, F_A], n)
     E = tview(dws, tens, ops[i, F_Z], n)
-    code = ops[i, F_ACT]
-    p0, p1, p2, a = act_slots(ops, hp, params, i)
-    mask = ops[i, F_AMASK]
-    has_noise = ops[i, F_NOISE] >= 0
-    U = tview(ws, tens, ops[i, F_NOISE] if has_noise else ops[i, F_Z], n)
-    g0 = 0.0
-    g1 = 0.0
-    g2 = 0.0
-    ga = 0.0
-    for r in range(n):
+    b = ops[i, F_B]
+    if stored:  # E = dA ⊙ D in place (flat), then db = Σ_rows E (rows in order)
+        Ef = E.reshape(-1)
+        dAf = dA.reshape(-1)
+        for k in range(Ef.size):
+            Ef[k] = dAf[k] * Ef[k]
+    else:
+        code = ops[i, F_ACT]
+        p0, p1, p2, a = act_slots(ops, hp, params, i)
+        mask = ops[i, F_AMASK]
+        has_noise = ops[i, F_NOISE] >= 0
+        U = tview(ws, tens, ops[i, F_NOISE] if has_noise else ops[i, F_Z], n)
+        g0 = 0.0
+        g1 = 0.0
+        g2 = 0.0
+        ga = 0.0
+        for r in range(n):
+            for j in range(nout):
+                z = Z[r, j]
+                u = U[r, j] if has_noise else 0.0
+                d = dA[r, j]
+                E[r, j] = d * a * act_d(code, z, p0, p1, p2, u)
+                if mask:
+                    if mask & 1:
+                        g0 += d * a * act_dp(code, 0, z, p0, p1, p2, u)
+                    if mask & 2:
+                        g1 += d * a * act_dp(code, 1, z, p0, p1, p2, u)
+                    if mask & 4:
+                        g2 += d * a * act_dp(code, 2, z, p0, p1, p2, u)
+                    if mask & 8:
+                        ga += d * act_f(code, z, p0, p1, p2, u)
+        if mask:
+            ap = ops[i, F_AP]
+            j = 0
+            if mask & 1:
+                grads[ap + j] += g0
+                j += 1
+            if mask & 2:
+                grads[ap + j] += g1
+                j += 1
+            if mask & 4:
+                grads[ap + j] += g2
+                j += 1
+            if mask & 8:
+                grads[ap + j] += ga
+    if b >= 0:
+        db = grads[b:b + nout]  # a slice, not grads[b + j]: the loop vectorises
         for j in range(nout):
-            z = Z[r, j]
-            u = U[r, j] if has_noise else 0.0
-            d = dA[r, j]
-            E[r, j] = d * a * act_d(code, z, p0, p1, p2, u)
-            if mask:
-                if mask & 1:
-                    g0 += d * a * act_dp(code, 0, z, p0, p1, p2, u)
-                if mask & 2:
-                    g1 += d * a * act_dp(code, 1, z, p0, p1, p2, u)
-                if mask & 4:
-                    g2 += d * a * act_dp(code, 2, z, p0, p1, p2, u)
-                if mask & 8:
-                    ga += d * act_f(code, z, p0, p1, p2, u)
-    if mask:
-        ap = ops[i, F_AP]
-        j = 0
-        if mask & 1:
-            grads[ap + j] += g0
-            j += 1
-        if mask & 2:
-            grads[ap + j] += g1
-            j += 1
-        if mask & 4:
-            grads[ap + j] += g2
-            j += 1
-        if mask & 8:
-            grads[ap + j] += ga
+            db[j] = 0.0
+        for r in range(n):
+            for j in range(nout):
+                db[j] += E[r, j]
     w = ops[i, F_W]
     W = params[w:w + nin * nout].reshape((nin, nout))
     dW = grads[w:w + nin * nout].reshape((nin, nout))
-    np.dot(X.T, E, dW)
-    b = ops[i, F_B]
-    if b >= 0:
-        for j in range(nout):
-            grads[b + j] = 0.0
-        for r in range(n):
-            for j in range(nout):
-                grads[b + j] += E[r, j]
     mode = ops[i, F_DX]
+    if E.itemsize == 4 and not flushing() and n_tiny(E) > 0:  # see TINY_GEMM: the two products in float64
+        E64 = E.astype(np.float64)
+        dW[:, :] = np.dot(X.astype(np.float64).T, E64)
+        if mode != DX_SKIP:
+            dX64 = np.dot(E64, W.astype(np.float64).T)
+            if mode == DX_WRITE:
+                tview(dws, tens, ops[i, F_X], n)[:, :] = dX64
+            else:
+                s = tens[ops[i, F_SCRATCH], 0] * n
+                tmp = dws[s:s + n * nin].reshape((n, nin))
+                tmp[:, :] = dX64
+                dX = tview(dws, tens, ops[i, F_X], n)
+                dX += tmp
+        return
+    np.dot(X.T, E, dW)
     if mode == DX_WRITE:
         np.dot(E, W.T, tview(dws, tens, ops[i, F_X], n))
     elif mode == DX_ADD:
@@ -222,10 +404,18 @@ def dense_backward(ops, hp, tens, params, grads, ws, dws, i, n):
         dX += tmp
 
 
+@njit(**JIT)
+def dense_backward(ops, hp, tens, params, grads, ws, dws, i, n):
+    """E = dA ⊙ a·θ'(Z) (memoized in dws at Z), dW = Xᵀ E, db = Σ_rows E, dX = E Wᵀ, and the
+    gradients of the learnable activation hyperparameters Σ dA ⊙ ∂(aθ)/∂p."""
+    dense_backward_stored(ops, hp, tens, params, grads, ws, dws, i, n, flag(0))
+
+
 # ---------------------------------------------------------------- executor
 @njit(**JIT)
-def run_forward(ops, hp, tens, params, ws, X, training, seed):
-    """Copy X into tensor 0 and run every op forward. Returns the output tensor id."""
+def forward_store(ops, hp, tens, params, ws, dws, X, training, seed, store):
+    """Copy X into tensor 0 and run every op forward (storing derivatives where ``store``: see
+    :func:`dense_forward_store`). Returns the output tensor id."""
     n = X.shape[0]
     tview(ws, tens, 0, n)[:, :] = X
     if seed >= 0:
@@ -235,18 +425,86 @@ def run_forward(ops, hp, tens, params, ws, X, training, seed):
             fill_noise(ops, tens, ws, i, n, training)
         kind = ops[i, F_KIND]
         if kind == KIND_DENSE:
-            dense_forward(ops, hp, tens, params, ws, i, n)
+            dense_forward_store(ops, hp, tens, params, ws, dws, i, n, store)
     return ops[ops.shape[0] - 1, F_A]
+
+
+@njit(**JIT)
+def run_forward(ops, hp, tens, params, ws, X, training, seed):
+    """Copy X into tensor 0 and run every op forward. Returns the output tensor id."""
+    return forward_store(ops, hp, tens, params, ws, ws, X, training, seed, flag(0))
+
+
+@njit(**JIT)
+def backward_stored(ops, hp, tens, params, grads, ws, dws, n, stored):
+    """Backward through every op in reverse; dws at the output tensor must hold dL/dA_L. With
+    ``stored`` the forward pass ran with ``store``. Every gradient slot is written (dW by the
+    matrix product, db and the activation hyperparameters zeroed first), so ``grads`` is not
+    cleared as a whole."""
+    for i in range(ops.shape[0]):
+        mask = ops[i, F_AMASK]
+        ap = ops[i, F_AP]
+        j = 0
+        for bit in range(4):
+            if mask & (1 << bit):
+                grads[ap + j] = 0.0
+                j += 1
+    for i in range(ops.shape[0] - 1, -1, -1):
+        kind = ops[i, F_KIND]
+        if kind == KIND_DENSE:
+            dense_backward_stored(ops, hp, tens, params, grads, ws, dws, i, n, stored and fast_code(ops, i) >= 0)
 
 
 @njit(**JIT)
 def run_backward(ops, hp, tens, params, grads, ws, dws, n):
     """Backward through every op in reverse; dws at the output tensor must hold dL/dA_L."""
-    grads[:] = 0.0
-    for i in range(ops.shape[0] - 1, -1, -1):
-        kind = ops[i, F_KIND]
-        if kind == KIND_DENSE:
-            dense_backward(ops, hp, tens, params, grads, ws, dws, i, n)
+    backward_stored(ops, hp, tens, params, grads, ws, dws, n, flag(0))
+
+
+@njit(**JIT)
+def loss_sum(loss_code, Yhat, Y, dY, need_grad, total):
+    """``total`` plus the float64 sum of the loss terms of the rows of Yhat (n, k) against Y;
+    with ``need_grad`` writes dL/dYhat of this batch's mean loss into dY. The loss is the sum
+    divided by n (mse, softmax_cross_entropy) or n·k (bce); see :func:`loss_fwd_bwd`."""
+    n, k = Yhat.shape
+    if loss_code == LOSS_MSE:
+        for r in range(n):
+            for j in range(k):
+                diff = Yhat[r, j] - Y[r, j]
+                total += 0.5 * diff * diff
+                if need_grad:
+                    dY[r, j] = diff / n
+        return total
+    if loss_code == LOSS_SOFTMAX_CE:
+        for r in range(n):
+            m = Yhat[r, 0]
+            for j in range(1, k):
+                if Yhat[r, j] > m:
+                    m = Yhat[r, j]
+            s = 0.0
+            for j in range(k):
+                e = math.exp(Yhat[r, j] - m)
+                s += e
+                if need_grad:
+                    dY[r, j] = e  # kept (exactly: e has dY's dtype) for p below, not recomputed
+            label = int(Y[r, 0])
+            # (m - ŷ_label) + log s rather than (m + log s) - ŷ_label, and p = e^(ŷ_j - m)/s rather
+            # than e^(ŷ_j - lse): no rounding to the scale of m when the loss or 1 - p is tiny
+            total += (m - Yhat[r, label]) + math.log(s)
+            if need_grad:
+                for j in range(k):
+                    p = dY[r, j] / s
+                    dY[r, j] = ((p - 1.0) if j == label else p) / n
+        return total
+    # LOSS_BCE
+    for r in range(n):
+        for j in range(k):
+            x = Yhat[r, j]
+            y = Y[r, j]
+            total += max(x, 0.0) - x * y + math.log1p(math.exp(-abs(x)))
+            if need_grad:
+                dY[r, j] = (sigm(x) - y) / (n * k)
+    return total
 
 
 @njit(**JIT)
@@ -257,51 +515,34 @@ def loss_fwd_bwd(loss_code, Yhat, Y, dY, need_grad):
     log-sum-exp stabilised; bce: on logits, mean over all n·k elements.
     """
     n, k = Yhat.shape
+    total = loss_sum(loss_code, Yhat, Y, dY, need_grad, 0.0)
+    return total / (n * k) if loss_code == LOSS_BCE else total / n
+
+
+@njit(**JIT)
+def eval_chunks(ops, hp, tens, params, ws, X, Y, loss_code, chunk, out):
+    """Eval-mode loss over all rows of (X, Y), the forward pass run ``chunk`` rows at a time
+    through ``ws`` (sized for ``chunk`` rows); the network outputs go to ``out`` (n, n_out). With
+    n <= chunk it is the computation of :func:`loss_only` on the whole batch (the same bits); the
+    loss sum runs on across chunks in row order, so chunking changes only the matrix products."""
+    n = X.shape[0]
     total = 0.0
-    if loss_code == LOSS_MSE:
-        for r in range(n):
-            for j in range(k):
-                diff = Yhat[r, j] - Y[r, j]
-                total += 0.5 * diff * diff
-                if need_grad:
-                    dY[r, j] = diff / n
-        return total / n
-    if loss_code == LOSS_SOFTMAX_CE:
-        for r in range(n):
-            m = Yhat[r, 0]
-            for j in range(1, k):
-                if Yhat[r, j] > m:
-                    m = Yhat[r, j]
-            s = 0.0
-            for j in range(k):
-                s += math.exp(Yhat[r, j] - m)
-            label = int(Y[r, 0])
-            # (m - ŷ_label) + log s rather than (m + log s) - ŷ_label, and p = e^(ŷ_j - m)/s rather
-            # than e^(ŷ_j - lse): no rounding to the scale of m when the loss or 1 - p is tiny
-            total += (m - Yhat[r, label]) + math.log(s)
-            if need_grad:
-                for j in range(k):
-                    p = math.exp(Yhat[r, j] - m) / s
-                    dY[r, j] = ((p - 1.0) if j == label else p) / n
-        return total / n
-    # LOSS_BCE
-    for r in range(n):
-        for j in range(k):
-            x = Yhat[r, j]
-            y = Y[r, j]
-            total += max(x, 0.0) - x * y + math.log1p(math.exp(-abs(x)))
-            if need_grad:
-                dY[r, j] = (sigm(x) - y) / (n * k)
-    return total / (n * k)
+    for lo in range(0, n, chunk):
+        m = min(chunk, n - lo)
+        o = run_forward(ops, hp, tens, params, ws, X[lo:lo + m], flag(0), np.int64(-1))
+        Yhat = tview(ws, tens, o, m)
+        total = loss_sum(loss_code, Yhat, Y[lo:lo + m], Yhat, flag(0), total)
+        out[lo:lo + m] = Yhat
+    return total / (n * out.shape[1]) if loss_code == LOSS_BCE else total / n
 
 
 @njit(**JIT)
 def loss_and_grad(ops, hp, tens, params, grads, ws, dws, X, Y, loss_code, training, seed):
     """One compiled call: forward, loss, backward. Returns the loss; fills ``grads`` and ``dws``."""
     n = X.shape[0]
-    out = run_forward(ops, hp, tens, params, ws, X, training, seed)
-    loss = loss_fwd_bwd(loss_code, tview(ws, tens, out, n), Y, tview(dws, tens, out, n), True)
-    run_backward(ops, hp, tens, params, grads, ws, dws, n)
+    out = forward_store(ops, hp, tens, params, ws, dws, X, training, seed, flag(1))
+    loss = loss_fwd_bwd(loss_code, tview(ws, tens, out, n), Y, tview(dws, tens, out, n), flag(1))
+    backward_stored(ops, hp, tens, params, grads, ws, dws, n, flag(1))
     return loss
 
 
@@ -310,7 +551,49 @@ def loss_only(ops, hp, tens, params, ws, dws, X, Y, loss_code, training, seed):
     """Forward and loss without the backward pass (finite differences, evaluation)."""
     n = X.shape[0]
     out = run_forward(ops, hp, tens, params, ws, X, training, seed)
-    return loss_fwd_bwd(loss_code, tview(ws, tens, out, n), Y, tview(dws, tens, out, n), False)
+    return loss_fwd_bwd(loss_code, tview(ws, tens, out, n), Y, tview(dws, tens, out, n), flag(0))
+
+
+# ---------------------------------------------------------------- batch checks (Trainer.step's fast path)
+# A batch already in the network's dtype and layout is checked here in one compiled pass; False
+# sends the caller to the full validation, which raises the precise error. The counts are integer
+# reductions (no floating-point reassociation needed), so the loops vectorise.
+@njit(**JIT)
+def n_nonfinite(X):
+    """Number of NaN/±inf entries of the 2-D array X."""
+    bad = 0
+    for r in range(X.shape[0]):
+        for j in range(X.shape[1]):
+            bad += not (abs(np.float64(X[r, j])) <= DBL_MAX)
+    return bad
+
+
+@njit(**JIT)
+def labels_ok(X, y, Y, n_out):
+    """X finite and the integer labels y in [0, n_out); writes them as floats into Y (N,)."""
+    if n_nonfinite(X):
+        return False
+    bad = 0
+    for r in range(y.size):
+        c = y[r]
+        bad += (c < 0) | (c >= n_out)
+        Y[r] = c
+    return bad == 0
+
+
+@njit(**JIT)
+def targets_ok(X, Y, unit):
+    """X and the float targets Y finite (and with ``unit``, as bce needs, every Y in [0, 1])."""
+    if n_nonfinite(X) or n_nonfinite(Y):
+        return False
+    if unit:
+        bad = 0
+        for r in range(Y.shape[0]):
+            for j in range(Y.shape[1]):
+                v = Y[r, j]
+                bad += (v < 0.0) | (v > 1.0)
+        return bad == 0
+    return True
 
 
 # ---------------------------------------------------------------- gradient-health statistics
@@ -555,6 +838,56 @@ def train_step(ops, hp, tens, params, grads, ws, dws, X, Y, loss_code, training,
     if record:
         update_stats(ops, params, prev, stats)
     return loss
+
+
+@intrinsic
+def cycle_count(typingctx):
+    """The CPU's cycle counter (``llvm.readcyclecounter``: RDTSC on x86, 0 where unsupported)."""
+    def codegen(context, builder, signature, args):
+        fnty = ir.FunctionType(ir.IntType(64), [])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.readcyclecounter")
+        return builder.call(fn, [])
+
+    return types.int64(), codegen
+
+
+@njit(**JIT)
+def train_epoch(ops, hp, tens, params, grads, ws, dws, X, Y, order, batch, xb, yb, loss_code, training, seeds,
+                clip_kind, clip_value, offsets, opt_code, opt_hps, t0, state, skip_nonfinite, outs, cycles):
+    """The steps of one epoch of :meth:`nnlab.Trainer.fit` in one compiled call.
+
+    Step s gathers the rows ``order[s*batch : (s+1)*batch]`` of (X, Y) into the front of (xb, yb)
+    and runs :func:`train_step` on them with noise seed ``seeds[s]``, optimizer hyperparameters
+    ``opt_hps[s]`` and step number ``t0 + s`` -- exactly the call the per-step path makes, so the
+    results are the same bits. ``outs[s]`` receives (loss, norm, applied) and ``cycles[s]`` the
+    step's cycle count; the loop stops after the first step whose update was not applied.
+    ``ws``/``dws`` must hold ``batch`` rows (a smaller last batch uses their front). Returns the
+    number of steps run.
+    """
+    n = order.size
+    k = X.shape[1]
+    kout = Y.shape[1]
+    prev = np.zeros(1, params.dtype)
+    sat = np.zeros((1, 2))
+    stats = np.zeros((1, 1))
+    record = outs.shape[0] < 0  # False, typed bool: a literal False would compile train_step again
+    for s in range(opt_hps.shape[0]):
+        lo = s * batch
+        m = min(batch, n - lo)
+        for r in range(m):
+            src = order[lo + r]
+            for j in range(k):
+                xb[r, j] = X[src, j]
+            for j in range(kout):
+                yb[r, j] = Y[src, j]
+        c0 = cycle_count()
+        train_step(ops, hp, tens, params, grads, ws, dws, xb[:m], yb[:m], loss_code, training, seeds[s],
+                   clip_kind, clip_value, offsets, opt_code, opt_hps[s], t0 + s, state, skip_nonfinite, outs[s],
+                   record, prev, sat, stats)
+        cycles[s] = cycle_count() - c0
+        if outs[s, 2] == 0.0:
+            return s + 1
+    return opt_hps.shape[0]
 
 
 @njit(**JIT)

@@ -128,13 +128,14 @@ class Optimizer:
         args = ", ".join(f"{k}={v!r}" for k, v in self.hyperparams().items())
         return f"{type(self).__name__}({args})"
 
-    def hyperparams_for_step(self, t):
+    def hyperparams_for_step(self, t, *, _checked=False):
         """The float64 vector ``hp`` the update kernel reads at step ``t`` (validated first).
 
         Layout: ``hp[H_LR]`` lr, ``hp[H_WD]`` coupled L2, ``hp[H_L1]`` L1, ``hp[H_DWD]`` decoupled
         weight decay, ``hp[H_MAX]`` maximize; the optimizer's own slots from ``H_0`` on.
         """
-        self._check()
+        if not _checked:
+            self._check()
         hp = np.zeros(K.NHP)
         hp[K.H_LR] = self.lr
         hp[K.H_L1] = getattr(self, "l1", 0.0)
@@ -147,6 +148,30 @@ class Optimizer:
         self._pending = {}
         self._fill(hp, t)
         return hp
+
+    def _still_valid(self):
+        """Validate the hyperparameters unless they are exactly those :meth:`_check` accepted last
+        time (the per-step fast path of :meth:`begin_flat`); raises as :meth:`_check` does.
+
+        ``_check`` is a pure function of the public attributes, so skipping it when none changed
+        (same names, same values, same types; no attribute added) gives the guarantee of running
+        it. An optimizer with a mutable hyperparameter (a list) is validated at every step."""
+        d = self.__dict__
+        memo = d.get("_valid")
+        if memo is not None and len(d) == memo[3]:
+            cur = tuple(map(d.get, memo[0]))
+            try:
+                if cur == memo[1] and tuple(map(type, cur)) == memo[2]:
+                    return True
+            except (TypeError, ValueError):  # an attribute whose == is not a plain bool (an array)
+                pass
+        d["_valid"] = None
+        self._check()
+        keys = tuple(k for k in d if k[0] != "_" and k != "t")
+        vals = tuple(map(d.get, keys))
+        if not any(isinstance(v, (list, dict, set, bytearray, np.ndarray)) for v in vals):
+            d["_valid"] = (keys, vals, tuple(map(type, vals)), len(d))
+        return True
 
     def _decoupled(self):
         return bool(getattr(self, "decoupled_weight_decay", False))
@@ -245,7 +270,7 @@ class Optimizer:
             raise ShapeError(f"this optimizer's state belongs to {self._shapes}, not to a flat buffer of "
                              f"{p.size} {p.dtype} (use a new optimizer or call reset())")
         t = self.t + 1
-        hp = self.hyperparams_for_step(t)
+        hp = self.hyperparams_for_step(t, _checked=self._still_valid())
         self._check_rows()
         if self._state is None:
             self._flat_new = [self._new_state(p.size, p.dtype)]
