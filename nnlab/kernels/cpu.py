@@ -9,6 +9,19 @@ activations.
 
 One call of :func:`loss_and_grad` runs the whole network: input copy, forward through every op,
 loss and its gradient, backward through every op (memoizing the layer errors in ``dws``).
+:func:`train_step` adds clipping and the optimizer update; :func:`train_epoch` runs an epoch of
+them. A step allocates no array memory, except for the float64 products of a layer whose errors
+went subnormal (see ``TINY_GEMM``) and the monitor's small per-step buffer.
+
+Threading (a deliberate choice, measured on the 2-core machine of issue 5; see
+docs/performance-notes.md): the matrix products go to OpenBLAS through ``np.dot`` and use its
+two threads; every elementwise loop (bias, activation, derivative, loss, clipping, optimizer
+update) runs on the calling thread, vectorised. ``prange`` halves an isolated 6.3M-parameter SGD
+update (4.8 -> 1.9 ms), but inside the step it runs right after a BLAS call, whose worker thread
+is still spinning for work: there the same parallel update took twice the serial time, and a
+32k-element activation loop is slower with ``prange`` even alone (thread wake-up). BLAS threads
+for the products and serial, vectorised loops for the rest was the faster combination in every
+configuration measured inside the step.
 """
 
 import math
@@ -268,6 +281,23 @@ def n_tiny(E):
     return c
 
 
+@njit(**JIT)
+def products64(X, E, W, dW, dX, tmp, mode):
+    """dW = XᵀE and (mode DX_WRITE) dX = EWᵀ or (DX_ADD) dX += EWᵀ through ``tmp``, computed in
+    float64 and rounded once (the subnormal-safe path of :func:`dense_backward_stored`). A
+    function of its own, outside the activation dispatch, so a kernel set with user activations
+    links the cached compiled code instead of compiling it again."""
+    E64 = E.astype(np.float64)
+    dW[:, :] = np.dot(X.astype(np.float64).T, E64)
+    if mode != DX_SKIP:
+        dX64 = np.dot(E64, W.astype(np.float64).T)
+        if mode == DX_WRITE:
+            dX[:, :] = dX64
+        else:
+            tmp[:, :] = dX64
+            dX += tmp
+
+
 # ---------------------------------------------------------------- dense layer
 @njit(**JIT)
 def dense_forward_store(ops, hp, tens, params, ws, dws, i, n, store):
@@ -380,18 +410,9 @@ def dense_backward_stored(ops, hp, tens, params, grads, ws, dws, i, n, stored):
     dW = grads[w:w + nin * nout].reshape((nin, nout))
     mode = ops[i, F_DX]
     if E.itemsize == 4 and not flushing() and n_tiny(E) > 0:  # see TINY_GEMM: the two products in float64
-        E64 = E.astype(np.float64)
-        dW[:, :] = np.dot(X.astype(np.float64).T, E64)
-        if mode != DX_SKIP:
-            dX64 = np.dot(E64, W.astype(np.float64).T)
-            if mode == DX_WRITE:
-                tview(dws, tens, ops[i, F_X], n)[:, :] = dX64
-            else:
-                s = tens[ops[i, F_SCRATCH], 0] * n
-                tmp = dws[s:s + n * nin].reshape((n, nin))
-                tmp[:, :] = dX64
-                dX = tview(dws, tens, ops[i, F_X], n)
-                dX += tmp
+        dX = tview(dws, tens, ops[i, F_X], n)
+        s = tens[ops[i, F_SCRATCH], 0] * n if mode == DX_ADD else 0
+        products64(X, E, W, dW, dX, dws[s:s + n * nin].reshape((n, nin)), mode)
         return
     np.dot(X.T, E, dW)
     if mode == DX_WRITE:
