@@ -142,6 +142,14 @@ def test_goal_verdicts_and_tables():
     table = B.main_table(cases)
     assert "20.00x" in table and "refused" in table
     assert "MISSED" in B.goals_table(goals)
+    deep = case("deep-narrow", 0.02, torch=0.015, jax=0.002)
+    denormals = {"time": {"nnlab ftz on": {"median_s": 0.001}, "torch ftz off": {"median_s": 0.015},
+                          "torch ftz on": {"median_s": 0.004}, "jax (XLA flushes)": {"median_s": 0.002}}}
+    extra = {g: ok for g, _, _, ok in B.evaluate_goals([deep], None, denormals)}
+    assert extra["deep-narrow: torch/nnlab >= 5x"] is False
+    assert extra["  nnlab FTZ on: torch/nnlab >= 5x"] is True
+    assert extra["  nnlab FTZ on: torch FTZ/nnlab >= 5x"] is False
+    assert extra["  nnlab FTZ on: jax/nnlab >= 1.5x"] is True
 
 
 def test_main_end_to_end_tiny(tmp_path, capsys):
@@ -154,6 +162,8 @@ def test_main_end_to_end_tiny(tmp_path, capsys):
     case = data["cases"][0]
     assert case["check"]["nnlab"]["agree"] and "nnlab" in case["time"]
     assert res["sgemm_peak_gflops"] > 0
+    again = B.main(["--report", str(out)])  # re-prints the tables from the JSON
+    assert again["cases"][0]["config"] == "tiny" and "Goals of issue 5" in capsys.readouterr().out
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads /proc")
