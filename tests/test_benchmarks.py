@@ -170,3 +170,36 @@ def test_main_end_to_end_tiny(tmp_path, capsys):
 def test_memory_probe_reports_growth():
     res = B.probe_memory("tiny", "numpy", "sgd-momentum")
     assert res["held_after_steps_bytes"] is not None and res["params_bytes"] > 0
+
+
+def _load_bounds():
+    path = os.path.join(os.path.dirname(_PATH), "bench_bounds.py")
+    spec = importlib.util.spec_from_file_location("bench_bounds", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)  # imports bench_train_step: already loaded above as B
+    return mod
+
+
+def test_bounds_products_gemm_and_context(monkeypatch, capsys):
+    BB = _load_bounds()
+    monkeypatch.setattr(BB, "TARGET_S", 1e-4)
+    monkeypatch.setattr(BB, "ROUNDS", 1)
+    spec = B.Spec("t", (3, 5, 5, 2), 6, "tanh", "mse", "xavier_normal")
+    prods = BB.products(spec)
+    assert len(prods) == 2 + 3 + 3  # Z and dW per layer, dX above the first layer
+    for name, A, Bm, ta, tb in prods:
+        a = A.T if ta else A
+        b = Bm.T if tb else Bm
+        assert a.shape[1] == b.shape[0], name
+    res = BB.gemm_section([spec])
+    cfg = res["configs"]["t"]
+    assert sum(row[2] for row in cfg["rows"]) == len(prods)  # same-shape products are timed once, counted each
+    assert len(cfg["totals"]) == len(res["libraries"]) and min(cfg["totals"]) > 0
+    ctx = BB.context_section([spec])["t"]
+    measured = [k for k in ctx if "in context" not in k]  # the two "in context" rows are differences
+    assert len(measured) == 6 and all(ctx[k] > 0 for k in measured)
+    BB.print_gemm(res)
+    BB.print_context({"t": ctx})
+    assert "sum per step" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        BB.main(["--configs", "no-such-config"])

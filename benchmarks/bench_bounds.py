@@ -1,0 +1,311 @@
+"""What bounds nnlab's training step where issue 5's goals are missed: profile evidence, measured.
+
+    python benchmarks/bench_bounds.py [--configs mnist,deep-narrow,wide] [--skip gemm,context,threads]
+        [--json out.json]
+
+Three sections, each a measurement (never an assertion; compare numbers within one run):
+
+``gemm``     The step's matrix products (per layer Z = XW, dW = XᵀE and, above the first layer,
+             dX = EWᵀ), each in the memory layout nnlab's kernels use, timed through three BLAS
+             libraries: nnlab's own call (``np.dot`` inside ``@njit`` -> SciPy's OpenBLAS), NumPy's
+             ``matmul`` (NumPy's OpenBLAS build) and ``torch.mm`` (PyTorch's BLAS, MKL on x86)
+             when torch is importable. Each product is checked against the others first. The sum per
+             step is the floor of any step built on that library's products.
+``context``  The parts of nnlab's fused step (``loss_and_grad``; the gradient norm; the optimizer
+             update) timed alone and one after another as ``train_step`` runs them: on a multi-core
+             BLAS the worker threads write part of every product (dW, Z) into their own cores'
+             caches, and the norm and the update that read them afterwards pay for the transfer.
+``threads``  The optimizer update as one serial loop and split over Numba's ``prange`` threads,
+             alone and interleaved with a BLAS product (the choice documented in
+             ``nnlab/kernels/cpu.py``: BLAS threads for products, serial elementwise loops).
+
+See docs/performance.md ("What bounds the missed goals") for a run's numbers and their reading.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_train_step import CONFIGS, build_nnlab, make_data, nnlab_optimizer  # noqa: E402
+
+SECTIONS = ("gemm", "context", "threads")
+TARGET_S, ROUNDS = 0.05, 7  # seconds per timed block, blocks per median
+
+
+def median_time(fn, target=None, rounds=None):
+    """Median seconds per call of ``fn`` over ``rounds`` blocks of about ``target`` seconds."""
+    target = TARGET_S if target is None else target
+    rounds = ROUNDS if rounds is None else rounds
+    fn()
+    t0 = time.perf_counter()
+    fn()
+    one = max(time.perf_counter() - t0, 1e-7)
+    k = max(1, int(target / one))
+    ts = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        for _ in range(k):
+            fn()
+        ts.append((time.perf_counter() - t0) / k)
+    return float(np.median(ts))
+
+
+# ---------------------------------------------------------------- gemm
+def products(spec):
+    """(name, A, B, transA, transB) for every product of one step, as nnlab's kernels lay them out:
+    Z = X W (X, W C-contiguous), dW = Xᵀ E (Xᵀ a transposed view), dX = E Wᵀ (Wᵀ a transposed view)."""
+    rng = np.random.default_rng(0)
+    n = spec.batch
+    out = []
+    for i, (a, b) in enumerate(zip(spec.widths[:-1], spec.widths[1:])):
+        X = rng.standard_normal((n, a)).astype(np.float32)
+        W = rng.standard_normal((a, b)).astype(np.float32)
+        E = rng.standard_normal((n, b)).astype(np.float32)
+        out.append((f"L{i + 1} Z=XW {n}x{a}x{b}", X, W, False, False))
+        out.append((f"L{i + 1} dW=XtE {a}x{n}x{b}", X, E, True, False))
+        if i > 0:
+            out.append((f"L{i + 1} dX=EWt {n}x{b}x{a}", E, W, False, True))
+    return out
+
+
+def _numba_products():
+    from numba import njit
+
+    @njit(cache=False)
+    def nn(A, B, C):
+        np.dot(A, B, C)
+
+    @njit(cache=False)
+    def tn(A, B, C):
+        np.dot(A.T, B, C)
+
+    @njit(cache=False)
+    def nt(A, B, C):
+        np.dot(A, B.T, C)
+
+    return {(False, False): nn, (True, False): tn, (False, True): nt}
+
+
+def gemm_section(specs):
+    kern = _numba_products()
+    try:
+        import torch
+        torch.set_num_threads(os.cpu_count() or 1)
+    except ImportError:
+        torch = None
+    libs = ["nnlab (SciPy OpenBLAS)", "numpy (NumPy OpenBLAS)"] + (["torch.mm (" + _torch_blas(torch) + ")"]
+                                                                  if torch is not None else [])
+    result = {"libraries": libs, "configs": {}}
+    for spec in specs:
+        rows, totals, seen = [], np.zeros(len(libs)), {}
+        for name, A, B, ta, tb in products(spec):
+            key = (name.split(" ", 1)[1], A.shape, B.shape)  # a product of the same kind and shape: timed once
+            if key in seen:
+                row = rows[seen[key]]
+                row[2] += 1
+                row[3] = name.split(" ", 1)[0]
+                totals += row[1]
+                continue
+            times = _time_product(kern, torch, name, A, B, ta, tb)
+            totals += times
+            seen[key] = len(rows)
+            rows.append([name, times, 1, None])
+        result["configs"][spec.name] = {"rows": rows, "totals": totals.tolist()}
+    return result
+
+
+def _time_product(kern, torch, name, A, B, ta, tb):
+    """Median seconds of op(A) op(B) through each library (checked against float64 first)."""
+    a = A.T if ta else A
+    b = B.T if tb else B
+    C = np.empty((a.shape[0], b.shape[1]), np.float32)
+    ref = a.astype(np.float64) @ b.astype(np.float64)
+    fns = [lambda: kern[(ta, tb)](A, B, C), lambda: np.matmul(a, b, out=C)]
+    if torch is not None:
+        tA, tB, tC = torch.from_numpy(A), torch.from_numpy(B), torch.from_numpy(C)
+        tA = tA.t() if ta else tA
+        tB = tB.t() if tb else tB
+        fns.append(lambda: torch.mm(tA, tB, out=tC))
+    times = []
+    for fn in fns:
+        fn()
+        err = float(np.abs(C - ref).max() / max(np.abs(ref).max(), 1e-30))
+        if err > 1e-4:
+            raise SystemExit(f"{name}: a library disagrees with the float64 product (rel {err:.1e})")
+        times.append(median_time(fn))
+    return times
+
+
+def _torch_blas(torch):
+    cfg = torch.__config__.show()
+    return "MKL" if "BLAS_INFO=mkl" in cfg else "its BLAS"
+
+
+def print_gemm(res):
+    libs = res["libraries"]
+    print("\n== gemm: the step's matrix products in nnlab's layouts, per library (us, median) ==")
+    for name, r in res["configs"].items():
+        print(f"\n{name}")
+        print(f"  {'product (us per call)':34s}" + "".join(f"{lib:>26s}" for lib in libs))
+        for pname, times, count, last in r["rows"]:
+            first, rest = pname.split(" ", 1)
+            label = pname if count == 1 else f"{first}-{last} {rest}"
+            print(f"  {label:34s}" + "".join(f"{t * 1e6:26,.1f}" for t in times))
+        tot = r["totals"]
+        print(f"  {'sum per step':34s}" + "".join(f"{t * 1e6:26,.1f}" for t in tot))
+        print(f"  {'ratio to nnlab':34s}" + "".join(f"{tot[0] / t:25.2f}x" for t in tot))
+
+
+# ---------------------------------------------------------------- context
+def context_section(specs):
+    import nnlab as nl
+    from nnlab.kernels import cpu as K
+    from nnlab.kernels import optim_cpu as OK
+
+    return {spec.name: _context(nl, K, OK, spec) for spec in specs}
+
+
+def _context(nl, K, OK, spec):
+    net = build_nnlab(spec)
+    X, y = make_data(spec)
+    tr = nl.Trainer(net, nnlab_optimizer("sgd-momentum"))
+    for _ in range(3):
+        tr.step(X, y)
+    Xp, Yp = net._prepare(X, y)
+    ws, dws = net._workspace(Xp.shape[0])
+    code, hp, t, state = tr.optimizer.begin_flat(net._flat)
+    hp = hp.copy()
+    hp[0] = 1e-12  # a tiny learning rate: the weights barely move over the many timed calls
+    grads, res = tr._grads, np.zeros(3)
+    args = (net._ops, net._hp, net._tens, net._flat, grads, ws, dws, Xp, Yp, net._loss_code, True, -1)
+
+    def lg():
+        K.loss_and_grad(*args)
+
+    def norm():
+        OK.clip_flat(OK.CLIP_NONE, 0.0, grads, tr._offsets)
+
+    def upd():
+        OK.opt_update(code, hp, t, net._flat, grads, state)
+
+    def step():
+        K.train_step(*args, OK.CLIP_NONE, 0.0, tr._offsets, code, hp, t, state, True, res, False, *tr._no_monitor)
+
+    parts = {"loss_and_grad": lg, "norm alone": norm, "update alone": upd,
+             "loss_and_grad + norm": lambda: (lg(), norm()),
+             "loss_and_grad + norm + update": lambda: (lg(), norm(), upd()),
+             "train_step (one call)": step}
+    d = {k: median_time(fn) for k, fn in parts.items()}
+    d["norm in context"] = d["loss_and_grad + norm"] - d["loss_and_grad"]
+    d["update in context"] = d["loss_and_grad + norm + update"] - d["loss_and_grad + norm"]
+    return d
+
+
+def print_context(res):
+    print("\n== context: the parts of nnlab's fused step alone and as the step runs them (us, median; SGD-momentum) ==")
+    keys = list(next(iter(res.values())).keys())
+    print(f"  {'part':34s}" + "".join(f"{name:>14s}" for name in res))
+    for k in keys:
+        print(f"  {k:34s}" + "".join(f"{res[name][k] * 1e6:14,.1f}" for name in res))
+
+
+# ---------------------------------------------------------------- threads
+def threads_section():
+    from numba import njit, prange
+
+    n = 269_322  # the mnist-like network's parameter count
+    rng = np.random.default_rng(0)
+    p = rng.standard_normal(n).astype(np.float32)
+    g = rng.standard_normal(n).astype(np.float32)
+    m = np.zeros(n, np.float32)
+    X = rng.standard_normal((128, 784)).astype(np.float32)
+    W = rng.standard_normal((784, 256)).astype(np.float32)
+    Z = np.empty((128, 256), np.float32)
+
+    @njit(cache=False)
+    def serial(p, g, m, lr, mu):
+        for i in range(p.size):
+            v = mu * m[i] + g[i]
+            m[i] = v
+            p[i] -= lr * v
+
+    @njit(cache=False, parallel=True)
+    def threaded(p, g, m, lr, mu):
+        for i in prange(p.size):
+            v = mu * m[i] + g[i]
+            m[i] = v
+            p[i] -= lr * v
+
+    @njit(cache=False)
+    def product(X, W, Z):
+        np.dot(X, W, Z)
+
+    lr, mu = np.float32(1e-12), np.float32(0.9)
+    import numba
+    res = {"numba_threads": numba.get_num_threads()}
+    res["update serial"] = median_time(lambda: serial(p, g, m, lr, mu))
+    res["update prange"] = median_time(lambda: threaded(p, g, m, lr, mu))
+    res["threading layer"] = numba.threading_layer()
+    res["product alone"] = median_time(lambda: product(X, W, Z))
+    res["product + update serial"] = median_time(lambda: (product(X, W, Z), serial(p, g, m, lr, mu)))
+    res["product + update prange"] = median_time(lambda: (product(X, W, Z), threaded(p, g, m, lr, mu)))
+    return res
+
+
+def print_threads(res):
+    print(f"\n== threads: SGD-momentum update of 269,322 float32 parameters, serial vs prange "
+          f"({res['numba_threads']} Numba threads, layer {res['threading layer']}), alone and after a "
+          f"128x784x256 product (us, median) ==")
+    for k, v in res.items():
+        if isinstance(v, float):
+            print(f"  {k:28s}{v * 1e6:12,.1f}")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--configs", default="mnist,deep-narrow,wide")
+    ap.add_argument("--skip", default="", help="comma-separated sections to skip: " + ",".join(SECTIONS))
+    ap.add_argument("--json", default=None, help="write every number to this file")
+    args = ap.parse_args(argv)
+    names = [c for c in args.configs.split(",") if c]
+    unknown = [c for c in names if c not in CONFIGS]
+    skip = {s for s in args.skip.split(",") if s}
+    if unknown or skip - set(SECTIONS):
+        ap.error(f"unknown config or section: {', '.join(unknown + sorted(skip - set(SECTIONS)))}")
+    specs = [CONFIGS[c] for c in names]
+    import numpy
+    import scipy
+    print(f"numpy {numpy.__version__} ({_blas_version(numpy)}), scipy {scipy.__version__} ({_blas_version(scipy)}), "
+          f"{os.cpu_count()} CPUs")
+    out = {}
+    if "gemm" not in skip:
+        out["gemm"] = gemm_section(specs)
+        print_gemm(out["gemm"])
+    if "context" not in skip:
+        out["context"] = context_section(specs)
+        print_context(out["context"])
+    if "threads" not in skip:
+        out["threads"] = threads_section()
+        print_threads(out["threads"])
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(out, fh, indent=1)
+    return out
+
+
+def _blas_version(mod):
+    try:
+        cfg = mod.show_config(mode="dicts")
+        blas = cfg["Build Dependencies"]["blas"]
+        return f"{blas['name']} {blas['version']}"
+    except Exception:  # a build without the dict form: the version is informative only
+        return "BLAS unknown"
+
+
+if __name__ == "__main__":
+    main()
