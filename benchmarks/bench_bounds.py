@@ -6,9 +6,10 @@
 Three sections, each a measurement (never an assertion; compare numbers within one run):
 
 ``gemm``     The step's matrix products (per layer Z = XW, dW = XᵀE and, above the first layer,
-             dX = EWᵀ), each in the memory layout nnlab's kernels use, timed through three BLAS
-             libraries: nnlab's own call (``np.dot`` inside ``@njit`` -> SciPy's OpenBLAS), NumPy's
-             ``matmul`` (NumPy's OpenBLAS build) and ``torch.mm`` (PyTorch's BLAS, MKL on x86)
+             dX = EWᵀ), each in the memory layout nnlab's kernels use, timed through nnlab's own call
+             (``nnlab.kernels.blas.gemm``: NumPy's OpenBLAS, or ``np.dot`` inside ``@njit`` ->
+             SciPy's BLAS with ``NNLAB_BLAS=numba``), NumPy's ``matmul`` and ``torch.mm``
+             (PyTorch's BLAS, MKL on x86)
              when torch is importable. Each product is checked against the others first. The sum per
              step is the floor of any step built on that library's products.
 ``context``  The parts of nnlab's fused step (``loss_and_grad``; the gradient norm; the optimizer
@@ -74,21 +75,10 @@ def products(spec):
 
 
 def _numba_products():
-    from numba import njit
+    """The products as nnlab's kernels call them: :func:`nnlab.kernels.blas.gemm` inside ``@njit``."""
+    from nnlab.kernels.blas import gemm
 
-    @njit(cache=False)
-    def nn(A, B, C):
-        np.dot(A, B, C)
-
-    @njit(cache=False)
-    def tn(A, B, C):
-        np.dot(A.T, B, C)
-
-    @njit(cache=False)
-    def nt(A, B, C):
-        np.dot(A, B.T, C)
-
-    return {(False, False): nn, (True, False): tn, (False, True): nt}
+    return {(ta, tb): (lambda A, B, C, ta=ta, tb=tb: gemm(A, ta, B, tb, C)) for ta in (False, True) for tb in (False, True)}
 
 
 def gemm_section(specs):
@@ -98,7 +88,10 @@ def gemm_section(specs):
         torch.set_num_threads(os.cpu_count() or 1)
     except ImportError:
         torch = None
-    libs = ["nnlab (SciPy OpenBLAS)", "numpy (NumPy OpenBLAS)"] + (["torch.mm (" + _torch_blas(torch) + ")"]
+    from nnlab.kernels.blas import LIBRARY
+
+    libs = ["nnlab (" + ("NumPy's OpenBLAS" if LIBRARY.startswith("NumPy") else "SciPy's BLAS") + ")",
+            "np.matmul (NumPy OpenBLAS)"] + (["torch.mm (" + _torch_blas(torch) + ")"]
                                                                   if torch is not None else [])
     result = {"libraries": libs, "configs": {}}
     for spec in specs:

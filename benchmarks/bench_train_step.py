@@ -1304,6 +1304,12 @@ def machine_info():
         except ImportError:
             info[mod] = None
     try:
+        from nnlab.kernels.blas import LIBRARY
+
+        info["nnlab_blas"] = LIBRARY
+    except ImportError:  # an nnlab before kernels/blas.py
+        info["nnlab_blas"] = None
+    try:
         import torch
 
         torch.set_num_threads(2)
@@ -1427,7 +1433,8 @@ def main(argv=None):
           f"{' + uncommitted nnlab changes' if info.get('nnlab_sources_modified_since_commit') else ''}, "
           f"{info.get('cpu')}, {info['cpu_count']} cores, load {info.get('loadavg_start')}")
     print(f"numba {info['numba']}, numpy {info['numpy']}, torch {info['torch']} "
-          f"({info.get('torch_threads', '-')} threads), jax {info['jax']}; flush-to-zero at start: {ftz_state()}",
+          f"({info.get('torch_threads', '-')} threads), jax {info['jax']}; flush-to-zero at start: {ftz_state()}\n"
+          f"nnlab's matrix products: {info.get('nnlab_blas') or 'np.dot inside @njit'}",
           flush=True)
     peak, peak_load = measured_peak(args.budget)
     print(f"measured sgemm peak (numpy float32 matmul 2048^3, best of 5): {peak:.0f} GFLOP/s"

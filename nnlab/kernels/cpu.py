@@ -14,7 +14,8 @@ them. A step allocates no array memory, except for the float64 products of a lay
 went subnormal (see ``TINY_GEMM``) and the monitor's small per-step buffer.
 
 Threading (a deliberate choice, measured on the 2-core machine of issue 5; see
-docs/performance-notes.md): the matrix products go to OpenBLAS through ``np.dot`` and use its
+docs/performance-notes.md): the matrix products go to NumPy's OpenBLAS through
+:func:`nnlab.kernels.blas.gemm` (``np.dot`` where that library is not found) and use its
 two threads; every elementwise loop (bias, activation, derivative, loss, clipping, optimizer
 update) runs on the calling thread, vectorised. ``prange`` halves an isolated 6.3M-parameter SGD
 update (4.8 -> 1.9 ms), but inside the step it runs right after a BLAS call, whose worker thread
@@ -36,6 +37,7 @@ from .._config import FASTMATH, JIT
 from ..activations._math import IDENTITY, LEAKY_RELU, RELU, SIGMOID, TANH, act_d, act_dp, act_f, sigm
 from ..backend import _FTZ_DAZ, FTZ_SUPPORTED, _stmxcsr
 from . import fastmath as FM
+from .blas import gemm
 from .layout import (
     DX_ADD,
     DX_SKIP,
@@ -288,9 +290,12 @@ def products64(X, E, W, dW, dX, tmp, mode):
     function of its own, outside the activation dispatch, so a kernel set with user activations
     links the cached compiled code instead of compiling it again."""
     E64 = E.astype(np.float64)
-    dW[:, :] = np.dot(X.astype(np.float64).T, E64)
+    dW64 = np.empty(dW.shape)
+    gemm(X.astype(np.float64), True, E64, False, dW64)
+    dW[:, :] = dW64
     if mode != DX_SKIP:
-        dX64 = np.dot(E64, W.astype(np.float64).T)
+        dX64 = np.empty((E.shape[0], W.shape[0]))
+        gemm(E64, False, W.astype(np.float64), True, dX64)
         if mode == DX_WRITE:
             dX[:, :] = dX64
         else:
@@ -310,7 +315,7 @@ def dense_forward_store(ops, hp, tens, params, ws, dws, i, n, store):
     A = tview(ws, tens, ops[i, F_A], n)
     w = ops[i, F_W]
     W = params[w:w + nin * nout].reshape((nin, nout))
-    np.dot(X, W, Z)
+    gemm(X, False, W, False, Z)
     b = ops[i, F_B]
     code = ops[i, F_ACT]
     p0, p1, p2, a = act_slots(ops, hp, params, i)
@@ -414,13 +419,13 @@ def dense_backward_stored(ops, hp, tens, params, grads, ws, dws, i, n, stored):
         s = tens[ops[i, F_SCRATCH], 0] * n if mode == DX_ADD else 0
         products64(X, E, W, dW, dX, dws[s:s + n * nin].reshape((n, nin)), mode)
         return
-    np.dot(X.T, E, dW)
+    gemm(X, True, E, False, dW)
     if mode == DX_WRITE:
-        np.dot(E, W.T, tview(dws, tens, ops[i, F_X], n))
+        gemm(E, False, W, True, tview(dws, tens, ops[i, F_X], n))
     elif mode == DX_ADD:
         s = tens[ops[i, F_SCRATCH], 0] * n
         tmp = dws[s:s + n * nin].reshape((n, nin))
-        np.dot(E, W.T, tmp)
+        gemm(E, False, W, True, tmp)
         dX = tview(dws, tens, ops[i, F_X], n)
         dX += tmp
 

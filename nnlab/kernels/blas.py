@@ -1,0 +1,144 @@
+"""Matrix products for the compiled kernels: C = op(A) op(B) through NumPy's own BLAS.
+
+Numba lowers ``np.dot`` inside ``@njit`` to SciPy's BLAS (``scipy.linalg.cython_blas``). The
+wheels of NumPy and SciPy each bundle their own OpenBLAS build, and they differ: on the
+development machine (NumPy 2.4 -> OpenBLAS 0.3.31, SciPy 1.17 -> 0.3.30) SciPy's non-transposed
+float32 product was 1.3-1.8x slower at the wide network's shapes (256x2048x2048: 9.8 vs 7.8 ms;
+``benchmarks/bench_bounds.py``), and the two libraries' worker threads fight for the cores when a
+process uses both (a step that sent its forward products to one and its backward products to the
+other took 6x longer). :func:`gemm` therefore calls the CBLAS ``sgemm``/``dgemm`` of the library
+NumPy itself loaded -- the same one ``numpy.matmul`` and the benchmark's NumPy reference use -- and
+falls back to ``np.dot`` where that library is not found (a NumPy built against MKL, Accelerate or
+a system BLAS under other symbol names, or ``NNLAB_BLAS=numba`` in the environment).
+
+How the compiled code finds the function and still caches: at import the two function addresses
+go into a small table, and the table's address is registered with LLVM under the symbol name
+``nnlab_gemm_table`` (``llvmlite.binding.add_symbol``). Compiled kernels read the table at run time
+through that name, so a kernel loaded from Numba's cache in another process links to that
+process's table. An entry of 0 selects the ``np.dot`` branch.
+
+>>> import numpy as np
+>>> from nnlab.kernels.blas import gemm
+>>> A = np.arange(6.0).reshape(2, 3); B = np.ones((2, 4)); C = np.empty((3, 4))
+>>> gemm(A, True, B, False, C)
+>>> bool(np.array_equal(C, A.T @ B))
+True
+"""
+
+import ctypes
+import glob
+import os
+
+import numpy as np
+from llvmlite import binding as llvm
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
+
+from .._config import JIT
+
+_ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
+_SYMBOL = "nnlab_gemm_table"
+
+
+def _numpy_cblas():
+    """(sgemm address, dgemm address, description) of the CBLAS bundled with NumPy's wheel
+    (scipy-openblas, 64-bit integers: ``scipy_cblas_sgemm64_``), or (0, 0, reason)."""
+    if os.environ.get("NNLAB_BLAS", "").lower() == "numba":
+        return 0, 0, "np.dot inside @njit (SciPy's BLAS): NNLAB_BLAS=numba"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(np.__file__)))
+    for path in sorted(glob.glob(os.path.join(root, "numpy.libs", "libscipy_openblas64_*"))):
+        try:
+            lib = ctypes.CDLL(path)  # already loaded by NumPy: the same handle, no second copy
+            s = ctypes.cast(lib.scipy_cblas_sgemm64_, ctypes.c_void_p).value
+            d = ctypes.cast(lib.scipy_cblas_dgemm64_, ctypes.c_void_p).value
+        except (OSError, AttributeError):
+            continue
+        if s and d:
+            return s, d, f"NumPy's OpenBLAS ({os.path.basename(path)}, CBLAS with 64-bit integers)"
+    return 0, 0, "np.dot inside @njit (SciPy's BLAS): NumPy's bundled OpenBLAS was not found"
+
+
+_S, _D, LIBRARY = _numpy_cblas()
+"""Which BLAS the kernels' matrix products call (a description)."""
+
+_TABLE = (ctypes.c_uint64 * 2)(_S or 0, _D or 0)  # kept alive for the life of the process
+llvm.add_symbol(_SYMBOL, ctypes.addressof(_TABLE))
+
+
+@intrinsic
+def _table_entry(typingctx, which):
+    """The function address in slot ``which`` (0 sgemm, 1 dgemm) of the table, read at run time."""
+    if not isinstance(which, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        i64 = ir.IntType(64)
+        mod = builder.module
+        gv = mod.globals.get(_SYMBOL)
+        if gv is None:
+            gv = ir.GlobalVariable(mod, ir.ArrayType(i64, 2), _SYMBOL)
+            gv.linkage = "external"
+        idx = context.cast(builder, args[0], signature.args[0], types.intp)
+        return builder.load(builder.gep(gv, [ir.Constant(ir.IntType(32), 0), idx]))
+
+    return types.int64(which), codegen
+
+
+@intrinsic
+def _cblas_gemm(typingctx, fn, ta, tb, m, n, k, A, lda, B, ldb, C, ldc):
+    """cblas_?gemm(RowMajor, ta, tb, m, n, k, 1, A, lda, B, ldb, 0, C, ldc) through the address
+    ``fn``; A, B, C C-contiguous arrays of one float dtype."""
+    arrays = (A, B, C)
+    if not all(isinstance(a, types.Array) and a.layout == "C" for a in arrays):
+        return None
+    dtype = A.dtype
+    if dtype not in (types.float32, types.float64) or B.dtype != dtype or C.dtype != dtype:
+        return None
+
+    def codegen(context, builder, signature, args):
+        i32, i64 = ir.IntType(32), ir.IntType(64)
+        fty = context.get_value_type(dtype)
+        pty = fty.as_pointer()
+        fnty = ir.FunctionType(ir.VoidType(), [i32, i32, i32, i64, i64, i64, fty, pty, i64, pty, i64, fty, pty, i64])
+        func = builder.inttoptr(args[0], fnty.as_pointer())
+
+        def data(pos):
+            return context.make_array(signature.args[pos])(context, builder, args[pos]).data
+
+        def as64(pos):
+            return context.cast(builder, args[pos], signature.args[pos], types.int64)
+
+        builder.call(func, [ir.Constant(i32, _ROW_MAJOR), builder.trunc(as64(1), i32), builder.trunc(as64(2), i32),
+                            as64(3), as64(4), as64(5), ir.Constant(fty, 1.0), data(6), as64(7), data(8), as64(9),
+                            ir.Constant(fty, 0.0), data(10), as64(11)])
+        return context.get_dummy_value()
+
+    return types.void(fn, ta, tb, m, n, k, A, lda, B, ldb, C, ldc), codegen
+
+
+@njit(**JIT)
+def gemm(A, ta, B, tb, C):
+    """C = op(A) op(B), op = transpose where ``ta``/``tb``; A, B, C C-contiguous 2-D arrays of one
+    float dtype (C is overwritten, never read). Through NumPy's BLAS (see the module docstring),
+    else ``np.dot``."""
+    m, n = C.shape
+    k = A.shape[0] if ta else A.shape[1]
+    if (A.shape[1] if ta else A.shape[0]) != m or (B.shape[0] if tb else B.shape[1]) != n or \
+            (B.shape[1] if tb else B.shape[0]) != k:
+        raise ValueError("gemm: the shapes of op(A), op(B) and C do not match")
+    if m == 0 or n == 0:
+        return
+    fn = _table_entry(0 if A.itemsize == 4 else 1)
+    if fn == 0 or k == 0:
+        if ta and tb:
+            np.dot(A.T, B.T, C)
+        elif ta:
+            np.dot(A.T, B, C)
+        elif tb:
+            np.dot(A, B.T, C)
+        else:
+            np.dot(A, B, C)
+        return
+    _cblas_gemm(fn, _TRANS if ta else _NO_TRANS, _TRANS if tb else _NO_TRANS, m, n, k,
+                A, max(1, A.shape[1]), B, max(1, B.shape[1]), C, max(1, C.shape[1]))

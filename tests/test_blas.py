@@ -1,0 +1,96 @@
+"""nnlab.kernels.blas.gemm: the compiled kernels' matrix products (NumPy's BLAS, np.dot fallback)."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from nnlab.kernels import blas
+
+SHAPES = [(1, 1, 1), (3, 5, 4), (17, 33, 9), (64, 64, 64), (2, 1, 7), (5, 8, 1)]
+
+
+def _operands(rng, m, k, n, ta, tb, dtype):
+    A = rng.standard_normal((k, m) if ta else (m, k)).astype(dtype)
+    B = rng.standard_normal((n, k) if tb else (k, n)).astype(dtype)
+    ref = (A.T if ta else A).astype(np.float64) @ (B.T if tb else B).astype(np.float64)
+    return A, B, ref
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("ta", [False, True])
+@pytest.mark.parametrize("tb", [False, True])
+def test_gemm_matches_float64_products(dtype, ta, tb):
+    rng = np.random.default_rng(0)
+    tol = 1e-5 if dtype == np.float32 else 1e-13
+    for m, k, n in SHAPES:
+        A, B, ref = _operands(rng, m, k, n, ta, tb, dtype)
+        C = np.full((m, n), np.nan, dtype)  # C is written, never read
+        blas.gemm(A, ta, B, tb, C)
+        assert C.dtype == dtype
+        np.testing.assert_allclose(C, ref, rtol=tol, atol=tol * np.abs(ref).max())
+
+
+def test_fallback_branch_gives_the_same_products():
+    """An empty table entry sends gemm to np.dot (SciPy's BLAS) inside the same compiled function."""
+    rng = np.random.default_rng(1)
+    saved = list(blas._TABLE)
+    try:
+        for ta in (False, True):
+            for tb in (False, True):
+                A, B, ref = _operands(rng, 6, 7, 5, ta, tb, np.float64)
+                C1 = np.empty((6, 5))
+                blas.gemm(A, ta, B, tb, C1)
+                blas._TABLE[0] = blas._TABLE[1] = 0
+                C2 = np.empty((6, 5))
+                blas.gemm(A, ta, B, tb, C2)
+                blas._TABLE[0], blas._TABLE[1] = saved
+                np.testing.assert_allclose(C1, ref, rtol=1e-13)
+                np.testing.assert_allclose(C2, ref, rtol=1e-13)
+    finally:
+        blas._TABLE[0], blas._TABLE[1] = saved
+
+
+def test_empty_dimensions_and_shape_errors():
+    C = np.full((3, 4), 7.0)
+    blas.gemm(np.empty((3, 0)), False, np.empty((0, 4)), False, C)  # k = 0: the zero matrix
+    assert np.array_equal(C, np.zeros((3, 4)))
+    blas.gemm(np.empty((0, 2)), False, np.ones((2, 4)), False, np.empty((0, 4)))  # m = 0: nothing to do
+    with pytest.raises(ValueError, match="shapes"):
+        blas.gemm(np.ones((3, 2)), False, np.ones((3, 4)), False, np.empty((3, 4)))
+    with pytest.raises(ValueError, match="shapes"):
+        blas.gemm(np.ones((3, 2)), True, np.ones((3, 4)), False, np.empty((3, 4)))
+
+
+def test_library_description():
+    libs = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(np.__file__))), "numpy.libs")
+    bundled = os.path.isdir(libs) and any(f.startswith("libscipy_openblas64_") for f in os.listdir(libs))
+    if bundled and os.environ.get("NNLAB_BLAS", "").lower() != "numba":
+        assert blas.LIBRARY.startswith("NumPy's OpenBLAS") and blas._TABLE[0] != 0
+    else:
+        assert blas.LIBRARY.startswith("np.dot") and blas._TABLE[0] == 0
+
+
+def test_nnlab_blas_numba_selects_np_dot_and_trains_the_same():
+    """NNLAB_BLAS=numba (a fresh process, sharing the kernel cache) gives np.dot's products: the
+    same training step up to the two libraries' rounding."""
+    code = ("import numpy as np, nnlab as nl\n"
+            "from nnlab.kernels import blas\n"
+            "net = nl.Sequential([nl.Dense(6, 9, activation='tanh'), nl.Dense(9, 3)],"
+            " loss='softmax_cross_entropy', seed=0)\n"
+            "rng = np.random.default_rng(0)\n"
+            "X = rng.standard_normal((20, 6)); y = rng.integers(0, 3, 20)\n"
+            "tr = nl.Trainer(net, nl.optim.SGD(lr=0.1, momentum=0.9))\n"
+            "losses = [tr.step(X, y) for _ in range(5)]\n"
+            "print(blas.LIBRARY.split(' ')[0], repr(losses))\n")
+    out = {}
+    for mode in ("numba", ""):
+        env = dict(os.environ, NNLAB_BLAS=mode)
+        res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+        assert res.returncode == 0, res.stderr
+        lib, losses = res.stdout.strip().split(" ", 1)
+        out[mode] = (lib, eval(losses))
+    assert out["numba"][0] == "np.dot"
+    np.testing.assert_allclose(out["numba"][1], out[""][1], rtol=1e-12)
