@@ -2,13 +2,15 @@
 
     python benchmarks/bench_bounds.py [--configs mnist,deep-narrow,wide] [--skip gemm,context,threads]
         [--json out.json]
+    python benchmarks/bench_bounds.py --report out.json      # re-print a saved run's tables
 
 Three sections, each a measurement (never an assertion; compare numbers within one run):
 
 ``gemm``     The step's matrix products (per layer Z = XW, dW = XᵀE and, above the first layer,
              dX = EWᵀ), each in the memory layout nnlab's kernels use, timed through nnlab's own call
              (``nnlab.kernels.blas.gemm``: NumPy's OpenBLAS, or ``np.dot`` inside ``@njit`` ->
-             SciPy's BLAS with ``NNLAB_BLAS=numba``), NumPy's ``matmul`` and ``torch.mm``
+             SciPy's BLAS with ``NNLAB_BLAS=numba``), ``np.dot`` inside ``@njit`` (SciPy's BLAS:
+             nnlab's path before ``kernels/blas.py``), NumPy's ``matmul`` and ``torch.mm``
              (PyTorch's BLAS, MKL on x86)
              when torch is importable. Each product is checked against the others first. The sum per
              step is the floor of any step built on that library's products.
@@ -81,8 +83,28 @@ def _numba_products():
     return {(ta, tb): (lambda A, B, C, ta=ta, tb=tb: gemm(A, ta, B, tb, C)) for ta in (False, True) for tb in (False, True)}
 
 
+def _numba_dot_products():
+    """The same products through ``np.dot`` inside ``@njit`` (Numba sends them to SciPy's BLAS):
+    nnlab's path before ``kernels/blas.py``, and its fallback."""
+    from numba import njit
+
+    @njit(cache=False)
+    def nn(A, B, C):
+        np.dot(A, B, C)
+
+    @njit(cache=False)
+    def tn(A, B, C):
+        np.dot(A.T, B, C)
+
+    @njit(cache=False)
+    def nt(A, B, C):
+        np.dot(A, B.T, C)
+
+    return {(False, False): nn, (True, False): tn, (False, True): nt}
+
+
 def gemm_section(specs):
-    kern = _numba_products()
+    kern, dot = _numba_products(), _numba_dot_products()
     try:
         import torch
         torch.set_num_threads(os.cpu_count() or 1)
@@ -91,7 +113,7 @@ def gemm_section(specs):
     from nnlab.kernels.blas import LIBRARY
 
     libs = ["nnlab (" + ("NumPy's OpenBLAS" if LIBRARY.startswith("NumPy") else "SciPy's BLAS") + ")",
-            "np.matmul (NumPy OpenBLAS)"] + (["torch.mm (" + _torch_blas(torch) + ")"]
+            "np.dot in @njit (SciPy's)", "np.matmul (NumPy OpenBLAS)"] + (["torch.mm (" + _torch_blas(torch) + ")"]
                                                                   if torch is not None else [])
     result = {"libraries": libs, "configs": {}}
     for spec in specs:
@@ -104,7 +126,7 @@ def gemm_section(specs):
                 row[3] = name.split(" ", 1)[0]
                 totals += row[1]
                 continue
-            times = _time_product(kern, torch, name, A, B, ta, tb)
+            times = _time_product(kern, dot, torch, name, A, B, ta, tb)
             totals += times
             seen[key] = len(rows)
             rows.append([name, times, 1, None])
@@ -112,13 +134,13 @@ def gemm_section(specs):
     return result
 
 
-def _time_product(kern, torch, name, A, B, ta, tb):
+def _time_product(kern, dot, torch, name, A, B, ta, tb):
     """Median seconds of op(A) op(B) through each library (checked against float64 first)."""
     a = A.T if ta else A
     b = B.T if tb else B
     C = np.empty((a.shape[0], b.shape[1]), np.float32)
     ref = a.astype(np.float64) @ b.astype(np.float64)
-    fns = [lambda: kern[(ta, tb)](A, B, C), lambda: np.matmul(a, b, out=C)]
+    fns = [lambda: kern[(ta, tb)](A, B, C), lambda: dot[(ta, tb)](A, B, C), lambda: np.matmul(a, b, out=C)]
     if torch is not None:
         tA, tB, tC = torch.from_numpy(A), torch.from_numpy(B), torch.from_numpy(C)
         tA = tA.t() if ta else tA
@@ -141,17 +163,18 @@ def _torch_blas(torch):
 
 def print_gemm(res):
     libs = res["libraries"]
+    w = max(len(lib) for lib in libs) + 2
     print("\n== gemm: the step's matrix products in nnlab's layouts, per library (us, median) ==")
     for name, r in res["configs"].items():
         print(f"\n{name}")
-        print(f"  {'product (us per call)':34s}" + "".join(f"{lib:>26s}" for lib in libs))
+        print(f"  {'product (us per call)':34s}" + "".join(f"{lib:>{w}s}" for lib in libs))
         for pname, times, count, last in r["rows"]:
             first, rest = pname.split(" ", 1)
             label = pname if count == 1 else f"{first}-{last} {rest}"
-            print(f"  {label:34s}" + "".join(f"{t * 1e6:26,.1f}" for t in times))
+            print(f"  {label:34s}" + "".join(f"{t * 1e6:{w},.1f}" for t in times))
         tot = r["totals"]
-        print(f"  {'sum per step':34s}" + "".join(f"{t * 1e6:26,.1f}" for t in tot))
-        print(f"  {'ratio to nnlab':34s}" + "".join(f"{tot[0] / t:25.2f}x" for t in tot))
+        print(f"  {'sum per step':34s}" + "".join(f"{t * 1e6:{w},.1f}" for t in tot))
+        print(f"  {'ratio to nnlab':34s}" + "".join(f"{tot[0] / t:{w - 1}.2f}x" for t in tot))
 
 
 # ---------------------------------------------------------------- context
@@ -264,7 +287,15 @@ def main(argv=None):
     ap.add_argument("--configs", default="mnist,deep-narrow,wide")
     ap.add_argument("--skip", default="", help="comma-separated sections to skip: " + ",".join(SECTIONS))
     ap.add_argument("--json", default=None, help="write every number to this file")
+    ap.add_argument("--report", default=None, metavar="FILE", help="only print the tables of a --json file")
     args = ap.parse_args(argv)
+    if args.report:
+        with open(args.report) as fh:
+            out = json.load(fh)
+        for key, show in (("gemm", print_gemm), ("context", print_context), ("threads", print_threads)):
+            if key in out:
+                show(out[key])
+        return out
     names = [c for c in args.configs.split(",") if c]
     unknown = [c for c in names if c not in CONFIGS]
     skip = {s for s in args.skip.split(",") if s}
