@@ -211,3 +211,27 @@ def test_save_into_a_missing_directory_is_a_model_file_error(tmp_path):
         net.save(tmp_path / "missing" / "model.npz")
     with pytest.raises(ModelFileError, match="is a directory"):
         net.save(tmp_path)
+
+
+def test_learned_values_outside_the_user_range_load_back(tmp_path):
+    """Training may drive a learnable hyperparameter where get() refuses a user's value (softplus
+    beta < 0): the model still saves and loads to the same network; a fixed one stays validated."""
+    net = nl.Sequential([nl.Dense(3, 4, activation=activations.get("softplus", learnable=True)),
+                         nl.Dense(4, 2)], loss="mse", seed=0)
+    with pytest.raises(nl.errors.HyperparameterError):
+        activations.get("softplus", beta=-0.5)
+    named = dict(zip(net.param_names(), net.params()))
+    named["0.act.beta"][0] = -0.5  # as an optimizer step could leave it
+    path = tmp_path / "m.npz"
+    net.save(path)
+    net2 = nl.load(path)
+    assert net2.layers[0].activation.hyperparams["beta"] == -0.5
+    Xs = np.random.default_rng(0).normal(size=(5, 3))
+    np.testing.assert_array_equal(net2.forward(Xs), net.forward(Xs))
+    cfg = net.layers[0].activation.config()
+    bad = dict(cfg, values={"beta": float("nan")})
+    with pytest.raises(nl.errors.HyperparameterError, match="not finite"):
+        activations.from_config(bad)
+    fixed = dict(cfg, learnable=[], values={"beta": -0.5})  # a fixed value is a user's value
+    with pytest.raises(nl.errors.HyperparameterError):
+        activations.from_config(fixed)

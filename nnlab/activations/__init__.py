@@ -448,10 +448,22 @@ def _get_scaled(base="tanh", a=1.0, learnable=False, **base_params):
 
 
 def from_config(cfg):
-    """Rebuild an :class:`Activation` from :meth:`Activation.config`."""
+    """Rebuild an :class:`Activation` from :meth:`Activation.config`.
+
+    The values of learnable hyperparameters are learned data, restored as they were saved (any
+    finite number): training may move them outside the range :func:`get` accepts from a user (a
+    softplus β driven below 0), and the network computed with that value -- so loading it gives
+    back the same network. Fixed hyperparameters are validated as :func:`get` validates them."""
     ent = entry(cfg["name"])
-    act = get(cfg["name"], learnable=tuple(cfg.get("learnable", ())), **cfg.get("variant", {}),
-              **cfg.get("values", {}))
+    learnable = tuple(cfg.get("learnable", ()))
+    values = dict(cfg.get("values", {}))
+    learned = {k: values.pop(k) for k in list(values) if k in learnable}
+    act = get(cfg["name"], learnable=learnable, **cfg.get("variant", {}), **values)
+    for k, v in learned.items():
+        v = float(v)
+        if not math.isfinite(v):
+            raise HyperparameterError(f"{cfg['name']}.{k}: the saved learned value {v} is not finite")
+        act.set_value(k, v)
     act.scale = float(cfg.get("scale", 1.0))
     act.scale_learnable = bool(cfg.get("scale_learnable", False))
     assert act.entry is ent
