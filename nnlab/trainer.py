@@ -262,9 +262,8 @@ class Trainer:
             if history.stopped:
                 break
             history.epoch_loss.append(total / n)
-            acc = self._eval_arrays(X, Y)[1]
-            if acc is not None:
-                history.accuracy.append(acc)
+            if net._loss_code in (LOSS_SOFTMAX_CE, LOSS_BCE):  # a regression loss has no accuracy to evaluate
+                history.accuracy.append(self._eval_arrays(X, Y)[1])
             if Xv is not None:
                 vl, va = self._eval_arrays(Xv, Yv)
                 history.val_loss.append(vl)
