@@ -28,13 +28,11 @@ See docs/performance.md ("What bounds the missed goals") for a run's numbers and
 import argparse
 import json
 import os
-import sys
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_train_step import CONFIGS, build_nnlab, make_data, nnlab_optimizer  # noqa: E402
+from nnlab.benchmark import CONFIGS, build_nnlab, make_data, nnlab_optimizer
 
 SECTIONS = ("gemm", "context", "threads")
 TARGET_S, ROUNDS = 0.05, 7  # seconds per timed block, blocks per median

@@ -661,6 +661,7 @@ def train(data, samples, layers, activation, init_name, optimizer, lr, momentum,
 
 
 # Commands kept in sibling modules register themselves on the groups above when imported.
+from . import bench as _bench  # noqa: E402,F401
 from . import demos as _demos  # noqa: E402,F401
 from . import diagnose as _diagnose  # noqa: E402,F401
 

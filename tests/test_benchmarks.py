@@ -1,27 +1,18 @@
-"""Smoke tests of benchmarks/bench_train_step.py at tiny sizes: its float64 reference, the
-agreement check that decides which frameworks get timed, and its reporting. No timing asserts."""
+"""Smoke tests of the training-step benchmark (nnlab.benchmark: ``nnlab bench``,
+benchmarks/bench_train_step.py) at tiny sizes: its float64 reference, the agreement check that
+decides which frameworks get timed, and its reporting; and of benchmarks/bench_bounds.py. No
+timing asserts."""
 
 import importlib.util
 import json
 import os
-import sys
 
 import numpy as np
 import pytest
 
-_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks",
-                     "bench_train_step.py")
+import nnlab.benchmark as B
 
-
-def _load():
-    spec = importlib.util.spec_from_file_location("bench_train_step", _PATH)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look the module up by name
-    spec.loader.exec_module(mod)
-    return mod
-
-
-B = _load()
+_BENCH_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
 
 SMALL = [B.Spec("t-tanh-mse", (3, 5, 4, 2), 6, "tanh", "mse", "xavier_normal"),
          B.Spec("t-relu-ce", (4, 7, 6, 3), 5, "relu", "softmax_cross_entropy", "he_normal"),
@@ -173,10 +164,10 @@ def test_memory_probe_reports_growth():
 
 
 def _load_bounds():
-    path = os.path.join(os.path.dirname(_PATH), "bench_bounds.py")
+    path = os.path.join(_BENCH_DIR, "bench_bounds.py")
     spec = importlib.util.spec_from_file_location("bench_bounds", path)
     mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)  # imports bench_train_step: already loaded above as B
+    spec.loader.exec_module(mod)
     return mod
 
 
@@ -203,3 +194,36 @@ def test_bounds_products_gemm_and_context(monkeypatch, capsys):
     assert "sum per step" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         BB.main(["--configs", "no-such-config"])
+
+
+def test_nnlab_bench_command(tmp_path):
+    """``nnlab bench`` runs the benchmark (a tiny quick run), writes and re-reports its JSON, and
+    turns bad input into a one-line error with exit 2."""
+    from click.testing import CliRunner
+
+    from nnlab_cli import bench as cli_bench
+    from nnlab_cli.main import cli
+
+    assert cli_bench.CONFIGS == tuple(B.CONFIGS) and cli_bench.OPTIMIZERS == B.OPTIMIZERS
+    assert cli_bench.SECTIONS == B.SECTIONS
+    runner = CliRunner()
+    out = tmp_path / "b.json"
+    res = runner.invoke(cli, ["bench", "--quick", "--configs", "tiny", "--optimizers", "sgd-momentum", "--repeat", "1",
+                              "--skip", "fit,denormals,sweeps,memory,compile,demo", "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "Goals of issue 5" in res.output
+    data = json.loads(out.read_text())
+    assert [c["config"] for c in data["cases"]] == ["tiny"] and data["cases"][0]["check"]["nnlab"]["agree"]
+    again = runner.invoke(cli, ["bench", "--report", str(out)])
+    assert again.exit_code == 0 and "Goals of issue 5" in again.output
+    for args, word in ((["--configs", "tiny,huge"], "huge"), (["--optimizers", "lbfgs"], "lbfgs"),
+                       (["--skip", "everything"], "everything"), (["--repeat", "0"], "repeat"),
+                       (["--json", str(tmp_path / "no" / "x.json")], "no such directory")):
+        bad = runner.invoke(cli, ["bench"] + args)
+        assert bad.exit_code == 2, (args, bad.output)
+        lines = [ln for ln in bad.output.splitlines() if ln.strip()]
+        assert len(lines) == 1 and lines[0].startswith("Error:") and word in lines[0], bad.output
+    junk = tmp_path / "junk.json"
+    junk.write_text('{"hello": 1}')
+    bad = runner.invoke(cli, ["bench", "--report", str(junk)])
+    assert bad.exit_code == 2 and "not a file written by 'nnlab bench --json'" in bad.output

@@ -1,0 +1,80 @@
+"""``nnlab bench``: the training-step benchmark (:mod:`nnlab.benchmark`) from the command line."""
+
+import os
+
+import click
+
+from .main import cli
+
+CONFIGS = ("tiny", "mnist", "deep-narrow", "wide")
+OPTIMIZERS = ("sgd-momentum", "adam")
+SECTIONS = ("fit", "denormals", "sweeps", "memory", "compile", "demo")
+
+
+def _names(option, known):
+    """A click callback: a comma-separated subset of ``known`` (checked here, so that a typo is a
+    one-line usage error before anything is imported or measured)."""
+
+    def check(ctx, param, value):
+        if value is None:
+            return None
+        names = [v.strip() for v in value.split(",") if v.strip()]
+        bad = [v for v in names if v not in known]
+        if bad or not names:
+            raise click.BadParameter(f"{', '.join(map(repr, bad)) or 'nothing given'}; choose from {', '.join(known)}",
+                                     param_hint=option)
+        return ",".join(names)
+
+    return check
+
+
+@cli.command()
+@click.option("--quick", is_flag=True, help="Shorter blocks and sweeps, no fit/memory/cold-compile sections "
+              "(about 75 s instead of 4-5 minutes).")
+@click.option("--configs", default=None, metavar="LIST", callback=_names("--configs", CONFIGS),
+              help=f"Comma-separated subset of {','.join(CONFIGS)}  [default: all]")
+@click.option("--optimizers", default=None, metavar="LIST", callback=_names("--optimizers", OPTIMIZERS),
+              help="Comma-separated subset of sgd-momentum,adam  [default: both]")
+@click.option("--repeat", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Timed blocks per framework and row  [default: 15; 3 with --quick]")
+@click.option("--skip", default=None, metavar="LIST", callback=_names("--skip", SECTIONS),
+              help=f"Sections to leave out: {','.join(SECTIONS)}")
+@click.option("--wait-quiet", type=click.FloatRange(min=0), default=0.0, metavar="SECONDS",
+              help="On a shared machine: spend up to SECONDS waiting for other processes to go quiet.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Write every number to this file.")
+@click.option("--report", "report_path", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Only print the tables of a saved --json file.")
+def bench(quick, configs, optimizers, repeat, skip, wait_quiet, json_path, report_path):
+    """Time nnlab's fused training step beside PyTorch, JAX and NumPy.
+
+    For each configuration (tiny, mnist-like, deep-narrow, wide; float32) and optimizer, every
+    framework first runs one step from the same weights and is checked against a float64
+    reference; then steps are timed in round-robin blocks. Prints medians, ratios, GFLOP/s, the
+    goals of issue 5 as MET/MISSED, and more sections (fit, denormals, depth/width sweeps, memory,
+    cold/warm compile, the demo's start-up). PyTorch and JAX are optional: a framework that is not
+    importable is reported as n/a. The machine should be quiet; compare ratios within one run.
+    See docs/performance.md.
+    """
+    from nnlab import benchmark
+
+    if report_path is not None:
+        try:
+            benchmark.main(["--report", report_path])
+        except (KeyError, TypeError, ValueError, IndexError) as exc:  # ValueError: not JSON at all
+            raise click.BadParameter(f"{report_path} is not a file written by 'nnlab bench --json' "
+                                     f"({type(exc).__name__}: {exc})", param_hint="--report") from None
+        return
+    if json_path is not None:
+        folder = os.path.dirname(os.path.abspath(json_path))
+        if not os.path.isdir(folder):
+            raise click.BadParameter(f"no such directory: {folder}", param_hint="--json")
+    argv = ["--wait-quiet", str(wait_quiet)]
+    argv += ["--quick"] if quick else []
+    for flag, value in (("--configs", configs), ("--optimizers", optimizers), ("--skip", skip),
+                        ("--json", json_path)):
+        if value is not None:
+            argv += [flag, value]
+    if repeat is not None:
+        argv += ["--repeat", str(repeat)]
+    benchmark.main(argv)
