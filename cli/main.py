@@ -127,11 +127,22 @@ def _dump_json(obj):
 # ---------------------------------------------------------------- the group
 @click.group(cls=NnlabGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="nnlab")
-def cli():
+@click.option("--threads", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Threads for the matrix products (OpenBLAS); 1 on a machine whose cores are busy.  "
+                   "[default: OpenBLAS's own: all cores, or $OPENBLAS_NUM_THREADS]")
+def cli(threads):
     """nnlab: see, measure and fix vanishing and exploding gradients.
 
     Errors print one line and exit 2 (bad input) or 1 (internal); set NNLAB_DEBUG=1 for tracebacks.
     """
+    if threads is not None:
+        # read by OpenBLAS when NumPy (and SciPy) load it -- later, when a command imports nnlab,
+        # and in the subprocesses a command starts
+        os.environ["OPENBLAS_NUM_THREADS"] = str(threads)
+        if "numpy" in sys.modules:  # already loaded (the CLI called from Python): set it in place
+            from nnlab import backend
+
+            backend.set_num_threads(threads)
 
 
 # ---------------------------------------------------------------- nnlab activations

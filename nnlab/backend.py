@@ -1,4 +1,4 @@
-"""CPU backend settings: flushing denormal (subnormal) floats to zero.
+"""CPU backend settings: flushing denormal (subnormal) floats to zero; BLAS threads.
 
 Deep saturating nets push float32 gradients into subnormal numbers (|x| < 1.18e-38), and x86 CPUs
 compute with those many times slower. :func:`set_flush_denormals` sets the FTZ and DAZ bits of the
@@ -97,3 +97,43 @@ def flush_denormals(enabled=True):
         yield FTZ_SUPPORTED
     finally:
         set_flush_denormals(old)
+
+
+# ---------------------------------------------------------------- BLAS threads
+def set_num_threads(n):
+    """Run nnlab's matrix products on ``n`` threads (as ``torch.set_num_threads``).
+
+    The products go to the OpenBLAS bundled with NumPy (SciPy's where NumPy's is not found; see
+    :mod:`nnlab.kernels.blas`), whose thread count is process-wide: NumPy's own products in this
+    process follow it too. Every other part of a step runs on the calling thread. On a machine
+    whose cores are busy with other work, ``set_num_threads(1)`` avoids OpenBLAS threads waiting
+    for a core (measured 3-15x slower demos under load with the default); the environment variable
+    ``OPENBLAS_NUM_THREADS`` does the same before the process starts. Raises
+    :class:`~nnlab.errors.HyperparameterError` for n < 1 and :class:`~nnlab.errors.NnlabError` when
+    no bundled OpenBLAS is found (a NumPy built against another BLAS: set that library's own
+    variable, e.g. ``MKL_NUM_THREADS``).
+
+    >>> import nnlab as nl
+    >>> before = nl.backend.get_num_threads()
+    >>> nl.backend.set_num_threads(1)
+    >>> nl.backend.get_num_threads() in (1, None)
+    True
+    >>> nl.backend.set_num_threads(before or 1)
+    """
+    from . import _validate
+    from .errors import NnlabError
+    from .kernels import blas
+
+    n = _validate.positive_int(n, "threads")
+    if blas.set_threads(n) == 0:
+        raise NnlabError("cannot set the BLAS thread count: neither NumPy's nor SciPy's bundled OpenBLAS was "
+                         "found; set your BLAS library's own variable (e.g. MKL_NUM_THREADS) before starting")
+
+
+def get_num_threads():
+    """The thread count of the OpenBLAS that nnlab's products use; None when it is not a bundled
+    OpenBLAS (see :func:`set_num_threads`)."""
+    from .kernels import blas
+
+    return blas.get_threads()
+

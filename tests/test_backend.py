@@ -1,4 +1,7 @@
-"""nl.backend: flush-to-zero (FTZ+DAZ in the MXCSR register) on, off, scoped, and a no-op off x86."""
+"""nl.backend: flush-to-zero (FTZ+DAZ in the MXCSR register) on, off, scoped, and a no-op off x86;
+the BLAS thread count (set_num_threads, `nnlab --threads`)."""
+
+import os
 
 import numpy as np
 import pytest
@@ -127,3 +130,36 @@ def test_the_monitor_records_the_setting():
     assert mon.flush_denormals == [False, backend.FTZ_SUPPORTED]
     assert mon.to_dict()["flush_denormals"] == mon.flush_denormals
     assert "flush-to-zero " in mon.report()
+
+
+def test_blas_thread_count_round_trip():
+    before = nl.backend.get_num_threads()
+    try:
+        nl.backend.set_num_threads(1)
+        assert nl.backend.get_num_threads() in (1, None)  # None: not a bundled OpenBLAS here
+        if before is not None:
+            nl.backend.set_num_threads(2)
+            assert nl.backend.get_num_threads() == 2
+    finally:
+        nl.backend.set_num_threads(before or 1)
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(nl.errors.HyperparameterError, match="threads"):
+            nl.backend.set_num_threads(bad)
+
+
+def test_cli_threads_option_sets_the_blas_threads(monkeypatch):
+    from click.testing import CliRunner
+
+    from nnlab_cli.main import cli
+
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "7")  # restored after the test
+    before = nl.backend.get_num_threads()
+    try:
+        res = CliRunner().invoke(cli, ["--threads", "1", "activations", "--json"])
+        assert res.exit_code == 0, res.output
+        assert os.environ["OPENBLAS_NUM_THREADS"] == "1"
+        assert nl.backend.get_num_threads() in (1, None)
+        bad = CliRunner().invoke(cli, ["--threads", "0", "activations"])
+        assert bad.exit_code == 2 and "--threads" in bad.output
+    finally:
+        nl.backend.set_num_threads(before or 1)

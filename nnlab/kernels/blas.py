@@ -59,6 +59,55 @@ def _numpy_cblas():
     return 0, 0, "np.dot inside @njit (SciPy's BLAS): NumPy's bundled OpenBLAS was not found"
 
 
+# ---------------------------------------------------------------- thread count
+# OpenBLAS's thread count is process-wide and per library: NumPy's build (which the products call)
+# and SciPy's (the np.dot fallback) each keep their own. Both are set; the count reported is the one
+# of the library the products use.
+_THREAD_API = {  # library folder beside the package -> (file pattern, set symbol, get symbol)
+    "numpy": ("libscipy_openblas64_*", "scipy_openblas_set_num_threads64_", "scipy_openblas_get_num_threads64_"),
+    "scipy": ("libscipy_openblas-*", "scipy_openblas_set_num_threads", "scipy_openblas_get_num_threads"),
+}
+
+
+def _thread_functions(package):
+    """(set, get) ctypes functions of ``package``'s bundled OpenBLAS, or None."""
+    import importlib.util
+
+    pattern, set_name, get_name = _THREAD_API[package]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.origin:
+        return None
+    libs = os.path.join(os.path.dirname(os.path.dirname(spec.origin)), package + ".libs")
+    for path in sorted(glob.glob(os.path.join(libs, pattern))):
+        try:
+            lib = ctypes.CDLL(path)
+            setter, getter = getattr(lib, set_name), getattr(lib, get_name)
+        except (OSError, AttributeError):
+            continue
+        setter.argtypes, setter.restype = [ctypes.c_int], None
+        getter.argtypes, getter.restype = [], ctypes.c_int
+        return setter, getter
+    return None
+
+
+def set_threads(n):
+    """Use ``n`` threads in the OpenBLAS builds of NumPy and SciPy (the kernels' products); returns
+    the number of libraries set (0 when neither bundled OpenBLAS was found)."""
+    done = 0
+    for package in ("numpy", "scipy"):
+        fns = _thread_functions(package)
+        if fns is not None:
+            fns[0](int(n))
+            done += 1
+    return done
+
+
+def get_threads():
+    """Threads of the OpenBLAS the products use, or None when it is not a bundled OpenBLAS."""
+    fns = _thread_functions("numpy" if _TABLE[0] else "scipy")
+    return None if fns is None else int(fns[1]())
+
+
 _S, _D, LIBRARY = _numpy_cblas()
 """Which BLAS the kernels' matrix products call (a description)."""
 
