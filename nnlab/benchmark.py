@@ -375,15 +375,28 @@ class NnlabKernelRunner(NnlabRunner):
             replay()
 
 
+def compute_threads():
+    """The thread count every framework is given: nnlab's BLAS threads (``nnlab --threads``,
+    ``OPENBLAS_NUM_THREADS``; by default one per core), else the number of cores."""
+    try:
+        from nnlab.backend import get_num_threads
+
+        n = get_num_threads()
+    except ImportError:
+        n = None
+    return n or os.cpu_count() or 1
+
+
 class TorchRunner:
-    """PyTorch eager: nn.Sequential of Linear layers, torch.optim.SGD / Adam, 2 intra-op threads."""
+    """PyTorch eager: nn.Sequential of Linear layers, torch.optim.SGD / Adam, as many intra-op
+    threads as nnlab's BLAS uses (:func:`compute_threads`)."""
 
     name = "torch"
 
     def __init__(self, spec, opt, params, X, y):
         import torch
 
-        torch.set_num_threads(2)
+        torch.set_num_threads(compute_threads())
         self.torch = torch
         acts = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU, "sigmoid": torch.nn.Sigmoid}
         layers, self.linears = [], []
@@ -1316,15 +1329,17 @@ def machine_info():
         except ImportError:
             info[mod] = None
     try:
+        from nnlab.backend import get_num_threads
         from nnlab.kernels.blas import LIBRARY
 
         info["nnlab_blas"] = LIBRARY
+        info["nnlab_blas_threads"] = get_num_threads()
     except ImportError:  # an nnlab before kernels/blas.py
         info["nnlab_blas"] = None
     try:
         import torch
 
-        torch.set_num_threads(2)
+        torch.set_num_threads(compute_threads())
         info["torch_threads"] = torch.get_num_threads()
     except ImportError:
         pass
@@ -1446,7 +1461,8 @@ def main(argv=None):
           f"{info.get('cpu')}, {info['cpu_count']} cores, load {info.get('loadavg_start')}")
     print(f"numba {info['numba']}, numpy {info['numpy']}, torch {info['torch']} "
           f"({info.get('torch_threads', '-')} threads), jax {info['jax']}; flush-to-zero at start: {ftz_state()}\n"
-          f"nnlab's matrix products: {info.get('nnlab_blas') or 'np.dot inside @njit'}",
+          f"nnlab's matrix products: {info.get('nnlab_blas') or 'np.dot inside @njit'}, "
+          f"{info.get('nnlab_blas_threads') or '?'} thread(s)",
           flush=True)
     peak, peak_load = measured_peak(args.budget)
     print(f"measured sgemm peak (numpy float32 matmul 2048^3, best of 5): {peak:.0f} GFLOP/s"
