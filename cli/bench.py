@@ -1,6 +1,9 @@
 """``nnlab bench``: the training-step benchmark (:mod:`nnlab.benchmark`) from the command line."""
 
+import contextlib
+import json
 import os
+import sys
 
 import click
 
@@ -41,8 +44,8 @@ def _names(option, known):
               help=f"Sections to leave out: {','.join(SECTIONS)}")
 @click.option("--wait-quiet", type=click.FloatRange(min=0), default=0.0, metavar="SECONDS",
               help="On a shared machine: spend up to SECONDS waiting for other processes to go quiet.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, writable=True), default=None,
-              help="Write every number to this file.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, writable=True, allow_dash=True), default=None,
+              help="Write every number to this file ('-': JSON alone on stdout, the tables on stderr).")
 @click.option("--report", "report_path", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Only print the tables of a saved --json file.")
 def bench(quick, configs, optimizers, repeat, skip, wait_quiet, json_path, report_path):
@@ -65,16 +68,22 @@ def bench(quick, configs, optimizers, repeat, skip, wait_quiet, json_path, repor
             raise click.BadParameter(f"{report_path} is not a file written by 'nnlab bench --json' "
                                      f"({type(exc).__name__}: {exc})", param_hint="--report") from None
         return
-    if json_path is not None:
+    to_stdout = json_path == "-"
+    if json_path is not None and not to_stdout:
         folder = os.path.dirname(os.path.abspath(json_path))
         if not os.path.isdir(folder):
             raise click.BadParameter(f"no such directory: {folder}", param_hint="--json")
     argv = ["--wait-quiet", str(wait_quiet)]
     argv += ["--quick"] if quick else []
     for flag, value in (("--configs", configs), ("--optimizers", optimizers), ("--skip", skip),
-                        ("--json", json_path)):
+                        ("--json", None if to_stdout else json_path)):
         if value is not None:
             argv += [flag, value]
     if repeat is not None:
         argv += ["--repeat", str(repeat)]
-    benchmark.main(argv)
+    if not to_stdout:
+        benchmark.main(argv)
+        return
+    with contextlib.redirect_stdout(sys.stderr):  # `--json -`: the tables to stderr, the JSON alone on stdout
+        results = benchmark.main(argv)
+    click.echo(json.dumps(results, indent=2, default=str))

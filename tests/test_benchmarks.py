@@ -227,3 +227,17 @@ def test_nnlab_bench_command(tmp_path):
     junk.write_text('{"hello": 1}')
     bad = runner.invoke(cli, ["bench", "--report", str(junk)])
     assert bad.exit_code == 2 and "not a file written by 'nnlab bench --json'" in bad.output
+
+
+def test_nnlab_bench_json_to_stdout():
+    """``--json -``: the JSON alone on stdout (parseable), the tables on stderr."""
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-m", "nnlab_cli.main", "bench", "--quick", "--configs", "tiny",
+                          "--optimizers", "adam", "--repeat", "1", "--skip", "fit,denormals,sweeps,memory,compile,demo",
+                          "--json", "-"], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    data = json.loads(res.stdout)
+    assert [c["config"] for c in data["cases"]] == ["tiny"]
+    assert "Goals of issue 5" in res.stderr and "Goals of issue 5" not in res.stdout
