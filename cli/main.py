@@ -683,4 +683,8 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    # run as `python -m nnlab_cli.main`: this file is then __main__, a second copy of the module, and
+    # the sibling modules above registered their commands on nnlab_cli.main's group, not on this one
+    from nnlab_cli.main import main as _package_main
+
+    _package_main()

@@ -262,6 +262,12 @@ def test_module_entry_point_and_lazy_import():
     out = subprocess.run([sys.executable, "-m", "nnlab_cli.main", "--help"], capture_output=True, text=True,
                          timeout=60, env=_env())
     assert out.returncode == 0 and "demo" in out.stdout, out.stderr
+    # every command, those registered by the sibling modules too, under both module entry points
+    for entry in ("nnlab_cli.main", "nnlab_cli"):
+        for command in ("bench", "diagnose", "train"):
+            sub = subprocess.run([sys.executable, "-m", entry, command, "--help"], capture_output=True, text=True,
+                                 timeout=60, env=_env())
+            assert sub.returncode == 0 and f"nnlab {command}" in sub.stdout, (entry, command, sub.stderr)
     probe = subprocess.run(
         [sys.executable, "-c", "import sys, nnlab_cli.main; print('numba' in sys.modules, 'nnlab' in sys.modules)"],
         capture_output=True, text=True, timeout=60, env=_env())
