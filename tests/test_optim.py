@@ -380,3 +380,58 @@ def test_adagrad_effective_learning_rate_never_increases(grads, lr_decay, init):
         eff = opt.lr / (1 + (t - 1) * lr_decay) / (np.sqrt(sd["state"][0][0]) + opt.eps)
         assert np.all(eff <= prev)
         prev = eff
+
+
+# ---------------------------------------------------------------- Adam's float32 step (adam_rule32)
+def test_sqrt32_is_the_rounded_square_root_everywhere():
+    from nnlab.kernels.optim_cpu import sqrt32
+
+    rng = np.random.default_rng(0)
+    v = np.concatenate([[0.0, 5e-324, 1e-320, 1e-300, 1e-45, 1.17e-38, 1.0, 2.0, 1e38, 3.4e38, 1e39, 1e77, 1e300,
+                         1.79e308, np.inf],
+                        10.0 ** rng.uniform(-320, 308, 4000), rng.uniform(0, 10, 1000)])
+    got = np.array([sqrt32(x) for x in v], dtype=np.float64)
+    with np.errstate(over="ignore"):
+        want = np.sqrt(v).astype(np.float32)  # the correctly rounded float32 root (0 / inf out of range)
+    ulp = np.spacing(np.where(np.isinf(want), np.float32(0), want)).astype(np.float64)
+    fin = np.isfinite(want)
+    assert np.all(np.abs(got[fin] - want[fin].astype(np.float64)) <= ulp[fin]), "sqrt32: more than one ulp off"
+    assert np.all(np.isinf(got[~fin])), "a root beyond float32's range must be inf"
+    assert np.isinf(sqrt32(np.inf)) and sqrt32(0.0) == 0.0 and np.isnan(sqrt32(np.nan))
+
+
+@pytest.mark.parametrize("amsgrad", [False, True])
+@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
+def test_float32_adam_step_is_the_float64_step_up_to_float32_rounding(amsgrad, weight_decay):
+    """The float32 kernel computes Adam's step in float32 (speed); against the same update with the
+    float64 step, each weight differs by at most one ulp of the result plus float32 rounding of
+    the step, and the moment buffers are the same bits."""
+    from nnlab.kernels import optim_cpu as OK
+
+    rng = np.random.default_rng(3)
+    n = 5000
+    p0 = (rng.standard_normal(n) * 10.0 ** rng.uniform(-6, 2, n)).astype(np.float32)
+    g = (rng.standard_normal(n) * 10.0 ** rng.uniform(-30, 25, n)).astype(np.float32)  # incl. |g| > 1.8e19
+    opt = nl.optim.Adam(lr=1e-3, amsgrad=amsgrad, weight_decay=weight_decay)
+    code, hp, t, state = opt.begin_flat(p0.copy())
+    p32, s32 = p0.copy(), state.copy()
+    OK.opt_update(code, hp, t, p32, g, s32)
+    # the reference: adam_rule (float64 step), element by element, as the float64 kernel computes it
+    p64, s64 = p0.copy(), state.copy()
+    b1, b2, eps = hp[OK.H_0], hp[OK.H_0 + 1], hp[OK.H_0 + 2]
+    step_size, bc2_sqrt = hp[OK.H_0 + 4], hp[OK.H_0 + 5]
+    mx, wd, l1, decay = OK.common(hp)
+    with np.errstate(over="ignore"):  # v of a |g| > 1.8e19 overflows its float32 slot, as in the kernel
+        for i in range(n):
+            pi, gi = OK.prologue(p64[i], g[i], mx, wd, l1, decay)
+            vmax = s64[2, i] if amsgrad else 0.0
+            delta, s64[0, i], s64[1, i], vmax = OK.adam_rule(gi, s64[0, i], s64[1, i], vmax, b1, b2, eps, amsgrad,
+                                                             step_size, bc2_sqrt)
+            if amsgrad:
+                s64[2, i] = vmax
+            p64[i] = pi - delta
+    np.testing.assert_array_equal(s32, s64)
+    step = np.abs(p64.astype(np.float64) - p0.astype(np.float64))
+    bound = np.spacing(np.abs(p64)).astype(np.float64) + 2.0 ** -22 * step
+    assert np.all(np.isfinite(p32))
+    assert np.all(np.abs(p32.astype(np.float64) - p64.astype(np.float64)) <= bound)

@@ -144,6 +144,37 @@ def adam_rule(g, m, v, vmax, b1, b2, eps, amsgrad, step_size, bc2_sqrt):
 
 
 @njit(**JIT)
+def sqrt32(v):
+    """√v of a float64 v in float32 arithmetic (one float32 square root: twice the vector lanes of a
+    float64 one, and cheaper per lane). Beyond 2^±100, v is first scaled by an exact even power of
+    two into float32's normal range and the root scaled back, so the result is √v rounded to
+    float32 within one float32 ulp for every v >= 0 (0 where √v is below float32's smallest
+    subnormal, inf where it exceeds float32's largest number); NaN gives NaN."""
+    big = v >= 2.0 ** 100
+    small = v < 2.0 ** -100
+    x = v * (2.0 ** -128 if big else (2.0 ** 200 if small else 1.0))
+    return np.sqrt(np.float32(x)) * np.float32(2.0 ** 64 if big else (2.0 ** -100 if small else 1.0))
+
+
+@njit(**JIT)
+def adam_rule32(g, m, v, vmax, b1, b2, eps, amsgrad, step_size, bc2_sqrt):
+    """:func:`adam_rule` for a float32 buffer: m, v and vmax exactly as there (float64, then stored
+    in float32), the step Δ = step_size·m/(√v̂/√bc₂ + ε) in float32 arithmetic. The float64 square
+    root and two divisions made Adam's update 3x slower than float32 ones (270k parameters: 603 vs
+    195 µs); the step differs by float32 rounding of Δ only, far below the rounding of p itself
+    (30 steps: mean error against an all-float64 run 8.26e-8 against 8.18e-8 with float64 Δ)."""
+    m = b1 * m + (1.0 - b1) * g
+    v = b2 * v + (1.0 - b2) * (g * g)
+    if amsgrad:
+        vmax = max(vmax, v)
+        root = sqrt32(vmax)
+    else:
+        root = sqrt32(v)
+    denom = root / np.float32(bc2_sqrt) + np.float32(eps)
+    return np.float64(np.float32(step_size) * (np.float32(m) / denom)), m, v, vmax
+
+
+@njit(**JIT)
 def nadam_rule(g, m, v, b1, b2, eps, bc2, cg, cm):
     """(Δg, Δm, m', v'): p += Δg then p += Δm, with Δg = cg·g/d, Δm = cm·m/d, d = √(v/bc₂) + ε."""
     m = b1 * m + (1.0 - b1) * g
@@ -307,13 +338,23 @@ def adam_update(hp, t, p, g, state):
     amsgrad = hp[H_0 + 3] != 0.0
     step_size, bc2_sqrt = hp[H_0 + 4], hp[H_0 + 5]
     mx, wd, l1, decay = common(hp)
+    f32 = p.itemsize == 4  # a float32 buffer: the step in float32 arithmetic (adam_rule32)
     if is_plain(mx, wd, l1, decay):
         s0, s1 = state[0], state[1]
         if amsgrad:
             s2 = state[2]
             for i in range(p.size):
-                delta, s0[i], s1[i], s2[i] = adam_rule(np.float64(g[i]), s0[i], s1[i], s2[i], b1, b2, eps,
-                                                       True, step_size, bc2_sqrt)
+                if f32:
+                    delta, s0[i], s1[i], s2[i] = adam_rule32(np.float64(g[i]), s0[i], s1[i], s2[i], b1, b2, eps,
+                                                             True, step_size, bc2_sqrt)
+                else:
+                    delta, s0[i], s1[i], s2[i] = adam_rule(np.float64(g[i]), s0[i], s1[i], s2[i], b1, b2, eps,
+                                                           True, step_size, bc2_sqrt)
+                p[i] = np.float64(p[i]) - delta
+        elif f32:
+            for i in range(p.size):
+                delta, s0[i], s1[i], _ = adam_rule32(np.float64(g[i]), s0[i], s1[i], 0.0, b1, b2, eps,
+                                                     False, step_size, bc2_sqrt)
                 p[i] = np.float64(p[i]) - delta
         else:
             for i in range(p.size):
@@ -324,8 +365,12 @@ def adam_update(hp, t, p, g, state):
     for i in range(p.size):
         pi, gi = prologue(p[i], g[i], mx, wd, l1, decay)
         vmax = state[2, i] if amsgrad else 0.0
-        delta, state[0, i], state[1, i], vmax = adam_rule(gi, state[0, i], state[1, i], vmax, b1, b2, eps,
-                                                          amsgrad, step_size, bc2_sqrt)
+        if f32:
+            delta, state[0, i], state[1, i], vmax = adam_rule32(gi, state[0, i], state[1, i], vmax, b1, b2, eps,
+                                                                amsgrad, step_size, bc2_sqrt)
+        else:
+            delta, state[0, i], state[1, i], vmax = adam_rule(gi, state[0, i], state[1, i], vmax, b1, b2, eps,
+                                                              amsgrad, step_size, bc2_sqrt)
         if amsgrad:
             state[2, i] = vmax
         p[i] = pi - delta
