@@ -402,7 +402,8 @@ def test_sqrt32_is_the_rounded_square_root_everywhere():
 
 @pytest.mark.parametrize("amsgrad", [False, True])
 @pytest.mark.parametrize("weight_decay", [0.0, 0.01])
-def test_float32_adam_step_is_the_float64_step_up_to_float32_rounding(amsgrad, weight_decay):
+@pytest.mark.parametrize("eps", [1e-8, 1e-40])
+def test_float32_adam_step_is_the_float64_step_up_to_float32_rounding(amsgrad, weight_decay, eps):
     """The float32 kernel computes Adam's step in float32 (speed); against the same update with the
     float64 step, each weight differs by at most one ulp of the result plus float32 rounding of
     the step, and the moment buffers are the same bits."""
@@ -411,8 +412,9 @@ def test_float32_adam_step_is_the_float64_step_up_to_float32_rounding(amsgrad, w
     rng = np.random.default_rng(3)
     n = 5000
     p0 = (rng.standard_normal(n) * 10.0 ** rng.uniform(-6, 2, n)).astype(np.float32)
-    g = (rng.standard_normal(n) * 10.0 ** rng.uniform(-30, 25, n)).astype(np.float32)  # incl. |g| > 1.8e19
-    opt = nl.optim.Adam(lr=1e-3, amsgrad=amsgrad, weight_decay=weight_decay)
+    # |g| from float32 subnormals (vanishing gradients) to > 1.8e19 (g² beyond float32)
+    g = (rng.standard_normal(n) * 10.0 ** rng.uniform(-44, 25, n)).astype(np.float32)
+    opt = nl.optim.Adam(lr=1e-3, amsgrad=amsgrad, weight_decay=weight_decay, eps=eps)
     code, hp, t, state = opt.begin_flat(p0.copy())
     p32, s32 = p0.copy(), state.copy()
     OK.opt_update(code, hp, t, p32, g, s32)
@@ -431,6 +433,8 @@ def test_float32_adam_step_is_the_float64_step_up_to_float32_rounding(amsgrad, w
                 s64[2, i] = vmax
             p64[i] = pi - delta
     np.testing.assert_array_equal(s32, s64)
+    if eps < 2.0 ** -100:  # a tiny epsilon keeps the float64 step: the same bits
+        np.testing.assert_array_equal(p32, p64)
     step = np.abs(p64.astype(np.float64) - p0.astype(np.float64))
     bound = np.spacing(np.abs(p64)).astype(np.float64) + 2.0 ** -22 * step
     assert np.all(np.isfinite(p32))
