@@ -439,3 +439,33 @@ def test_float32_adam_step_is_the_float64_step_up_to_float32_rounding(amsgrad, w
     bound = np.spacing(np.abs(p64)).astype(np.float64) + 2.0 ** -22 * step
     assert np.all(np.isfinite(p32))
     assert np.all(np.abs(p32.astype(np.float64) - p64.astype(np.float64)) <= bound)
+
+
+@pytest.mark.parametrize("make", [lambda: nl.optim.Adagrad(lr=1e-2), lambda: nl.optim.RMSprop(lr=1e-3),
+                                  lambda: nl.optim.Adam(lr=1e-3), lambda: nl.optim.Adam(lr=1e-3, amsgrad=True)],
+                         ids=["adagrad", "rmsprop", "adam", "adam-amsgrad"])
+def test_float32_adaptive_steps_match_the_float64_kernel(make):
+    """On float32 buffers Adagrad, RMSprop and Adam compute 1/(√v + ε) in float32 (inv_root32): from
+    the same float32-representable state, the states after one step are the float64 kernel's rounded
+    to float32, and each weight is within one ulp plus 2^-22 of its step of the float64 kernel's."""
+    from nnlab.kernels import optim_cpu as OK
+
+    rng = np.random.default_rng(7)
+    n = 4000
+    p0 = (rng.standard_normal(n) * 10.0 ** rng.uniform(-4, 2, n)).astype(np.float32)
+    g = (rng.standard_normal(n) * 10.0 ** rng.uniform(-44, 15, n)).astype(np.float32)
+    opt32, opt64 = make(), make()
+    code, hp, t, st32 = opt32.begin_flat(p0.copy())
+    _, hp64, _, st64 = opt64.begin_flat(p0.astype(np.float64))
+    init = (np.abs(rng.standard_normal(st32.shape)) * 10.0 ** rng.uniform(-40, 2, st32.shape)).astype(np.float32)
+    st32[...] = init
+    st64[...] = init.astype(np.float64)
+    p32, p64 = p0.copy(), p0.astype(np.float64)
+    with np.errstate(over="ignore"):
+        OK.opt_update(code, hp, t, p32, g, st32)
+        OK.opt_update(code, hp64, t, p64, g.astype(np.float64), st64)
+        np.testing.assert_array_equal(st32, st64.astype(np.float32))
+        ref = p64.astype(np.float32).astype(np.float64)
+    step = np.abs(p64 - p0.astype(np.float64))
+    bound = np.spacing(np.abs(ref).astype(np.float32)).astype(np.float64) + 2.0 ** -22 * step
+    assert np.all(np.abs(p32.astype(np.float64) - p64) <= bound + np.abs(ref - p64))
