@@ -302,6 +302,15 @@ def sgd_update(hp, t, p, g, state):
                 d, buf[i] = sgd_rule(np.float64(g[i]), buf[i], mu, damp, nesterov, ema, first)
                 p[i] = np.float64(p[i]) - lr * d
         return
+    if not mx and l1 == 0.0 and decay == 1.0 and mu != 0.0:
+        # coupled L2 only (SGD(momentum=..., weight_decay=...)): the prologue's arithmetic inline,
+        # so the loop vectorises (the general loop's branches keep it scalar: 5x slower)
+        buf = state[0]
+        for i in range(p.size):
+            pi = np.float64(p[i])
+            d, buf[i] = sgd_rule(np.float64(g[i]) + wd * pi, buf[i], mu, damp, nesterov, ema, first)
+            p[i] = pi - lr * d
+        return
     for i in range(p.size):
         pi, gi = prologue(p[i], g[i], mx, wd, l1, decay)
         m = state[0, i] if mu != 0.0 else 0.0
@@ -413,6 +422,23 @@ def adam_update(hp, t, p, g, state):
                 delta, s0[i], s1[i], _ = adam_rule(np.float64(g[i]), s0[i], s1[i], 0.0, b1, b2, eps,
                                                    False, step_size, bc2_sqrt)
                 p[i] = np.float64(p[i]) - delta
+        return
+    if not mx and l1 == 0.0 and wd == 0.0 and not amsgrad:
+        # decoupled decay only (AdamW): the prologue's p·(1 − lr·dwd) inline, so the loop vectorises
+        # (the general loop's branches keep it scalar: 1.3 ms against 0.28 ms for 270k parameters)
+        s0, s1 = state[0], state[1]
+        if f32:
+            for i in range(p.size):
+                pi = np.float64(p[i]) * decay
+                delta, s0[i], s1[i], _ = adam_rule32(np.float64(g[i]), s0[i], s1[i], 0.0, b1, b2, eps,
+                                                     False, step_size, bc2_sqrt)
+                p[i] = pi - delta
+        else:
+            for i in range(p.size):
+                pi = np.float64(p[i]) * decay
+                delta, s0[i], s1[i], _ = adam_rule(np.float64(g[i]), s0[i], s1[i], 0.0, b1, b2, eps,
+                                                   False, step_size, bc2_sqrt)
+                p[i] = pi - delta
         return
     for i in range(p.size):
         pi, gi = prologue(p[i], g[i], mx, wd, l1, decay)
