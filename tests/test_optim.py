@@ -443,8 +443,9 @@ def test_float32_adam_step_is_the_float64_step_up_to_float32_rounding(amsgrad, w
 
 @pytest.mark.parametrize("make", [lambda: nl.optim.Adagrad(lr=1e-2), lambda: nl.optim.RMSprop(lr=1e-3),
                                   lambda: nl.optim.Adam(lr=1e-3), lambda: nl.optim.Adam(lr=1e-3, amsgrad=True),
-                                  lambda: nl.optim.AdamW(lr=1e-3, weight_decay=0.01)],
-                         ids=["adagrad", "rmsprop", "adam", "adam-amsgrad", "adamw"])
+                                  lambda: nl.optim.AdamW(lr=1e-3, weight_decay=0.01),
+                                  lambda: nl.optim.Adam(lr=1e-3, weight_decay=1e-4)],
+                         ids=["adagrad", "rmsprop", "adam", "adam-amsgrad", "adamw", "adam-l2"])
 def test_float32_adaptive_steps_match_the_float64_kernel(make):
     """On float32 buffers Adagrad, RMSprop and Adam compute 1/(√v + ε) in float32 (inv_root32): from
     the same float32-representable state, the states after one step are the float64 kernel's rounded
@@ -475,13 +476,15 @@ def test_float32_adaptive_steps_match_the_float64_kernel(make):
 _SGD_WD = lambda **kw: nl.optim.SGD(lr=1e-2, momentum=0.9, weight_decay=5e-4, **kw)  # noqa: E731
 _SGD_NWD = lambda **kw: nl.optim.SGD(lr=1e-2, momentum=0.9, nesterov=True, weight_decay=1e-3, **kw)  # noqa: E731
 _ADAMW = lambda **kw: nl.optim.AdamW(lr=1e-3, weight_decay=0.01, **kw)  # noqa: E731
+_ADAM_L2 = lambda **kw: nl.optim.Adam(lr=1e-3, weight_decay=1e-4, **kw)  # noqa: E731
 
 
 # AdamW in float32 is not here: its fast loop's float32 step is adam_rule32 (tested above against
 # the float64 kernel), while the general loop keeps the float64 rule
 @pytest.mark.parametrize("make,dtype", [(_SGD_WD, np.float32), (_SGD_WD, np.float64), (_SGD_NWD, np.float32),
-                                        (_SGD_NWD, np.float64), (_ADAMW, np.float64)],
-                         ids=["sgd-wd-f32", "sgd-wd-f64", "sgd-nesterov-wd-f32", "sgd-nesterov-wd-f64", "adamw-f64"])
+                                        (_SGD_NWD, np.float64), (_ADAMW, np.float64), (_ADAM_L2, np.float64)],
+                         ids=["sgd-wd-f32", "sgd-wd-f64", "sgd-nesterov-wd-f32", "sgd-nesterov-wd-f64", "adamw-f64",
+                              "adam-l2-f64"])
 def test_weight_decay_loops_are_the_general_loop_bit_for_bit(make, dtype):
     """SGD with coupled weight decay and AdamW run their own vectorised loops; maximize=True on -g
     takes the general loop (the prologue negates g exactly), so the two must agree to the bit."""

@@ -440,6 +440,22 @@ def adam_update(hp, t, p, g, state):
                                                    False, step_size, bc2_sqrt)
                 p[i] = pi - delta
         return
+    if not mx and l1 == 0.0 and decay == 1.0 and not amsgrad:
+        # coupled L2 only (Adam(weight_decay=...)): g + wd·p inline, vectorised as above
+        s0, s1 = state[0], state[1]
+        if f32:
+            for i in range(p.size):
+                pi = np.float64(p[i])
+                delta, s0[i], s1[i], _ = adam_rule32(np.float64(g[i]) + wd * pi, s0[i], s1[i], 0.0, b1, b2, eps,
+                                                     False, step_size, bc2_sqrt)
+                p[i] = pi - delta
+        else:
+            for i in range(p.size):
+                pi = np.float64(p[i])
+                delta, s0[i], s1[i], _ = adam_rule(np.float64(g[i]) + wd * pi, s0[i], s1[i], 0.0, b1, b2, eps,
+                                                   False, step_size, bc2_sqrt)
+                p[i] = pi - delta
+        return
     for i in range(p.size):
         pi, gi = prologue(p[i], g[i], mx, wd, l1, decay)
         vmax = state[2, i] if amsgrad else 0.0
