@@ -241,3 +241,14 @@ def test_nnlab_bench_json_to_stdout():
     data = json.loads(res.stdout)
     assert [c["config"] for c in data["cases"]] == ["tiny"]
     assert "Goals of issue 5" in res.stderr and "Goals of issue 5" not in res.stdout
+
+
+def test_bench_optimizers_runs_every_variant(capsys):
+    path = os.path.join(_BENCH_DIR, "bench_optimizers.py")
+    spec = importlib.util.spec_from_file_location("bench_optimizers", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = mod.main(["--n", "64", "--repeat", "1"])
+    assert list(out) == [name for name, _ in mod.VARIANTS]
+    assert all(t > 0 for row in out.values() for t in row.values())
+    assert "adamw" in capsys.readouterr().out
