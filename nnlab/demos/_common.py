@@ -136,6 +136,16 @@ def verdict_lines(result, width):
     return wrap(f"claim held: {'yes' if result.held else 'no'} ({result.reason})", width)
 
 
+def finish(out, result, width):
+    """A renderer's lines ``out``, a blank line and :func:`verdict_lines`, as one text fitted to ``width``."""
+    return fit("\n".join(out + [""] + verdict_lines(result, width)), width)
+
+
+def chart_width(width):
+    """The plot width of a demo's line charts in a ``width``-column terminal (30 to 70 columns)."""
+    return max(30, min(70, width - 12))
+
+
 def fit(text, width):
     """``text`` with every line longer than ``width`` wrapped (for the legend lines of charts)."""
     out = []

@@ -176,10 +176,8 @@ def render(res, width=100):
         out += C.wrap(f"monitor verdicts fired for {r.label}: {names or 'none'}", width)
     out.append("")
     out.append("loss per step:")
-    out.append(charts.line_plot({r.label: r.loss for r in res.runs}, width=max(30, min(70, width - 12)), height=10))
-    out.append("")
-    out += C.verdict_lines(res, width)
-    return C.fit("\n".join(out), width)
+    out.append(charts.line_plot({r.label: r.loss for r in res.runs}, width=C.chart_width(width), height=10))
+    return C.finish(out, res, width)
 
 
 def plot(res, path):

@@ -125,10 +125,8 @@ def render(res, width=100):
     k = min(res.days, 40)
     out.append(f"the first {k} values: θ_t, V_t (uncorrected), V̂_t (corrected)")
     out.append(charts.line_plot({"θ_t": res.series[:k], "V_t": res.raw[:k], "V̂_t": res.corrected[:k]},
-                                width=max(30, min(70, width - 12)), height=12))
-    out.append("")
-    out += C.verdict_lines(res, width)
-    return C.fit("\n".join(out), width)
+                                width=C.chart_width(width), height=12))
+    return C.finish(out, res, width)
 
 
 def plot(res, path):

@@ -244,9 +244,7 @@ def render(res, width=100):
     out.append(C.fit(charts.heatmap(mat, row_labels=[str(l + 1) for l in range(mat.shape[0])],
                                     max_cols=max(20, min(60, width - 20)),
                                     title="run 2: log10 ‖∂L/∂W_l‖ (before clipping), layers (rows) × steps"), width))
-    out.append("")
-    out += C.verdict_lines(res, width)
-    return C.fit("\n".join(out), width)
+    return C.finish(out, res, width)
 
 
 def plot(res, path):

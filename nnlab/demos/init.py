@@ -189,7 +189,7 @@ def render(res, width=100):
     pairs = (("tanh", "xavier_normal"), ("tanh", "he_normal"), ("relu", "he_normal"), ("relu", "xavier_normal"))
     out.append("std of A_l per hidden layer (log scale):")
     out.append(charts.line_plot({f"{a}/{i}": res.run(a, i).act_std for a, i in pairs},
-                                width=max(30, min(70, width - 12)), height=10, logy=True))
+                                width=C.chart_width(width), height=10, logy=True))
     out.append("")
     out.append("‖∂L/∂W_1‖, the first layer's weight gradient ('·' = exactly 0):")
     out.append(charts.log_bars([f"{r.activation}/{r.init}" for r in res.runs], [r.grad_norms[0] for r in res.runs],
@@ -198,9 +198,7 @@ def render(res, width=100):
     out.append("checks:")
     for c in res.checks:
         out += C.wrap(f"  [{'ok' if c.held else 'FAILED'}] {c.text}", width, indent="       ")
-    out.append("")
-    out += C.verdict_lines(res, width)
-    return C.fit("\n".join(out), width)
+    return C.finish(out, res, width)
 
 
 def plot(res, path):

@@ -347,9 +347,7 @@ def render(res, width=100):
     for r in res.rows:
         out.append(f"  {r.label}: √χ* = {math.exp(r.prediction.log_ratio_star):.4f}, measured "
                    f"{math.exp(r.measured_mean):.4f}")
-    out.append("")
-    out += C.verdict_lines(res, width)
-    return C.fit("\n".join(out), width)
+    return C.finish(out, res, width)
 
 
 def plot(res, path):

@@ -142,11 +142,9 @@ def render(res, width=100):
         f"{r.init} {r.sigma_w2[0]:.2f}, {r.sigma_w2[1]:.2f}" for r in res.runs), width)
     out.append("")
     out.append("variance of A_l per layer (log scale):")
-    out.append(charts.line_plot({r.init: r.var for r in res.runs}, width=max(30, min(70, width - 12)), height=10,
+    out.append(charts.line_plot({r.init: r.var for r in res.runs}, width=C.chart_width(width), height=10,
                                 logy=True))
-    out.append("")
-    out += C.verdict_lines(res, width)
-    return C.fit("\n".join(out), width)
+    return C.finish(out, res, width)
 
 
 def plot(res, path):

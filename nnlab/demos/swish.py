@@ -146,10 +146,8 @@ def render(res, width=100):
     series = {"z/2": (z / 2).tolist(), "relu": np.maximum(z, 0).tolist()}
     series.update({f"β={k}": v for k, v in res.curves.items() if k in ("0.1", "1", "10")})
     out.append("swish_β(z) for β = 0.1, 1, 10 beside z/2 and relu (later curves drawn on top):")
-    out.append(charts.line_plot(series, x=z, width=max(30, min(70, width - 12)), height=14))
-    out.append("")
-    out += C.verdict_lines(res, width)
-    return C.fit("\n".join(out), width)
+    out.append(charts.line_plot(series, x=z, width=C.chart_width(width), height=14))
+    return C.finish(out, res, width)
 
 
 def plot(res, path):

@@ -371,9 +371,7 @@ def render(res, width=100):
     for r in rows:
         ratio = f"{r.ratio:.2e}" if math.isfinite(r.ratio) else str(r.ratio)
         out.append(f"  {r.label.ljust(lw)}  ratio {ratio}  {r.verdict}")
-    out.append("")
-    out += C.wrap(f"claim held: {'yes' if res.held else 'no'} ({res.reason})", width)
-    return C.fit("\n".join(out), width)
+    return C.finish(out, res, width)
 
 
 def plot(res, path):
