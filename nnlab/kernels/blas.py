@@ -26,6 +26,7 @@ True
 """
 
 import ctypes
+import functools
 import glob
 import os
 
@@ -41,21 +42,42 @@ _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 _SYMBOL = "nnlab_gemm_table"
 
 
+_BUNDLED = {  # package -> the file pattern of the OpenBLAS its wheel bundles in <package>.libs
+    "numpy": "libscipy_openblas64_*",  # CBLAS with 64-bit integers, symbols suffixed 64_
+    "scipy": "libscipy_openblas-*",
+}
+
+
+@functools.cache
+def _bundled(package, *names):
+    """(file name, [the named functions]) of the OpenBLAS bundled with ``package``'s wheel, or None
+    (not installed from a wheel, another BLAS, or a symbol missing). Loading it with ctypes gives
+    the handle of the copy the package already loaded; the result is cached."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.origin:
+        return None
+    libs = os.path.join(os.path.dirname(os.path.dirname(spec.origin)), package + ".libs")
+    for path in sorted(glob.glob(os.path.join(libs, _BUNDLED[package]))):
+        try:
+            lib = ctypes.CDLL(path)
+            return os.path.basename(path), [getattr(lib, name) for name in names]
+        except (OSError, AttributeError):
+            continue
+    return None
+
+
 def _numpy_cblas():
     """(sgemm address, dgemm address, description) of the CBLAS bundled with NumPy's wheel
     (scipy-openblas, 64-bit integers: ``scipy_cblas_sgemm64_``), or (0, 0, reason)."""
     if os.environ.get("NNLAB_BLAS", "").lower() == "numba":
         return 0, 0, "np.dot inside @njit (SciPy's BLAS): NNLAB_BLAS=numba"
-    root = os.path.dirname(os.path.dirname(os.path.abspath(np.__file__)))
-    for path in sorted(glob.glob(os.path.join(root, "numpy.libs", "libscipy_openblas64_*"))):
-        try:
-            lib = ctypes.CDLL(path)  # already loaded by NumPy: the same handle, no second copy
-            s = ctypes.cast(lib.scipy_cblas_sgemm64_, ctypes.c_void_p).value
-            d = ctypes.cast(lib.scipy_cblas_dgemm64_, ctypes.c_void_p).value
-        except (OSError, AttributeError):
-            continue
+    found = _bundled("numpy", "scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_")
+    if found is not None:
+        s, d = (ctypes.cast(f, ctypes.c_void_p).value for f in found[1])
         if s and d:
-            return s, d, f"NumPy's OpenBLAS ({os.path.basename(path)}, CBLAS with 64-bit integers)"
+            return s, d, f"NumPy's OpenBLAS ({found[0]}, CBLAS with 64-bit integers)"
     return 0, 0, "np.dot inside @njit (SciPy's BLAS): NumPy's bundled OpenBLAS was not found"
 
 
@@ -63,31 +85,21 @@ def _numpy_cblas():
 # OpenBLAS's thread count is process-wide and per library: NumPy's build (which the products call)
 # and SciPy's (the np.dot fallback) each keep their own. Both are set; the count reported is the one
 # of the library the products use.
-_THREAD_API = {  # library folder beside the package -> (file pattern, set symbol, get symbol)
-    "numpy": ("libscipy_openblas64_*", "scipy_openblas_set_num_threads64_", "scipy_openblas_get_num_threads64_"),
-    "scipy": ("libscipy_openblas-*", "scipy_openblas_set_num_threads", "scipy_openblas_get_num_threads"),
+_THREAD_API = {  # package -> (set symbol, get symbol)
+    "numpy": ("scipy_openblas_set_num_threads64_", "scipy_openblas_get_num_threads64_"),
+    "scipy": ("scipy_openblas_set_num_threads", "scipy_openblas_get_num_threads"),
 }
 
 
 def _thread_functions(package):
     """(set, get) ctypes functions of ``package``'s bundled OpenBLAS, or None."""
-    import importlib.util
-
-    pattern, set_name, get_name = _THREAD_API[package]
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.origin:
+    found = _bundled(package, *_THREAD_API[package])
+    if found is None:
         return None
-    libs = os.path.join(os.path.dirname(os.path.dirname(spec.origin)), package + ".libs")
-    for path in sorted(glob.glob(os.path.join(libs, pattern))):
-        try:
-            lib = ctypes.CDLL(path)
-            setter, getter = getattr(lib, set_name), getattr(lib, get_name)
-        except (OSError, AttributeError):
-            continue
-        setter.argtypes, setter.restype = [ctypes.c_int], None
-        getter.argtypes, getter.restype = [], ctypes.c_int
-        return setter, getter
-    return None
+    setter, getter = found[1]
+    setter.argtypes, setter.restype = [ctypes.c_int], None
+    getter.argtypes, getter.restype = [], ctypes.c_int
+    return setter, getter
 
 
 def set_threads(n):
