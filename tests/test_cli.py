@@ -10,21 +10,10 @@ from pathlib import Path
 
 import click
 import pytest
-from click.testing import CliRunner
 
 import nnlab as nl
 from nnlab.demos import vanishing
 from nnlab_cli.main import cli
-
-
-@pytest.fixture
-def run():
-    runner = CliRunner()
-
-    def invoke(*args, **kwargs):
-        return runner.invoke(cli, list(args), **kwargs)
-
-    return invoke
 
 
 def _paths(group, prefix=()):

@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from cli_checks import one_line_error  # tests/ is on sys.path (conftest.py)
 
 import nnlab as nl
 from nnlab import charts, demos
@@ -53,23 +53,6 @@ NOT_HELD = {  # options under which the claim does not hold: exit 1
 @pytest.fixture(scope="module")
 def results():
     return {name: demos.get(name).run(seed=0, **kw) for name, kw in SMALL.items()}
-
-
-@pytest.fixture
-def run():
-    runner = CliRunner()
-
-    def invoke(*args, **kwargs):
-        return runner.invoke(cli, list(args), **kwargs)
-
-    return invoke
-
-
-def _one_line_error(result, code=2):
-    assert result.exit_code == code, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error:"), result.output
-    assert "Traceback" not in result.output
 
 
 # ---------------------------------------------------------------- the registry
@@ -347,7 +330,7 @@ def test_cli_plot_without_matplotlib_is_one_line(run, tmp_path, monkeypatch):
     path = tmp_path / "x.png"
     for args in (["demo", "swish", "--plot", str(path)], ["demo", "vanishing", "--depth", "2", "--plot", str(path)]):
         result = run(*args)
-        _one_line_error(result)
+        one_line_error(result)
         assert "matplotlib" in result.output and "nnlab[plot]" in result.output
     assert not path.exists()
 
@@ -379,7 +362,7 @@ def test_cli_plot_with_matplotlib(run, tmp_path):
     ["demo", "residual"],
 ])
 def test_cli_bad_input_is_one_line(run, args):
-    _one_line_error(run(*args))
+    one_line_error(run(*args))
 
 
 def test_a_new_demo_slots_in_with_one_registry_line(monkeypatch, run):
@@ -411,7 +394,7 @@ def test_a_new_demo_slots_in_with_one_registry_line(monkeypatch, run):
         assert run("demo", "toy").exit_code == 0
         assert run("demo", "toy", "--n", "2").exit_code == 1
         assert json.loads(run("demo", "toy", "--json", "-").output)["n"] == 3
-        _one_line_error(run("demo", "toy", "--n", "0"))
+        one_line_error(run("demo", "toy", "--n", "0"))
     finally:
         group.commands.pop("toy", None)
 

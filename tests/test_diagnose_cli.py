@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+from cli_checks import one_line_error  # tests/ is on sys.path (conftest.py)
 from click.testing import CliRunner
 
 import nnlab as nl
@@ -44,14 +45,6 @@ def run():
         return runner.invoke(cli, ["diagnose", *args])
 
     return invoke
-
-
-def _one_line_error(result, code=2):
-    assert result.exit_code == code, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error:"), result.output
-    assert "Traceback" not in result.output
-    return lines[0]
 
 
 def _digest(path):
@@ -143,28 +136,28 @@ def test_flush_denormals_flag(run, models):
 
 
 def test_missing_model_file(run, tmp_path):
-    line = _one_line_error(run(str(tmp_path / "nope.npz"), "--data", "moons"))
+    line = one_line_error(run(str(tmp_path / "nope.npz"), "--data", "moons"))
     assert "no such model file" in line
 
 
 def test_not_a_model_file(run, tmp_path):
     bad = tmp_path / "bad.npz"
     bad.write_text("hello")
-    assert "not an nnlab model file" in _one_line_error(run(str(bad), "--data", "moons"))
+    assert "not an nnlab model file" in one_line_error(run(str(bad), "--data", "moons"))
 
 
 @pytest.mark.parametrize("data,needle", [("digits", "takes 2 input feature(s) but dataset 'digits' has 64"),
                                          ("sine", "takes 2 input feature(s) but dataset 'sine' has 1"),
                                          ("nope", "unknown dataset 'nope'")])
 def test_data_that_does_not_fit(run, models, data, needle):
-    assert needle in _one_line_error(run(models["healthy"], "--data", data))
+    assert needle in one_line_error(run(models["healthy"], "--data", data))
 
 
 def test_labels_outside_the_models_outputs(run, tmp_path):
     net = nl.Sequential([nl.Dense(64, 4, activation="relu"), nl.Dense(4, 3)], loss="softmax_cross_entropy", seed=0)
     path = tmp_path / "three.npz"
     net.save(path)
-    assert "labels must lie in [0, 3)" in _one_line_error(run(str(path), "--data", "digits"))
+    assert "labels must lie in [0, 3)" in one_line_error(run(str(path), "--data", "digits"))
 
 
 @pytest.mark.parametrize("args,needle", [
@@ -175,7 +168,7 @@ def test_labels_outside_the_models_outputs(run, tmp_path):
     (["--samples", "10"], "--data"),
 ])
 def test_bad_options(run, models, args, needle):
-    assert needle in _one_line_error(run(models["healthy"], *args))
+    assert needle in one_line_error(run(models["healthy"], *args))
 
 
 def test_the_numbers_are_the_library_monitors(run, models, tmp_path):

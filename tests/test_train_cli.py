@@ -5,6 +5,7 @@ import re
 
 import numpy as np
 import pytest
+from cli_checks import one_line_error  # tests/ is on sys.path (conftest.py)
 from click.testing import CliRunner
 
 import nnlab as nl
@@ -22,14 +23,6 @@ def run():
         return runner.invoke(cli, ["train", *args], **kwargs)
 
     return invoke
-
-
-def _assert_one_line_error(result, code=2):
-    assert result.exit_code == code, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1, result.output
-    assert lines[0].startswith("Error:"), result.output
-    assert "Traceback" not in result.output
 
 
 # ---------------------------------------------------------------- success
@@ -170,7 +163,7 @@ def test_diverging_run_stops_with_exit_1_and_valid_json(run, tmp_path):
     ["--bogus-option"],
 ], ids=lambda a: " ".join(a))
 def test_bad_options_give_one_line_and_exit_2(run, args):
-    _assert_one_line_error(run(*args))
+    one_line_error(run(*args))
 
 
 def test_nnlab_errors_name_the_problem(run):
