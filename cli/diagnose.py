@@ -28,15 +28,22 @@ def _pct(x):
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.0f}%"
 
 
+def _layer_key(layer):
+    """(width, name) of a layer for the architecture line: a dense layer by its activation."""
+    if type(layer).__name__ == "Dense":
+        return layer.n_out, layer.activation.label
+    return layer.n_out if layer.n_out is not None else "", layer.label
+
+
 def _architecture(net):
     """'2 -> 16 sigmoid x12 -> 2 identity': runs of equal layers compressed."""
     parts, k, layers = [], 0, net.layers
     while k < len(layers):
         j = k
-        key = (layers[k].n_out, layers[k].activation.label)
-        while j < len(layers) and (layers[j].n_out, layers[j].activation.label) == key:
+        key = _layer_key(layers[k])
+        while j < len(layers) and _layer_key(layers[j]) == key:
             j += 1
-        parts.append(f"{key[0]} {key[1]}" + (f" x{j - k}" if j - k > 1 else ""))
+        parts.append(f"{key[0]} {key[1]}".strip() + (f" x{j - k}" if j - k > 1 else ""))
         k = j
     return f"{net.n_in} -> " + " -> ".join(parts)
 

@@ -162,6 +162,47 @@ def _saturation_row(act, ratio):
     return 1.0, thr, zs
 
 
+@dataclass
+class WatchedLayer:
+    """What the monitor knows of one op with weights: its kind, label, activation and widths."""
+
+    kind: str          # "Dense", "LSTM", "BatchNorm", ...
+    label: str         # its place and name in the network, e.g. "2 LSTM" or "1.0 Dense (relu)"
+    activation: object  # the op's activation (identity for kinds without one)
+    n_in: int
+    n_out: int
+    plain: bool = True  # a top-level Dense layer (labelled by its activation alone, as always)
+
+
+def _watched(net, prog, i, label):
+    from . import activations as _acts
+    ops = prog.ops
+    layer = net.layers[int(ops[i, L.F_LAYER])]
+    path = label.split(" ", 1)[0]
+    kind = _KIND_NAMES.get(int(ops[i, L.F_KIND]), "layer")
+    act = prog.activations[i] if prog.activations[i] is not None else _acts.get("identity")
+    plain = kind == "Dense" and "." not in path and type(layer).__name__ == "Dense"
+    return WatchedLayer(kind, label, act, int(ops[i, L.F_NIN]), int(ops[i, L.F_NOUT]), plain)
+
+
+_KIND_NAMES = {L.KIND_DENSE: "Dense", L.KIND_BATCHNORM: "BatchNorm", L.KIND_LAYERNORM: "LayerNorm",
+               L.KIND_MAXOUT: "Maxout", L.KIND_RBF: "RBF", L.KIND_RNN: "RNN", L.KIND_LSTM: "LSTM"}
+
+
+def _time_norms(prog, dws, n):
+    """Per recurrent op, ‖∂L/∂h_t‖ for t = 1..T from the gradient workspace of the last backward
+    pass: the op's first auxiliary tensor holds its hidden states h_0..h_T time-major, (T+1, n, H),
+    and its region of ``dws`` the gradients reaching them."""
+    out = []
+    for i in prog.recurrent:
+        ops = prog.ops
+        steps, hidden = int(ops[i, L.F_T]), int(ops[i, L.F_NOUT])
+        dh = prog.tensor(dws, int(ops[i, L.F_AUX]), n).reshape(-1)[:(steps + 1) * n * hidden]
+        dh = dh.reshape(steps + 1, n * hidden)[1:].astype(np.float64)
+        out.append(np.sqrt(np.einsum("ij,ij->i", dh, dh)))
+    return out
+
+
 def _chance_loss(net):
     """The loss of a predictor that knows nothing (uniform probabilities), or None (mse)."""
     if net.loss_name == "softmax_cross_entropy":
@@ -190,14 +231,16 @@ class GradientMonitor:
         self.thresholds = Thresholds() if thresholds is None else thresholds
         if not isinstance(self.thresholds, Thresholds):
             raise HyperparameterError(f"thresholds must be an nnlab.diagnostics.Thresholds; got {thresholds!r}")
-        ops = net._ops
-        dense = [i for i in range(ops.shape[0]) if ops[i, L.F_KIND] == L.KIND_DENSE]
-        self.layers = [net.layers[int(ops[i, L.F_LAYER])] for i in dense]
+        prog = net._program(1)
+        ops = prog.ops
+        self.layers = [_watched(net, prog, i, label) for i, label in zip(prog.watched, prog.labels)]
         self._sat = np.zeros((ops.shape[0], 3))
-        for i, layer in zip(dense, self.layers):
-            self._sat[i] = _saturation_row(layer.activation, self.saturation_ratio)
+        for i, layer in zip(prog.watched, self.layers):
+            if layer.kind == "Dense":
+                self._sat[i] = _saturation_row(layer.activation, self.saturation_ratio)
         self.saturation_z = [float(self._sat[i, 2]) if self._sat[i, 0] and self._sat[i, 2] > 0 else None
-                             for i in dense]
+                             for i in prog.watched]
+        self.recurrent = [self.layers[int(ops[i, L.F_LEVEL])].label for i in prog.recurrent]
         self._prev = np.zeros_like(net._flat)
         self._stats = np.zeros((len(self.layers), L.NS))
         self._grads = None
@@ -210,11 +253,12 @@ class GradientMonitor:
         """(prev, sat, stats): the arrays the compiled step fills when recording."""
         return self._prev, self._sat, self._stats
 
-    def commit(self, loss, total_norm, applied, batch):
+    def commit(self, loss, total_norm, applied, batch, prog=None, dws=None):
         """Keep the statistics the compiled call just wrote (and the flush-to-zero state).
 
         ``applied``: whether the step updated the weights (None: no update was attempted, as in
-        :meth:`observe`); ``batch``: its number of rows.
+        :meth:`observe`); ``batch``: its number of rows; ``prog``/``dws``: the program and the
+        gradient workspace of that call (for the recurrent layers' ‖∂L/∂h_t‖ per time step).
         """
         self.loss.append(float(loss))
         self.grad_norm_total.append(float(total_norm))
@@ -222,6 +266,7 @@ class GradientMonitor:
         self.batch.append(int(batch))
         self.flush_denormals.append(_backend.flush_denormals_enabled())
         self._rows.append(self._stats.copy())
+        self._time.append(_time_norms(prog, dws, batch) if prog is not None and prog.recurrent else [])
 
     def observe(self, X, y, training=None):
         """One ``loss_and_grads`` on (X, y) with the statistics recorded (no update); returns the loss.
@@ -231,16 +276,17 @@ class GradientMonitor:
         """
         net = self.net
         X, Y = net._prepare(X, y)
+        prog = net._prog_for(X)
         training = net.training if training is None else bool(training)
-        ws, dws = net._workspace(X.shape[0])
+        ws, dws = net._workspace(X.shape[0], prog.width)
         if self._grads is None:
             self._grads = np.zeros_like(net._flat)
-        loss = float(net._kernels.observe(net._ops, net._hp, net._tens, net._flat, self._grads, ws, dws, X, Y,
+        loss = float(net._kernels.observe(prog.ops, prog.hp, prog.tens, net._store, self._grads, ws, dws, X, Y,
                                           net._loss_code, training, net._noise_seed(training), self._sat,
                                           self._stats))
         norm = math.sqrt(float(np.sum(self._grads.astype(np.float64) ** 2)))
-        self.commit(loss, norm, None, X.shape[0])
-        net.layer_errors = [net._tensor(dws, t, X.shape[0]).copy() for t in net._dense_z]
+        self.commit(loss, norm, None, X.shape[0], prog, dws)
+        net.layer_errors = net._errors(prog, dws, X.shape[0])
         return loss
 
     @property
@@ -254,6 +300,7 @@ class GradientMonitor:
         """Forget every recorded step."""
         self.loss, self.grad_norm_total, self.applied, self.batch, self.flush_denormals = [], [], [], [], []
         self._rows = []
+        self._time = []
 
     # -------------------------------------------------------------- reading
     @property
@@ -275,8 +322,21 @@ class GradientMonitor:
             return np.where(w > 0, self.series("update_norm") / np.where(w > 0, w, 1.0), np.nan)
 
     def layer_label(self, l):
-        """'3 (sigmoid)' for the 0-based Dense index l."""
-        return f"{l + 1} ({self.layers[l].activation.label})"
+        """'3 (sigmoid)' for the 0-based index l of a dense layer; '3 LSTM' (the kind, with its place
+        in the network) for the others."""
+        layer = self.layers[l]
+        if layer.kind == "Dense" and layer.plain:
+            return f"{l + 1} ({layer.activation.label})"
+        return f"{l + 1} {layer.label}"
+
+    def time_grad_norms(self, step=-1):
+        """{label: array (T,)} of ‖∂L/∂h_t‖ per time step of every recurrent layer at one recorded
+        step (default the last): the total gradient reaching the hidden state h_t (from the loss at
+        t and, through the recurrence, from every later step), over the batch. Empty for networks
+        without recurrent layers."""
+        if not self._rows:
+            raise HyperparameterError("the monitor has recorded no step yet (observe() or Trainer(monitor=...))")
+        return dict(zip(self.recurrent, self._time[step])) if self._time[step] else {}
 
     def layer_summary(self, step=-1):
         """Per layer, the statistics of one recorded step (default the last) as a list of dicts."""
@@ -288,8 +348,8 @@ class GradientMonitor:
         ratio = self.update_ratio()[step]
         out = []
         for l, layer in enumerate(self.layers):
-            rec = {"layer": l + 1, "activation": layer.activation.label, "shape": [layer.n_in, layer.n_out],
-                   "activation_saturates": layer.activation.name in SATURATING}
+            rec = {"layer": l + 1, "kind": layer.kind, "name": layer.label, "activation": layer.activation.label,
+                   "shape": [layer.n_in, layer.n_out], "activation_saturates": layer.activation.name in SATURATING}
             for name, col in SERIES.items():
                 v = float(row[l, col])
                 rec[name] = int(v) if name in ("nonfinite", "subnormal", "zero_grad", "n_grad") else v
@@ -316,7 +376,7 @@ class GradientMonitor:
 
     def report(self):
         """A readable summary: one line per verdict, fired ones with their remedy."""
-        lines = [f"gradient health over {self.steps} step(s), {len(self.layers)} Dense layer(s), "
+        lines = [f"gradient health over {self.steps} step(s), {len(self.layers)} layer(s) with weights, "
                  f"{self.net.dtype.name}, flush-to-zero {self._ftz_text()}:"]
         for v in self.verdicts():
             lines.append(f"  {v}")
@@ -332,8 +392,11 @@ class GradientMonitor:
                "flush_denormals_at_start": self.flush_denormals_at_start,
                "thresholds": asdict(self.thresholds), "saturation_ratio": self.saturation_ratio,
                "saturation_z": self.saturation_z, "chance_loss": self.chance_loss}
+        out["layer_kinds"] = [layer.kind for layer in self.layers]
         for name in SERIES:
             out[name] = self.series(name).tolist()
+        out["time_grad_norms"] = [[t.tolist() for t in row] for row in self._time]
+        out["recurrent_layers"] = self.recurrent
         out["update_ratio"] = self.update_ratio().tolist()
         out["verdicts"] = [v.to_dict() for v in self.verdicts()]
         return _finite_json(out)

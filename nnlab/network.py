@@ -1,12 +1,17 @@
-"""Layers and the ``Sequential`` network, lowered to a program run by one compiled call.
+"""The ``Sequential`` network, lowered to programs run by one compiled call.
 
 A network owns one flat parameter buffer; ``params()`` are live views into it, weights stored
-(n_in, n_out). ``loss_and_grads`` is one call of :func:`nnlab.kernels.cpu.loss_and_grad`: forward,
-loss, and backward with memoized layer errors
+(n_in, n_out). The buffers of its layers (BatchNorm's running statistics) follow the parameters in
+the same *store* array, so the kernels see both, and no optimizer touches the buffers.
+``loss_and_grads`` is one call of :func:`nnlab.kernels.cpu.loss_and_grad`: forward, loss, and
+backward with memoized layer errors
 
     E_L = ∂L/∂Z_L,   E_l = (E_{l+1} W_{l+1}ᵀ) ⊙ f_l'(Z_l),   ∂L/∂W_l = A_{l−1}ᵀ E_l,   ∂L/∂b_l = Σ_rows E_l,
 
 after which ``layer_errors`` holds every E_l (see docs/backprop.md).
+
+Data are (N, F) rows or (N, T, F) sequences. A network is lowered to a program per sequence length
+(:mod:`nnlab.program`); layers without a time axis act on every step.
 """
 
 import json
@@ -15,160 +20,28 @@ import tempfile
 
 import numpy as np
 
-from . import _validate, activations
-from . import init as _init
+from . import _validate
 from . import losses as _losses
-from .errors import HyperparameterError, ModelFileError, NnlabError, ShapeError, UnknownNameError
+from .errors import HyperparameterError, ModelFileError, NnlabError, ShapeError
 from .kernels import kernels_for
-from .kernels.layout import (
-    DX_SKIP,
-    DX_WRITE,
-    F_A,
-    F_ACT,
-    F_AMASK,
-    F_AP,
-    F_B,
-    F_DX,
-    F_KIND,
-    F_LAYER,
-    F_NIN,
-    F_NKIND,
-    F_NOISE,
-    F_NOUT,
-    F_SCRATCH,
-    F_W,
-    F_X,
-    F_Z,
-    KIND_DENSE,
-    NF,
-    NOISE_NONE,
-    NOISE_NORMAL,
-    NOISE_UNIFORM,
-)
+from .kernels.layout import F_A, F_ACT, F_KIND, F_NOISE, F_X, F_Z, KIND_DENSE
+from .layers import Dense, Layer  # noqa: F401  (re-exported: nnlab.network.Dense)
+from .layers import from_config as layer_from_config
+from .program import ProgramBuilder
 
 FORMAT = "nnlab-model"
 FORMAT_VERSION = 1
 
 
-class Layer:
-    """Base class. A layer declares its parameters and lowers itself to program ops."""
-
-    n_in = None
-    n_out = None
-
-    def param_specs(self):
-        """[(name, shape, initializer or None)] in buffer order."""
-        return []
-
-    def lower(self, prog, x):
-        """Append ops to ``prog`` reading tensor ``x``; return the output tensor id."""
-        raise NotImplementedError
-
-    def config(self):
-        raise NotImplementedError
+FORMAT = "nnlab-model"
+FORMAT_VERSION = 2  # 2: buffers (running statistics) saved beside the parameters; version 1 files load
 
 
-class Dense(Layer):
-    """Fully connected layer A = f(X W + b), W of shape (n_in, n_out).
-
-    ``activation`` is a name or an :class:`~nnlab.activations.Activation`; ``init`` a weight
-    initializer name or :class:`~nnlab.init.Initializer` (default xavier_uniform, as Keras);
-    ``bias_init`` a float (e.g. 0.1 against dead ReLUs) or initializer.
-    """
-
-    def __init__(self, n_in, n_out, activation="identity", init="xavier_uniform", bias=True,
-                 bias_init=0.0):
-        self.n_in = _validate.positive_int(n_in, "Dense n_in")
-        self.n_out = _validate.positive_int(n_out, "Dense n_out")
-        self.activation = activations.get(activation).copy()  # learned values are per layer
-        self.init = _init.get(init)
-        self.bias = bool(bias)
-        self.bias_init = _init.get(bias_init)
-        if self.bias_init.name not in ("zeros", "ones", "constant", "normal", "uniform"):
-            raise HyperparameterError(
-                f"bias_init must be a constant, zeros, ones, normal or uniform; got {self.bias_init.name!r}")
-
-    def __repr__(self):
-        return f"Dense({self.n_in}, {self.n_out}, activation={self.activation!r})"
-
-    def param_specs(self):
-        specs = [("W", (self.n_in, self.n_out), self.init)]
-        if self.bias:
-            specs.append(("b", (self.n_out,), self.bias_init))
-        for name in self.activation.param_names:
-            specs.append((f"act.{name}", (1,), None))
-        return specs
-
-    def lower(self, prog, x):
-        act = self.activation
-        z = prog.tensor(self.n_out)
-        a = prog.tensor(self.n_out)
-        noise = prog.tensor(self.n_out) if act.entry.noise else -1
-        off = prog.offsets(self)
-        row = prog.op(KIND_DENSE, self, x=x, z=z, a=a, nin=self.n_in, nout=self.n_out,
-                      w=off["W"], b=off.get("b", -1), act=act.code,
-                      ap=off.get(f"act.{act.param_names[0]}", -1) if act.param_names else -1,
-                      amask=act.learnable_mask(), noise=noise,
-                      nkind={None: NOISE_NONE, "uniform": NOISE_UNIFORM, "normal": NOISE_NORMAL}[act.entry.noise])
-        prog.hp_row(row, act.slots())
-        return a
-
-    def config(self):
-        return {"type": "Dense", "n_in": self.n_in, "n_out": self.n_out,
-                "activation": self.activation.config(), "init": self.init.config(),
-                "bias": self.bias, "bias_init": self.bias_init.config()}
-
-    @classmethod
-    def from_config(cls, cfg):
-        return cls(cfg["n_in"], cfg["n_out"], activation=activations.from_config(cfg["activation"]),
-                   init=_init.get(cfg["init"]), bias=cfg["bias"], bias_init=_init.get(cfg["bias_init"]))
-
-
-LAYER_TYPES = {"Dense": Dense}
-
-
-class _Program:
-    """Builder of the (ops, hp, tens) tables of :mod:`nnlab.kernels.layout`."""
-
-    def __init__(self, layout, in_width):
-        self.layout = layout
-        self.ops = []
-        self.hp = []
-        self.widths = []
-        self.consumed = set()
-        self.layer_index = {}
-        self.tensor(in_width)
-
-    def tensor(self, width):
-        self.widths.append(int(width))
-        return len(self.widths) - 1
-
-    def offsets(self, layer):
-        return self.layout[id(layer)]
-
-    def op(self, kind, layer, *, x, z, a, nin, nout, w, b, act, ap, amask, noise, nkind):
-        row = np.full(NF, -1, dtype=np.int64)
-        row[F_KIND], row[F_X], row[F_Z], row[F_A] = kind, x, z, a
-        row[F_NIN], row[F_NOUT], row[F_W], row[F_B] = nin, nout, w, b
-        row[F_ACT], row[F_AP], row[F_AMASK] = act, ap, amask
-        row[F_NOISE], row[F_NKIND] = noise, nkind
-        row[F_DX] = DX_SKIP if x == 0 else DX_WRITE
-        if x in self.consumed:
-            raise NotImplementedError("tensor reuse (DX_ADD) needs a scratch tensor; not used by Sequential")
-        self.consumed.add(x)
-        row[F_SCRATCH] = -1
-        row[F_LAYER] = self.layer_index.setdefault(id(layer), len(self.layer_index))
-        self.ops.append(row)
-        self.hp.append(np.zeros(4))
-        return len(self.ops) - 1
-
-    def hp_row(self, i, values):
-        self.hp[i][:] = values
-
-    def tables(self):
-        offs = np.concatenate([[0], np.cumsum(self.widths)[:-1]]).astype(np.int64)
-        tens = np.stack([offs, np.array(self.widths, dtype=np.int64)], axis=1)
-        return np.stack(self.ops), np.stack(self.hp), np.ascontiguousarray(tens), int(sum(self.widths))
+def _walk(layer, prefix):
+    """(layer, name prefix) for ``layer`` and every layer nested in it, depth first."""
+    yield layer, prefix
+    for j, child in enumerate(layer.children()):
+        yield from _walk(child, f"{prefix}{j}.")
 
 
 class Sequential:
@@ -192,11 +65,8 @@ class Sequential:
         for i, layer in enumerate(layers):
             if not isinstance(layer, Layer):
                 raise HyperparameterError(f"layer {i} is not an nnlab layer: {layer!r}")
-        for i in range(1, len(layers)):
-            if layers[i].n_in != layers[i - 1].n_out:
-                raise ShapeError(
-                    f"layer {i} expects {layers[i].n_in} inputs but layer {i - 1} gives {layers[i - 1].n_out}")
         self.layers = layers
+        self._check_widths()
         self.loss_name = _losses.canonical(loss)
         self._loss_code = _losses.CODES[self.loss_name]
         self.dtype = _validate.resolve_dtype(dtype)
@@ -211,37 +81,101 @@ class Sequential:
         self._ws = {}
 
     # -------------------------------------------------------------- construction
+    def _check_widths(self):
+        """Resolve the input width and check that every layer accepts its predecessor's output."""
+        layers = self.layers
+        w = next((layer.n_in for layer in layers if layer.n_in is not None), None)
+        if w is None:
+            raise ShapeError("cannot tell the network's input width: give one of its layers its input width "
+                             "(e.g. Dense(n_in, n_out) or BatchNorm(n))")
+        self._in_features = w
+        for i, layer in enumerate(layers):
+            if i > 0 and layer.n_in is not None and layer.n_in != w:
+                raise ShapeError(f"layer {i} {layer!r} expects {layer.n_in} inputs but layer {i - 1} "
+                                 f"{layers[i - 1]!r} gives {w}")
+            w = layer.out_features(w, f"layer {i} {layer!r}")
+        self._out_features = w
+
     def _build(self):
-        layout, self._names, self._shapes, offset = {}, [], [], 0
-        for li, layer in enumerate(self.layers):
+        self._param_offsets, self._buffer_offsets = {}, {}
+        self._names, self._shapes, self._buffer_names, self._buffer_shapes = [], [], [], []
+        self._inits = []
+        offset = 0
+        walked = [item for li, top in enumerate(self.layers) for item in _walk(top, f"{li}.")]
+        seen = set()
+        for layer, prefix in walked:
+            if id(layer) in seen:
+                raise HyperparameterError(f"layer {layer!r} appears twice in the network; use a new layer object")
+            seen.add(id(layer))
             offs = {}
-            for name, shape, _ in layer.param_specs():
+            for name, shape, initializer in layer.param_specs():
                 offs[name] = offset
-                self._names.append(f"{li}.{name}")
-                self._shapes.append((offset, tuple(shape)))
+                self._names.append(f"{prefix}{name}")
+                self._shapes.append((offset, tuple(int(d) for d in shape)))
+                self._inits.append((layer, name, initializer))
                 offset += int(np.prod(shape))
-            layout[id(layer)] = offs
-        self._flat = np.zeros(offset, dtype=self.dtype)
-        prog = _Program(layout, self.layers[0].n_in)
-        x = 0
-        for layer in self.layers:
-            x = layer.lower(prog, x)
-        self._ops, self._hp, self._tens, self._width = prog.tables()
-        self._out_tensor = x
-        self._kernels = kernels_for(self._ops[:, F_ACT])
+            self._param_offsets[id(layer)] = offs
+        n_params = offset
+        for layer, prefix in walked:
+            offs = {}
+            for name, shape, value in layer.buffer_specs():
+                offs[name] = offset
+                self._buffer_names.append(f"{prefix}{name}")
+                self._buffer_shapes.append((offset, tuple(int(d) for d in shape), float(value)))
+                offset += int(np.prod(shape))
+            self._buffer_offsets[id(layer)] = offs
+        self._store = np.zeros(offset, dtype=self.dtype)
+        self._flat = self._store[:n_params]
         self._views = [self._flat[o:o + int(np.prod(s))].reshape(s) for o, s in self._shapes]
-        self._dense_z = [int(r[F_Z]) for r in self._ops if r[F_KIND] == KIND_DENSE]
-        self._has_noise = bool((self._ops[:, F_NOISE] >= 0).any())
+        self._buffer_views = [self._store[o:o + int(np.prod(s))].reshape(s) for o, s, _ in self._buffer_shapes]
+        for (_, _, value), view in zip(self._buffer_shapes, self._buffer_views):
+            view[...] = value
+        self._recurrent = any(layer.sequence_input for layer, _ in walked)
+        self._programs = {}
+        prog = self._program(1)
+        self._kernels = kernels_for(prog.ops[:, F_ACT])
+        self._has_noise = bool((prog.ops[:, F_NOISE] >= 0).any())
+        self._bind_buffers()
+
+    def _bind_buffers(self):
+        """Give each layer with buffers live views of them (``BatchNorm.running_mean``, ...)."""
+        by_layer = {}
+        for name, view in zip(self._buffer_names, self._buffer_views):
+            by_layer.setdefault(name.rsplit(".", 1)[0], {})[name.rsplit(".", 1)[1]] = view
+        for li, top in enumerate(self.layers):
+            for layer, prefix in _walk(top, f"{li}."):
+                views = by_layer.get(prefix[:-1])
+                if views:
+                    layer._buffers = views
+
+    def _program(self, steps, wrt_input=False, seq=None):
+        """The program for inputs of ``steps`` steps (1 for 2-D data), built once and cached.
+        ``seq``: the input is a sequence (default: for more than one step, or a recurrent network)."""
+        seq = (steps > 1 or self._recurrent) if seq is None else bool(seq or self._recurrent)
+        key = (int(steps), bool(wrt_input), seq)
+        prog = self._programs.get(key)
+        if prog is None:
+            builder = ProgramBuilder(self, self._in_features, key[0], seq, wrt_input)
+            x = 0
+            for li, layer in enumerate(self.layers):
+                builder.layer, builder.path = li, str(li)
+                x = layer.lower(builder, x)
+            prog = self._programs[key] = builder.finish(x)
+        return prog
+
+    # the tables of the 2-D (or one-step) program: what the monitor and the benchmarks read
+    _ops = property(lambda self: self._program(1).ops)
+    _hp = property(lambda self: self._program(1).hp)
+    _tens = property(lambda self: self._program(1).tens)
+    _width = property(lambda self: self._program(1).width)
+    _out_tensor = property(lambda self: self._program(1).out)
 
     def _init_params(self):
-        views = iter(self._views)
-        for layer in self.layers:
-            for name, shape, initializer in layer.param_specs():
-                view = next(views)
-                if initializer is not None:
-                    view[...] = initializer(shape, self.rng)
-                else:  # learnable activation hyperparameter: its configured value
-                    view[...] = layer.activation.hyperparams[name.split(".", 1)[1]]
+        for (layer, name, initializer), view in zip(self._inits, self._views):
+            if initializer is not None:
+                view[...] = initializer(view.shape, self.rng)
+            else:  # learnable activation hyperparameter: its configured value
+                view[...] = layer.activation.hyperparams[name.split(".", 1)[1]]
 
     # -------------------------------------------------------------- parameters
     def params(self):
@@ -249,8 +183,18 @@ class Sequential:
         return list(self._views)
 
     def param_names(self):
-        """Names aligned with :meth:`params`, e.g. ``['0.W', '0.b', '1.W', ...]``."""
+        """Names aligned with :meth:`params`, e.g. ``['0.W', '0.b', '1.W', ...]``; inside a residual
+        block ``'{i}.{j}.{name}'``."""
         return list(self._names)
+
+    def buffers(self):
+        """Live views of the layers' buffers (running statistics): saved, loaded and copied with
+        the parameters, never trained."""
+        return list(self._buffer_views)
+
+    def buffer_names(self):
+        """Names aligned with :meth:`buffers`, e.g. ``['1.running_mean', '1.running_var']``."""
+        return list(self._buffer_names)
 
     @property
     def n_params(self):
@@ -258,11 +202,13 @@ class Sequential:
 
     @property
     def n_in(self):
-        return self.layers[0].n_in
+        """Input features (per step for sequences)."""
+        return self._in_features
 
     @property
     def n_out(self):
-        return self.layers[-1].n_out
+        """Output features (per step for sequence outputs)."""
+        return self._out_features
 
     def set_params(self, arrays):
         """Copy ``arrays`` (aligned with :meth:`params`) into the network, checking every shape first."""
@@ -281,109 +227,175 @@ class Sequential:
 
     def _sync_activation_values(self):
         """Write learned activation hyperparameters back into the Activation objects (for config)."""
-        for li, layer in enumerate(self.layers):
-            act = getattr(layer, "activation", None)
-            for name in act.param_names if act is not None else ():
-                act.set_value(name, float(self._views[self._names.index(f"{li}.act.{name}")][0]))
+        for (layer, name, initializer), view in zip(self._inits, self._views):
+            if initializer is None:
+                layer.activation.set_value(name.split(".", 1)[1], float(view[0]))
 
     def train(self):
-        """Training mode: rrelu/noisy_relu draw noise (and later dropout, batch statistics)."""
+        """Training mode: dropout masks, batch statistics, rrelu/noisy_relu noise."""
         self.training = True
         return self
 
     def eval(self):
-        """Evaluation mode: deterministic forward."""
+        """Evaluation mode: deterministic forward (running statistics, no dropout, no noise)."""
         self.training = False
         return self
 
     # -------------------------------------------------------------- running
-    def _workspace(self, n):
-        """(ws, dws) for a batch of n rows. The kernels address tensor t of an n-row batch as
-        ``ws[n*off : n*(off+width)]``, so buffers made for cap >= n rows serve n rows too: they are
-        kept for any n <= cap <= max(2n, n + 1024) (the ragged last batch of an epoch reuses the
+    def _workspace(self, n, width=None):
+        """(ws, dws) for a batch of n rows of a program ``width`` elements wide (default the 2-D
+        program's). The kernels address tensor t of an n-row batch as ``ws[n*off : n*(off+w)]``,
+        so buffers made for more elements serve too: they are kept while they are at most
+        max(2x, x + 1024 rows) of what is needed (the ragged last batch of an epoch reuses the
         full batch's buffers) and replaced otherwise (a large evaluation does not pin its memory)."""
-        for cap, ws in self._ws.items():
-            if n <= cap <= max(2 * n, n + 1024):
+        width = self._width if width is None else int(width)
+        need = n * width
+        for size, ws in self._ws.items():
+            if need <= size <= max(2 * need, need + 1024 * width):
                 return ws
         self._ws.clear()
-        ws = self._ws[n] = (np.zeros(n * self._width, self.dtype), np.zeros(n * self._width, self.dtype))
+        ws = self._ws[need] = (np.zeros(need, self.dtype), np.zeros(need, self.dtype))
         return ws
 
     def _check_X(self, X):
+        """(X as the kernels take it, (N, T·F) C-contiguous; its steps T (1 for 2-D data); whether
+        it is a sequence)."""
         X = _validate.as_float_array(X, "X", dtype=self.dtype)
-        if X.ndim == 1 and self.n_in == X.shape[0]:
+        ndim = X.ndim
+        if X.ndim == 1 and self.n_in == X.shape[0] and not self._recurrent:
             X = X.reshape(1, -1)
-        if X.ndim != 2 or X.shape[1] != self.n_in:
-            raise ShapeError(f"X must have shape (N, {self.n_in}); got {X.shape}")
+        if X.ndim == 2 and self._recurrent:
+            raise ShapeError(f"this network starts with or contains a sequence layer: X must be a sequence "
+                             f"(N, T, {self.n_in}); got 2-D data of shape {X.shape}")
+        if X.ndim == 3:
+            if X.shape[2] != self.n_in:
+                raise ShapeError(f"X must have shape (N, T, {self.n_in}); got {X.shape}")
+            if X.shape[1] == 0:
+                raise ShapeError("X has no time steps")
+            steps = X.shape[1]
+            X = np.ascontiguousarray(X.reshape(X.shape[0], -1))
+        elif X.ndim != 2 or X.shape[1] != self.n_in:
+            raise ShapeError(f"X must have shape (N, {self.n_in}) or (N, T, {self.n_in}); got {X.shape}")
+        else:
+            steps = 1
         if X.shape[0] == 0:
             raise ShapeError("X has no rows")
-        return X
+        return X, steps, ndim == 3
 
-    fixed_noise_seed = None  # set an int to draw the same training noise on every call
+    def _prog_for(self, X2):
+        """The program for a batch already in the kernels' layout (N, T·F)."""
+        return self._program(X2.shape[1] // self.n_in)
+
+    fixed_noise_seed = None  # set an int to draw the same training noise (dropout masks) on every call
 
     def _noise_seed(self, training):
         """The seed of this call's training noise, or -1 (no reseeding) in eval mode and for a
-        program without noisy activations (nothing to draw: the generator is left untouched)."""
+        program without noise (nothing to draw: the generator is left untouched)."""
         if not training or not self._has_noise:
             return -1
         if self.fixed_noise_seed is not None:
             return int(self.fixed_noise_seed)
         return int(self.rng.integers(0, 2**31 - 1))
 
+    def _output(self, prog, ws, n):
+        out = prog.tensor(ws, prog.out, n)
+        return out.reshape(n, -1, prog.out_features) if prog.out_seq else out
+
     def forward(self, X, training=None):
-        """The network output for X (N, n_in) -> (N, n_out), a new array."""
-        X = self._check_X(X)
+        """The network output for X: (N, n_in) -> (N, n_out); a sequence (N, T, n_in) -> (N, T, n_out)
+        (or (N, n_out) after a recurrent layer that returns its last state). A new array."""
+        X, steps, seq = self._check_X(X)
+        prog = self._program(steps, seq=seq)
         training = self.training if training is None else bool(training)
-        ws, _ = self._workspace(X.shape[0])
-        out = self._kernels.run_forward(self._ops, self._hp, self._tens, self._flat, ws, X, training,
-                                        self._noise_seed(training))
-        return self._tensor(ws, out, X.shape[0]).copy()
+        ws, _ = self._workspace(X.shape[0], prog.width)
+        self._kernels.run_forward(prog.ops, prog.hp, prog.tens, self._store, ws, X, training,
+                                  self._noise_seed(training))
+        return self._output(prog, ws, X.shape[0]).copy()
 
     predict = forward
 
-    def _tensor(self, buf, t, n):
-        off, w = self._tens[t]
-        return buf[n * off:n * (off + w)].reshape(n, w)
+    def _tensor(self, buf, t, n, prog=None):
+        return (prog or self._program(1)).tensor(buf, t, n)
 
     def _prepare(self, X, y):
-        X = self._check_X(X)
-        Y = _losses.prepare_targets(self.loss_name, y, X.shape[0], self.n_out, self.dtype)
-        return X, Y
+        """(X, Y) in the kernels' layout: X (N, T·F); Y (N, T_out·K') with one target row per
+        output step (class labels as floats for softmax_cross_entropy)."""
+        X, steps, seq = self._check_X(X)
+        prog = self._program(steps, seq=seq)
+        n = X.shape[0]
+        if not prog.out_seq:
+            return X, _losses.prepare_targets(self.loss_name, y, n, self.n_out, self.dtype)
+        t_out = prog.tens[prog.out, 2]
+        try:
+            arr = np.asarray(y)
+        except Exception as exc:  # ragged lists and the like
+            raise ShapeError(f"y could not be read as an array: {exc}") from None
+        if arr.ndim < 2 or arr.shape[:2] != (n, t_out):
+            raise ShapeError(f"the network outputs a sequence (N, T, K) = ({n}, {t_out}, {self.n_out}): y must "
+                             f"have shape ({n}, {t_out}{'' if self.loss_name == 'softmax_cross_entropy' else ', K'})"
+                             f"; got {arr.shape}")
+        Y = _losses.prepare_targets(self.loss_name, arr.reshape((n * t_out,) + arr.shape[2:]), n * t_out,
+                                    self.n_out, self.dtype)
+        return X, np.ascontiguousarray(Y.reshape(n, -1))
 
     def loss(self, X, y, training=None):
-        """The loss on (X, y) without computing gradients."""
+        """The loss on (X, y) without computing gradients (mean over rows; over N·T rows for
+        sequence outputs)."""
         X, Y = self._prepare(X, y)
+        prog = self._prog_for(X)
         training = self.training if training is None else bool(training)
-        ws, dws = self._workspace(X.shape[0])
-        return float(self._kernels.loss_only(self._ops, self._hp, self._tens, self._flat, ws, dws, X, Y,
+        ws, dws = self._workspace(X.shape[0], prog.width)
+        return float(self._kernels.loss_only(prog.ops, prog.hp, prog.tens, self._store, ws, dws, X, Y,
                                              self._loss_code, training, self._noise_seed(training)))
 
-    def loss_and_grads(self, X, y, training=None):
+    def loss_and_grads(self, X, y, training=None, wrt_input=False):
         """(loss, grads): one compiled call; grads aligned with :meth:`params` (fresh arrays).
 
-        Afterwards ``layer_errors`` holds E_l = ∂L/∂Z_l of every Dense layer, shape (N, n_out).
+        Afterwards ``layer_errors`` holds E_l = ∂L/∂Z_l of every layer with weights (dense
+        layers: shape (N, n_out), or (N·T, n_out) on sequences). A pass in training mode updates
+        BatchNorm's running statistics (once per call, as a training step does). With
+        ``wrt_input=True`` it returns (loss, grads, ∂L/∂X) with ∂L/∂X shaped like X.
         """
+        ndim = getattr(X, "ndim", None)
         X, Y = self._prepare(X, y)
+        if ndim is None:
+            ndim = np.ndim(X)
+        prog = self._program(X.shape[1] // self.n_in, wrt_input, seq=ndim == 3)
         training = self.training if training is None else bool(training)
-        ws, dws = self._workspace(X.shape[0])
+        ws, dws = self._workspace(X.shape[0], prog.width)
         flat_grad = np.empty_like(self._flat)
-        loss = self._kernels.loss_and_grad(self._ops, self._hp, self._tens, self._flat, flat_grad, ws, dws,
+        loss = self._kernels.loss_and_grad(prog.ops, prog.hp, prog.tens, self._store, flat_grad, ws, dws,
                                            X, Y, self._loss_code, training,
                                            self._noise_seed(training))
         n = X.shape[0]
-        self.layer_errors = [self._tensor(dws, t, n).copy() for t in self._dense_z]
+        self.layer_errors = self._errors(prog, dws, n)
         grads = [flat_grad[o:o + int(np.prod(s))].reshape(s) for o, s in self._shapes]
+        if wrt_input:
+            dX = prog.tensor(dws, 0, n).copy()
+            return float(loss), grads, (dX.reshape(n, -1, self.n_in) if ndim == 3 else dX)
         return float(loss), grads
 
+    def _errors(self, prog, dws, n):
+        """Copies of the memoized E_l of the watched ops (dense: (N·T, n_out))."""
+        out = []
+        for i in prog.watched:
+            E = prog.tensor(dws, int(prog.ops[i, F_Z]), n)
+            if prog.ops[i, F_KIND] == KIND_DENSE:
+                E = E.reshape(-1, int(prog.ops[i, 5]))
+            out.append(E.copy())
+        return out
+
     def layer_inputs(self, X, training=False):
-        """Forward X and return, per Dense layer, (A_{l-1}, Z_l, A_l) copies -- for diagnostics."""
-        X = self._check_X(X)
-        ws, _ = self._workspace(X.shape[0])
-        self._kernels.run_forward(self._ops, self._hp, self._tens, self._flat, ws, X, training,
+        """Forward X and return, per dense layer with weights, (A_{l-1}, Z_l, A_l) copies -- for diagnostics."""
+        X, steps, seq = self._check_X(X)
+        prog = self._program(steps, seq=seq)
+        ws, _ = self._workspace(X.shape[0], prog.width)
+        self._kernels.run_forward(prog.ops, prog.hp, prog.tens, self._store, ws, X, training,
                                   self._noise_seed(training))
         n = X.shape[0]
-        return [tuple(self._tensor(ws, int(r[f]), n).copy() for f in (F_X, F_Z, F_A))
-                for r in self._ops if r[F_KIND] == KIND_DENSE]
+        return [tuple(prog.tensor(ws, int(prog.ops[i, f]), n).reshape(-1, int(prog.ops[i, 4 if f == F_X else 5])).copy()
+                      for f in (F_X, F_Z, F_A))
+                for i in prog.watched if prog.ops[i, F_KIND] == KIND_DENSE]
 
     # -------------------------------------------------------------- copies and files
     def config(self):
@@ -391,15 +403,16 @@ class Sequential:
                 "dtype": self.dtype.name, "seed": self.seed}
 
     def copy(self, dtype=None):
-        """An independent network with the same architecture and parameter values (optionally recast)."""
+        """An independent network with the same architecture, parameter values and buffers
+        (optionally recast)."""
         self._sync_activation_values()
         net = from_config(self.config(), dtype=dtype)
-        net._flat[...] = self._flat
+        net._store[...] = self._store
         net.training = self.training
         return net
 
     def save(self, path):
-        """Write architecture and parameters to ``path`` (.npz, no pickle), atomically."""
+        """Write architecture, parameters and buffers to ``path`` (.npz, no pickle), atomically."""
         self._sync_activation_values()
         meta = {"format": FORMAT, "version": FORMAT_VERSION, **self.config()}
         path = os.fspath(path)
@@ -411,9 +424,12 @@ class Sequential:
         fd, tmp = tempfile.mkstemp(prefix=".nnlab-", suffix=".npz", dir=directory)
         try:
             os.chmod(tmp, _file_mode(path))  # mkstemp makes 0600; give the file ordinary permissions
+            members = {"params": self._flat,
+                       "config": np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)}
+            if self._store.size > self._flat.size:
+                members["buffers"] = self._store[self._flat.size:]
             with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, params=self._flat,
-                         config=np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8))
+                np.savez(fh, **members)
             os.replace(tmp, path)
         except BaseException:
             if os.path.exists(tmp):
@@ -437,12 +453,8 @@ def _file_mode(path):
 
 
 def from_config(cfg, dtype=None):
-    layers = []
-    for lc in cfg["layers"]:
-        cls = LAYER_TYPES.get(lc.get("type"))
-        if cls is None:
-            raise UnknownNameError(f"unknown layer type {lc.get('type')!r}; known: {', '.join(LAYER_TYPES)}")
-        layers.append(cls.from_config(lc))
+    """The network a ``config()`` dict (the JSON a model file holds) describes, freshly initialised."""
+    layers = [layer_from_config(lc) for lc in cfg["layers"]]
     return Sequential(layers, loss=cfg["loss"], seed=cfg.get("seed"), dtype=dtype or cfg["dtype"])
 
 
@@ -464,6 +476,7 @@ def load(path):
         with data:
             meta = json.loads(bytes(data["config"]).decode("utf-8"))
             flat = np.array(data["params"])
+            buffers = np.array(data["buffers"]) if "buffers" in data.files else None
     except Exception as exc:  # missing members, pickled members, bad JSON/UTF-8, truncated members
         raise ModelFileError(f"{path} is not an nnlab model file ({type(exc).__name__}: {exc})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
@@ -482,5 +495,14 @@ def load(path):
     if flat.dtype.kind != "f" or flat.shape != net._flat.shape:
         raise ModelFileError(f"{path}: parameters ({flat.dtype}, shape {flat.shape}) do not match its architecture "
                              f"({net.n_params} floats)")
+    n_buf = net._store.size - net._flat.size
+    if buffers is None and n_buf:
+        raise ModelFileError(f"{path}: the file has no buffers but its architecture has {n_buf} "
+                             f"(running statistics)")
+    if buffers is not None and (buffers.dtype.kind != "f" or buffers.shape != (n_buf,)):
+        raise ModelFileError(f"{path}: buffers ({buffers.dtype}, shape {buffers.shape}) do not match its "
+                             f"architecture ({n_buf} floats)")
     net._flat[...] = flat
+    if n_buf:
+        net._store[net._flat.size:] = buffers
     return net

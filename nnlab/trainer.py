@@ -155,9 +155,10 @@ class Trainer:
         if self.regularizer is not None:
             slot, lam = self.regularizer
             hp[slot] += lam
-        ws, dws = net._workspace(X.shape[0])
+        prog = net._prog_for(X)
+        ws, dws = net._workspace(X.shape[0], prog.width)
         training = net.training
-        net._kernels.train_step(net._ops, net._hp, net._tens, net._flat, self._grads, ws, dws, X, Y,
+        net._kernels.train_step(prog.ops, prog.hp, prog.tens, net._store, self._grads, ws, dws, X, Y,
                                 net._loss_code, training, net._noise_seed(training),
                                 self.clip_kind, self.clip_value, self._offsets,
                                 code, hp, t, state, self.on_nonfinite != "ignore", self._out,
@@ -166,7 +167,7 @@ class Trainer:
         applied = applied != 0.0
         self.last = StepInfo(loss, norm, applied)
         if mon is not None:
-            mon.commit(loss, norm, applied, X.shape[0])
+            mon.commit(loss, norm, applied, X.shape[0], prog, dws)
         if applied:
             opt.end_step()
         elif self.on_nonfinite == "raise":
@@ -182,7 +183,7 @@ class Trainer:
     def evaluate(self, X, y):
         """(loss, accuracy) on (X, y) in eval mode; accuracy is None for regression losses."""
         net = self.net
-        X, Y = net._prepare(X, y)
+        X2, Y = net._prepare(X, y)
         was = net.training
         net.eval()
         try:
@@ -190,7 +191,7 @@ class Trainer:
             loss = net.loss(X, y)
         finally:
             net.training = was
-        return loss, _accuracy(net._loss_code, out, Y)
+        return loss, _accuracy(net._loss_code, out.reshape(X2.shape[0], -1), Y)
 
     def fit(self, X, y, epochs=1, batch_size=32, shuffle=True, seed=0, validation_split=0.0,
             validation_data=None, callback=None, step_callback=None):
@@ -308,9 +309,10 @@ class Trainer:
         seeds = np.array([net._noise_seed(training) for _ in range(n_steps)], dtype=np.int64)
         buf = self._epoch_buffers(batch_size, X.shape[1], Y.shape[1], n_steps)
         xb, yb, outs, cycles = buf
-        ws, dws = net._workspace(min(batch_size, n))
+        prog = net._prog_for(X)
+        ws, dws = net._workspace(min(batch_size, n), prog.width)
         t_call = time.perf_counter()
-        done = net._kernels.train_epoch(net._ops, net._hp, net._tens, net._flat, self._grads, ws, dws, X, Y,
+        done = net._kernels.train_epoch(prog.ops, prog.hp, prog.tens, net._store, self._grads, ws, dws, X, Y,
                                         order, batch_size, xb, yb, net._loss_code, training, seeds,
                                         self.clip_kind, self.clip_value, self._offsets, code, table[:n_steps], t0,
                                         state, self.on_nonfinite != "ignore", outs, cycles)
@@ -362,23 +364,27 @@ class Trainer:
         net = self.net
         n = X.shape[0]
         m = min(n, self.eval_chunk)
+        prog = net._prog_for(X)
         if m == n and net._kernels is not CK:  # a user-activation kernel set: no extra kernel to compile
-            ws, dws = net._workspace(n)
-            loss = float(net._kernels.loss_only(net._ops, net._hp, net._tens, net._flat, ws, dws, X, Y,
+            ws, dws = net._workspace(n, prog.width)
+            loss = float(net._kernels.loss_only(prog.ops, prog.hp, prog.tens, net._store, ws, dws, X, Y,
                                                 net._loss_code, False, -1))
-            return loss, _accuracy(net._loss_code, net._tensor(ws, net._out_tensor, n), Y)
+            return loss, _accuracy(net._loss_code, prog.tensor(ws, prog.out, n), Y)
         buf = getattr(self, "_eval_ws", None)
-        if buf is None or buf.size < m * net._width or buf.dtype != net.dtype:
-            buf = self._eval_ws = np.empty(m * net._width, net.dtype)
-        out = np.empty((n, net.n_out), net.dtype)
-        loss = float(net._kernels.eval_chunks(net._ops, net._hp, net._tens, net._flat, buf, X, Y,
+        if buf is None or buf.size < m * prog.width or buf.dtype != net.dtype:
+            buf = self._eval_ws = np.empty(m * prog.width, net.dtype)
+        out = np.empty((n, int(prog.tens[prog.out, 1])), net.dtype)
+        loss = float(net._kernels.eval_chunks(prog.ops, prog.hp, prog.tens, net._store, buf, X, Y,
                                               net._loss_code, m, out))
         return loss, _accuracy(net._loss_code, out, Y)
 
 
 def _accuracy(loss_code, out, Y):
+    """Accuracy of outputs ``out`` (N, T·K) against targets ``Y`` (N, T·K') in the kernels' layout:
+    for sequence outputs, over every (row, step)."""
     if loss_code == LOSS_SOFTMAX_CE:
-        return float(np.mean(np.argmax(out, axis=1) == Y[:, 0].astype(np.int64)))
+        labels = Y.reshape(-1).astype(np.int64)
+        return float(np.mean(np.argmax(out.reshape(labels.size, -1), axis=1) == labels))
     if loss_code == LOSS_BCE:
         return float(np.mean((out > 0) == (Y > 0.5)))
     return None

@@ -59,7 +59,7 @@ def case(request):
                                  np.zeros(7), np.zeros((0, 4))])
 def test_wrong_X_shape(case, bad):
     net, y = case
-    _raises(net, ShapeError, r"X (must have shape \(N, 4\)|has no rows)", bad, y)
+    _raises(net, ShapeError, r"X (must have shape \(N, (T, )?4\)|has no rows)", bad, y)
     with pytest.raises(ShapeError):
         net.forward(bad)
 
@@ -162,7 +162,7 @@ def test_unknown_names():
 
 
 def test_mismatched_layer_widths():
-    with pytest.raises(ShapeError, match="layer 2 expects 6 inputs but layer 1 gives 5"):
+    with pytest.raises(ShapeError, match=r"layer 2 Dense\(6, .*\) expects 6 inputs but layer 1 Dense\(4, 5, .*\) gives 5"):
         nl.Sequential([nl.Dense(3, 4), nl.Dense(4, 5), nl.Dense(6, 1)])
     with pytest.raises(ShapeError, match="at least one layer"):
         nl.Sequential([])

@@ -652,7 +652,7 @@ def test_report_names_every_verdict_and_the_remedy_of_fired_ones():
     mon = nl.GradientMonitor(deep_sigmoid(depth=12))
     mon.observe(*moons(64))
     text = mon.report()
-    assert text.startswith("gradient health over 1 step(s), 13 Dense layer(s), float64, flush-to-zero off")
+    assert text.startswith("gradient health over 1 step(s), 13 layer(s) with weights, float64, flush-to-zero off")
     for name in D.VERDICT_NAMES:
         assert f" {name} (" in text
     assert text.count("remedy:") == 1

@@ -88,7 +88,7 @@ def test_file_is_plain_npz_without_pickle(tmp_path):
             assert data[key].dtype != object
         meta = json.loads(bytes(data["config"]).decode("utf-8"))
         np.testing.assert_array_equal(data["params"], np.concatenate([p.reshape(-1) for p in net.params()]))
-    assert meta["format"] == "nnlab-model" and meta["version"] == 1
+    assert meta["format"] == "nnlab-model" and meta["version"] == nl.network.FORMAT_VERSION == 2
     assert meta["dtype"] == "float64" and len(meta["layers"]) == 6
 
 

@@ -57,38 +57,64 @@ def _extend(base, entries, kind):
     return fn
 
 
-def _dispatching(module, roots=("act_f", "act_d", "act_dp")):
-    """Names of the module's jitted functions that call (directly or through each other) one of
-    ``roots``: only these need rebinding; the others (losses, the specialised loops of the hot
-    built-in activations, the statistics helpers) stay the cached compiled functions."""
-    funcs = {name: obj.py_func for name, obj in module.__dict__.items()
-             if getattr(obj, "py_func", None) is not None and obj.py_func.__module__ == module.__name__}
-    need = set(roots)
+def _kernel_modules():
+    """Every module whose compiled functions may reach the activation dispatchers."""
+    import importlib
+    import pkgutil
+
+    mods = []
+    for info in pkgutil.iter_modules(__path__):
+        if info.name not in ("blas", "fastmath", "layout", "optim_cpu"):
+            mods.append(importlib.import_module(f"{__name__}.{info.name}"))
+    return mods
+
+
+def _jitted(module):
+    """{name: dispatcher} of the functions compiled in ``module`` (not the imported ones)."""
+    return {name: obj for name, obj in module.__dict__.items()
+            if getattr(obj, "py_func", None) is not None and obj.py_func.__module__ == module.__name__}
+
+
+def _dispatching(modules, roots):
+    """ids of the jitted functions that call (directly or through each other, across the kernel
+    modules, by the names they import) one of the dispatchers in ``roots``: only these need
+    rebinding; the others (losses, the specialised loops of the hot built-in activations, the
+    statistics helpers) stay the cached compiled functions."""
+    funcs = {}
+    for mod in modules:
+        for obj in _jitted(mod).values():
+            funcs[id(obj)] = (mod, obj)
+    need = {id(r) for r in roots}
     changed = True
     while changed:
         changed = False
-        for name, py in funcs.items():
-            if name not in need and need & set(py.__code__.co_names):
-                need.add(name)
+        for fid, (mod, obj) in funcs.items():
+            if fid in need:
+                continue
+            if any(id(mod.__dict__.get(name)) in need for name in obj.py_func.__code__.co_names):
+                need.add(fid)
                 changed = True
-    return need & set(funcs)
+    return {fid: funcs[fid] for fid in need if fid in funcs}
 
 
 def _build_custom_set(entries):
-    g = dict(cpu.__dict__)
-    g["act_f"] = _extend(M.act_f, entries, "f")
-    g["act_d"] = _extend(M.act_d, entries, "d")
-    g["act_dp"] = _extend(M.act_dp, entries, "dp")
+    new = {id(M.act_f): _extend(M.act_f, entries, "f"), id(M.act_d): _extend(M.act_d, entries, "d"),
+           id(M.act_dp): _extend(M.act_dp, entries, "dp")}
+    modules = _kernel_modules()
+    rebind = _dispatching(modules, (M.act_f, M.act_d, M.act_dp))
+    globs = {mod.__name__: dict(mod.__dict__) for mod in modules}
+    for fid, (mod, obj) in rebind.items():
+        py = obj.py_func
+        # the same compile options (error model, fastmath flags, inlining), minus the on-disk
+        # cache: these functions exist only in this process
+        opts = {k: v for k, v in getattr(obj, "targetoptions", {}).items() if k not in ("cache", "nopython")}
+        fn = types.FunctionType(py.__code__, globs[mod.__name__], py.__name__, py.__defaults__, py.__closure__)
+        new[fid] = njit(fn, **opts)
+    for g in globs.values():  # every module's copy of the globals sees the rebound functions
+        for name, value in list(g.items()):
+            if id(value) in new:
+                g[name] = new[id(value)]
     ks = types.SimpleNamespace()
-    rebind = _dispatching(cpu)
-    for name, obj in list(cpu.__dict__.items()):
-        py = getattr(obj, "py_func", None)
-        if py is not None and py.__module__ == cpu.__name__ and name not in rebind:
-            setattr(ks, name, obj)
-        elif py is not None and py.__module__ == cpu.__name__:
-            # the same compile options (error model, fastmath flags, inlining), minus the on-disk
-            # cache: these functions exist only in this process
-            opts = {k: v for k, v in getattr(obj, "targetoptions", {}).items() if k not in ("cache", "nopython")}
-            g[name] = njit(types.FunctionType(py.__code__, g, name, py.__defaults__, py.__closure__), **opts)
-            setattr(ks, name, g[name])
+    for name, obj in _jitted(cpu).items():
+        setattr(ks, name, new.get(id(obj), obj))
     return ks

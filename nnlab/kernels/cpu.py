@@ -13,7 +13,7 @@ loss and its gradient, backward through every op (memoizing the layer errors in 
 them. A step allocates no array memory, except for the float64 products of a layer whose errors
 went subnormal (see ``TINY_GEMM``) and the monitor's small per-step buffer.
 
-Threading (a deliberate choice, measured on the 2-core machine of issue 5; see
+Threading (a deliberate choice, measured on a 2-core machine; see
 docs/performance-notes.md): the matrix products go to NumPy's OpenBLAS through
 :func:`nnlab.kernels.blas.gemm` (``np.dot`` where that library is not found) and use its
 two threads; every elementwise loop (bias, activation, derivative, loss, clipping, optimizer
@@ -34,35 +34,32 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .._config import FASTMATH, JIT
-from ..activations._math import IDENTITY, LEAKY_RELU, RELU, SIGMOID, TANH, act_d, act_dp, act_f, sigm
-from ..backend import _FTZ_DAZ, FTZ_SUPPORTED, _stmxcsr
-from . import fastmath as FM
-from .blas import gemm
+from ..activations._math import act_d, act_dp, act_f, sigm
+from .combine import add_backward, add_forward, gate_backward, gate_forward
+from .common import DBL_MAX, act_slots, fill_noise, flag, tview
+from .dense import dense_backward_stored, dense_forward_store, fast_code
 from .layout import (
-    DX_ADD,
-    DX_SKIP,
-    DX_WRITE,
     F_A,
     F_ACT,
     F_AMASK,
     F_AP,
     F_B,
-    F_DX,
+    F_BN,
     F_KIND,
-    F_NIN,
-    F_NKIND,
+    F_LEVEL,
     F_NOISE,
     F_NOUT,
-    F_SCRATCH,
+    F_T,
     F_W,
-    F_X,
+    F_WN,
     F_Z,
     FLT_MIN,
+    KIND_ADD,
     KIND_DENSE,
+    KIND_GATE,
     LOSS_BCE,
     LOSS_MSE,
     LOSS_SOFTMAX_CE,
-    NOISE_UNIFORM,
     S_A_MEAN,
     S_A_STD,
     S_B_GRAD_NORM,
@@ -80,16 +77,6 @@ from .layout import (
     S_ZERO_GRAD,
 )
 from .optim_cpu import clip_flat, opt_update
-
-
-# ---------------------------------------------------------------- compile-time hygiene
-@njit(**JIT)
-def flag(x):
-    """``x != 0`` as a plain bool. A jitted call with a constant True/False (or -1) argument is
-    typed with a literal type, and Numba compiles a separate copy of the callee -- and of its whole
-    call tree -- per literal value; the kernels pass ``flag(0)``/``flag(1)`` instead, so each
-    executor function is compiled once (it branches on the flag at run time, outside the loops)."""
-    return x != 0
 
 
 # ---------------------------------------------------------------- elementwise maps
@@ -112,336 +99,42 @@ def act_map(what, code, z, out, p0, p1, p2, a, u):
             out[i] = a * act_dp(code, what - 2, z[i], p0, p1, p2, ui)
 
 
-# ---------------------------------------------------------------- helpers on the program tables
+
+# ---------------------------------------------------------------- executor
+# One branch per layer kind in each of the two dispatch functions; every kind's kernels take the
+# same arguments (see nnlab.kernels.layout for the program tables).
 @njit(**JIT)
-def tview(buf, tens, t, n):
-    """Tensor ``t`` of a batch of ``n`` rows as an (n, width) view of the flat buffer."""
-    off = tens[t, 0] * n
-    w = tens[t, 1]
-    return buf[off:off + n * w].reshape((n, w))
-
-
-@njit(**JIT)
-def act_slots(ops, hp, params, i):
-    """(p0, p1, p2, a) of op i: fixed values from ``hp``, learnable ones from ``params``."""
-    mask = ops[i, F_AMASK]
-    ap = ops[i, F_AP]
-    j = 0
-    p0 = hp[i, 0]
-    if mask & 1:
-        p0 = params[ap + j]
-        j += 1
-    p1 = hp[i, 1]
-    if mask & 2:
-        p1 = params[ap + j]
-        j += 1
-    p2 = hp[i, 2]
-    if mask & 4:
-        p2 = params[ap + j]
-        j += 1
-    a = hp[i, 3]
-    if mask & 8:
-        a = params[ap + j]
-    return p0, p1, p2, a
-
-
-@njit(**JIT)
-def fill_noise(ops, tens, ws, i, n, training):
-    """Draw op i's noise u (U(0,1) or N(0,1)) in training; its eval value (0.5 or 0) otherwise."""
-    U = tview(ws, tens, ops[i, F_NOISE], n).reshape(-1)
-    uniform = ops[i, F_NKIND] == NOISE_UNIFORM
-    if training:
-        for k in range(U.size):
-            U[k] = np.random.random() if uniform else np.random.standard_normal()
-    else:
-        U[:] = 0.5 if uniform else 0.0
-
-
-# ---------------------------------------------------------------- specialised elementwise loops
-# The general dense loops below call the integer-coded dispatchers act_f/act_d per element: the
-# dispatch is a chain of compares, the math a libm call, and LLVM vectorises neither. The hot
-# activations without learnable hyperparameters or noise (identity, relu, leaky_relu, sigmoid,
-# tanh) take per-code loops instead, whose bodies are branch-free (selects) and, for sigmoid and
-# tanh, use the vectorisable exp of nnlab.kernels.fastmath. In a training step the forward pass
-# also writes the derivative a·θ'(Z) into the layer-error slot E of ``dws`` (σ and σ' share one
-# exponential, tanh and tanh' too), and the backward pass turns it into E = dA ⊙ a·θ'(Z) in place:
-# no transcendental in the backward pass and no extra memory.
-@njit(**JIT)
-def fast_code(ops, i):
-    """Op i's activation code when its elementwise work takes a specialised loop, else -1."""
-    code = ops[i, F_ACT]
-    if ops[i, F_AMASK] != 0 or ops[i, F_NOISE] >= 0:
-        return -1
-    if code == IDENTITY or code == RELU or code == LEAKY_RELU or code == SIGMOID or code == TANH:
-        return code
-    return -1
-
-
-@njit(**JIT)
-def fast_forward(code, z, A, D, p0, a, store):
-    """A = a·θ(z) and, with ``store``, D = a·θ'(z) elementwise over flat arrays, for a code
-    accepted by :func:`fast_code` (values as act_f/act_d give them; NaN in gives NaN out).
-    Flat 1-D loops: a row view per row would cost two reference-count calls each."""
-    m = z.size
-    # float32 network with the default slope/scale 1: σ and tanh in float32 arithmetic (twice the
-    # lanes). Otherwise float64, as the general path: rounding p0·z or a to float32 would cost up
-    # to |p0·z| ulps in σ's tail.
-    f32 = z.itemsize == 4 and p0 == 1.0 and a == 1.0
-    # separate loops with and without the store of D: without it, D may alias z (run_forward
-    # passes ws for dws), and a loop that only might store to D is not vectorised
-    if code == SIGMOID:
-        if f32:
-            if store:
-                for k in range(m):
-                    A[k], D[k] = FM.sigmoid32_d(z[k])
-            else:
-                for k in range(m):
-                    A[k] = FM.sigmoid32_d(z[k])[0]
-        elif store:
-            for k in range(m):
-                s, d = FM.sigmoid_d(p0 * z[k])
-                A[k] = a * s
-                D[k] = a * (p0 * d)
-        else:
-            for k in range(m):
-                A[k] = a * FM.sigmoid_d(p0 * z[k])[0]
-    elif code == TANH:
-        if f32:
-            if store:
-                for k in range(m):
-                    A[k], D[k] = FM.tanh32_d(z[k])
-            else:
-                for k in range(m):
-                    A[k] = FM.tanh32_d(z[k])[0]
-        elif store:
-            for k in range(m):
-                t, d = FM.tanh_d(z[k])
-                A[k] = a * t
-                D[k] = a * d
-        else:
-            for k in range(m):
-                A[k] = a * FM.tanh_d(z[k])[0]
-    elif code == RELU:
-        for k in range(m):
-            v = z[k]
-            A[k] = a * (0.0 if v <= 0 else v)
-        if store:
-            for k in range(m):
-                v = z[k]
-                D[k] = a * (v if v != v else (1.0 if v > 0 else 0.0))
-    elif code == LEAKY_RELU:
-        for k in range(m):
-            v = z[k]
-            A[k] = a * (v if not v <= 0 else (p0 * v if p0 != 0 else 0.0))
-        if store:
-            for k in range(m):
-                v = z[k]
-                D[k] = a * (v if v != v else (1.0 if v > 0 else p0))
-    else:  # IDENTITY
-        for k in range(m):
-            A[k] = a * z[k]
-        if store:
-            for k in range(m):
-                v = z[k]
-                D[k] = a * (v if v != v else 1.0)
-
-
-# ---------------------------------------------------------------- subnormal-safe matrix products
-# Deep saturating float32 nets drive the layer errors E into the subnormal range (< 1.18e-38), and
-# x86 CPUs run float32 arithmetic on subnormal operands or results through a microcode assist:
-# the BLAS products dW = XᵀE and dX = EWᵀ of such a layer take ~50x longer (the 50-layer sigmoid
-# net of issue 5: 15 of its 16 ms per step). When E holds an entry with 0 < |e| < TINY_GEMM, the
-# two products of that layer are computed in float64 instead -- where these values are normal
-# numbers -- and rounded once to float32: faster by an order of magnitude, and at least as
-# accurate as the float32 product (one rounding instead of a float32 accumulation losing bits in
-# gradual underflow). Other layers, and every float64 network, use the float32/float64 BLAS call
-# as before, and so does everything while flush-to-zero is on (nl.backend.set_flush_denormals).
-TINY_GEMM = 2.0 ** -110  # ≈ 7.7e-34: its products with |w|, |x| > 2^-16 are normal float32 numbers
-
-
-if FTZ_SUPPORTED:
-    @njit(**JIT)
-    def flushing():
-        """True when this thread flushes subnormals to zero (MXCSR FTZ and DAZ set): then no
-        product is slowed by them and the float32 BLAS call is kept."""
-        return (_stmxcsr() & _FTZ_DAZ) == _FTZ_DAZ
-else:
-    @njit(**JIT)
-    def flushing():
-        """Flush-to-zero is not available on this CPU."""
-        return False
-
-
-@njit(**JIT)
-def n_tiny(E):
-    """Number of entries with 0 < |e| < TINY_GEMM (a vectorised integer count)."""
-    Ef = E.reshape(-1)
-    c = 0
-    for k in range(Ef.size):
-        v = abs(np.float64(Ef[k]))
-        c += (v < TINY_GEMM) & (v > 0.0)
-    return c
-
-
-@njit(**JIT)
-def products64(X, E, W, dW, dX, tmp, mode):
-    """dW = XᵀE and (mode DX_WRITE) dX = EWᵀ or (DX_ADD) dX += EWᵀ through ``tmp``, computed in
-    float64 and rounded once (the subnormal-safe path of :func:`dense_backward_stored`). A
-    function of its own, outside the activation dispatch, so a kernel set with user activations
-    links the cached compiled code instead of compiling it again."""
-    E64 = E.astype(np.float64)
-    dW64 = np.empty(dW.shape)
-    gemm(X.astype(np.float64), True, E64, False, dW64)
-    dW[:, :] = dW64
-    if mode != DX_SKIP:
-        dX64 = np.empty((E.shape[0], W.shape[0]))
-        gemm(E64, False, W.astype(np.float64), True, dX64)
-        if mode == DX_WRITE:
-            dX[:, :] = dX64
-        else:
-            tmp[:, :] = dX64
-            dX += tmp
-
-
-# ---------------------------------------------------------------- dense layer
-@njit(**JIT)
-def dense_forward_store(ops, hp, tens, params, ws, dws, i, n, store):
-    """Z = X W + b and A = a·θ(Z); with ``store`` (and a :func:`fast_code` activation) also
-    a·θ'(Z) into the slot of E in ``dws``. Returns True when it stored the derivative."""
-    nin = ops[i, F_NIN]
-    nout = ops[i, F_NOUT]
-    X = tview(ws, tens, ops[i, F_X], n)
-    Z = tview(ws, tens, ops[i, F_Z], n)
-    A = tview(ws, tens, ops[i, F_A], n)
-    w = ops[i, F_W]
-    W = params[w:w + nin * nout].reshape((nin, nout))
-    gemm(X, False, W, False, Z)
-    b = ops[i, F_B]
-    code = ops[i, F_ACT]
-    p0, p1, p2, a = act_slots(ops, hp, params, i)
-    fast = fast_code(ops, i)
-    if fast >= 0:
-        if b >= 0:  # (indexing a slice, not params[b + j]: LLVM then vectorises the loop, 3x faster)
-            bias = params[b:b + nout]
-            for r in range(n):
-                for j in range(nout):
-                    Z[r, j] = Z[r, j] + bias[j]
-        fast_forward(fast, Z.reshape(-1), A.reshape(-1), tview(dws, tens, ops[i, F_Z], n).reshape(-1), p0, a, store)
-        return store
-    has_noise = ops[i, F_NOISE] >= 0
-    U = tview(ws, tens, ops[i, F_NOISE] if has_noise else ops[i, F_Z], n)
-    for r in range(n):
-        for j in range(nout):
-            z = Z[r, j]
-            if b >= 0:
-                z += params[b + j]
-                Z[r, j] = z
-            u = U[r, j] if has_noise else 0.0
-            A[r, j] = a * act_f(code, z, p0, p1, p2, u)
+def op_forward(ops, hp, tens, params, ws, dws, i, n, training, store):
+    """Run op i forward. ``store``: this pass is followed by a backward pass (dense ops keep
+    a·θ'(Z); batch normalisation updates its running statistics). Returns True when op i stored
+    its activation derivative for :func:`op_backward`."""
+    kind = ops[i, F_KIND]
+    if kind == KIND_DENSE:
+        return dense_forward_store(ops, hp, tens, params, ws, dws, i, n, store)
+    if kind == KIND_ADD:
+        add_forward(ops, hp, tens, params, ws, dws, i, n, training, store)
+    elif kind == KIND_GATE:
+        gate_forward(ops, hp, tens, params, ws, dws, i, n, training, store)
     return False
 
 
 @njit(**JIT)
-def dense_forward(ops, hp, tens, params, ws, i, n):
-    """Z = X W + b and A = a·θ(Z), bias and activation fused in one pass."""
-    dense_forward_store(ops, hp, tens, params, ws, ws, i, n, flag(0))
+def op_backward(ops, hp, tens, params, grads, ws, dws, i, n, stored):
+    """Run op i backward: dws at its output holds dL/dA; it writes its parameter gradients and the
+    gradients of its inputs (each in its DX_* mode)."""
+    kind = ops[i, F_KIND]
+    if kind == KIND_DENSE:
+        dense_backward_stored(ops, hp, tens, params, grads, ws, dws, i, n, stored)
+    elif kind == KIND_ADD:
+        add_backward(ops, hp, tens, params, grads, ws, dws, i, n, stored)
+    elif kind == KIND_GATE:
+        gate_backward(ops, hp, tens, params, grads, ws, dws, i, n, stored)
 
 
-@njit(**JIT)
-def dense_backward_stored(ops, hp, tens, params, grads, ws, dws, i, n, stored):
-    """E = dA ⊙ a·θ'(Z) (memoized in dws at Z), dW = Xᵀ E, db = Σ_rows E, dX = E Wᵀ, and the
-    gradients of the learnable activation hyperparameters Σ dA ⊙ ∂(aθ)/∂p. With ``stored`` the
-    slot of E already holds a·θ'(Z) (written by :func:`dense_forward_store`)."""
-    nin = ops[i, F_NIN]
-    nout = ops[i, F_NOUT]
-    X = tview(ws, tens, ops[i, F_X], n)
-    Z = tview(ws, tens, ops[i, F_Z], n)
-    dA = tview(dws, tens, ops[i, F_A], n)
-    E = tview(dws, tens, ops[i, F_Z], n)
-    b = ops[i, F_B]
-    if stored:  # E = dA ⊙ D in place (flat), then db = Σ_rows E (rows in order)
-        Ef = E.reshape(-1)
-        dAf = dA.reshape(-1)
-        for k in range(Ef.size):
-            Ef[k] = dAf[k] * Ef[k]
-    else:
-        code = ops[i, F_ACT]
-        p0, p1, p2, a = act_slots(ops, hp, params, i)
-        mask = ops[i, F_AMASK]
-        has_noise = ops[i, F_NOISE] >= 0
-        U = tview(ws, tens, ops[i, F_NOISE] if has_noise else ops[i, F_Z], n)
-        g0 = 0.0
-        g1 = 0.0
-        g2 = 0.0
-        ga = 0.0
-        for r in range(n):
-            for j in range(nout):
-                z = Z[r, j]
-                u = U[r, j] if has_noise else 0.0
-                d = dA[r, j]
-                E[r, j] = d * a * act_d(code, z, p0, p1, p2, u)
-                if mask:
-                    if mask & 1:
-                        g0 += d * a * act_dp(code, 0, z, p0, p1, p2, u)
-                    if mask & 2:
-                        g1 += d * a * act_dp(code, 1, z, p0, p1, p2, u)
-                    if mask & 4:
-                        g2 += d * a * act_dp(code, 2, z, p0, p1, p2, u)
-                    if mask & 8:
-                        ga += d * act_f(code, z, p0, p1, p2, u)
-        if mask:
-            ap = ops[i, F_AP]
-            j = 0
-            if mask & 1:
-                grads[ap + j] += g0
-                j += 1
-            if mask & 2:
-                grads[ap + j] += g1
-                j += 1
-            if mask & 4:
-                grads[ap + j] += g2
-                j += 1
-            if mask & 8:
-                grads[ap + j] += ga
-    if b >= 0:
-        db = grads[b:b + nout]  # a slice, not grads[b + j]: the loop vectorises
-        for j in range(nout):
-            db[j] = 0.0
-        for r in range(n):
-            for j in range(nout):
-                db[j] += E[r, j]
-    w = ops[i, F_W]
-    W = params[w:w + nin * nout].reshape((nin, nout))
-    dW = grads[w:w + nin * nout].reshape((nin, nout))
-    mode = ops[i, F_DX]
-    if E.itemsize == 4 and not flushing() and n_tiny(E) > 0:  # see TINY_GEMM: the two products in float64
-        dX = tview(dws, tens, ops[i, F_X], n)
-        s = tens[ops[i, F_SCRATCH], 0] * n if mode == DX_ADD else 0
-        products64(X, E, W, dW, dX, dws[s:s + n * nin].reshape((n, nin)), mode)
-        return
-    gemm(X, True, E, False, dW)
-    if mode == DX_WRITE:
-        gemm(E, False, W, True, tview(dws, tens, ops[i, F_X], n))
-    elif mode == DX_ADD:
-        s = tens[ops[i, F_SCRATCH], 0] * n
-        tmp = dws[s:s + n * nin].reshape((n, nin))
-        gemm(E, False, W, True, tmp)
-        dX = tview(dws, tens, ops[i, F_X], n)
-        dX += tmp
-
-
-@njit(**JIT)
-def dense_backward(ops, hp, tens, params, grads, ws, dws, i, n):
-    """E = dA ⊙ a·θ'(Z) (memoized in dws at Z), dW = Xᵀ E, db = Σ_rows E, dX = E Wᵀ, and the
-    gradients of the learnable activation hyperparameters Σ dA ⊙ ∂(aθ)/∂p."""
-    dense_backward_stored(ops, hp, tens, params, grads, ws, dws, i, n, flag(0))
-
-
-# ---------------------------------------------------------------- executor
 @njit(**JIT)
 def forward_store(ops, hp, tens, params, ws, dws, X, training, seed, store):
-    """Copy X into tensor 0 and run every op forward (storing derivatives where ``store``: see
-    :func:`dense_forward_store`). Returns the output tensor id."""
+    """Copy X into tensor 0 and run every op forward (with ``store`` for a pass that a backward
+    pass follows: see :func:`op_forward`). Returns the output tensor id."""
     n = X.shape[0]
     tview(ws, tens, 0, n)[:, :] = X
     if seed >= 0:
@@ -449,9 +142,7 @@ def forward_store(ops, hp, tens, params, ws, dws, X, training, seed, store):
     for i in range(ops.shape[0]):
         if ops[i, F_NOISE] >= 0:
             fill_noise(ops, tens, ws, i, n, training)
-        kind = ops[i, F_KIND]
-        if kind == KIND_DENSE:
-            dense_forward_store(ops, hp, tens, params, ws, dws, i, n, store)
+        op_forward(ops, hp, tens, params, ws, dws, i, n, training, store)
     return ops[ops.shape[0] - 1, F_A]
 
 
@@ -476,15 +167,27 @@ def backward_stored(ops, hp, tens, params, grads, ws, dws, n, stored):
                 grads[ap + j] = 0.0
                 j += 1
     for i in range(ops.shape[0] - 1, -1, -1):
-        kind = ops[i, F_KIND]
-        if kind == KIND_DENSE:
-            dense_backward_stored(ops, hp, tens, params, grads, ws, dws, i, n, stored and fast_code(ops, i) >= 0)
+        op_backward(ops, hp, tens, params, grads, ws, dws, i, n,
+                    stored and ops[i, F_KIND] == KIND_DENSE and fast_code(ops, i) >= 0)
 
 
 @njit(**JIT)
 def run_backward(ops, hp, tens, params, grads, ws, dws, n):
     """Backward through every op in reverse; dws at the output tensor must hold dL/dA_L."""
     backward_stored(ops, hp, tens, params, grads, ws, dws, n, flag(0))
+
+
+@njit(**JIT)
+def out_rows(tens, out, n):
+    """Rows of the loss for an n-row batch: n·steps of the output tensor (a sequence output is
+    judged step by step)."""
+    return n * tens[out, 2]
+
+
+@njit(**JIT)
+def as_rows(A, rows):
+    """A 2-D C-contiguous (n, steps·k) array as (rows, k)."""
+    return A.reshape((rows, A.size // rows))
 
 
 @njit(**JIT)
@@ -553,13 +256,16 @@ def eval_chunks(ops, hp, tens, params, ws, X, Y, loss_code, chunk, out):
     loss sum runs on across chunks in row order, so chunking changes only the matrix products."""
     n = X.shape[0]
     total = 0.0
+    steps = 1
     for lo in range(0, n, chunk):
         m = min(chunk, n - lo)
         o = run_forward(ops, hp, tens, params, ws, X[lo:lo + m], flag(0), np.int64(-1))
-        Yhat = tview(ws, tens, o, m)
-        total = loss_sum(loss_code, Yhat, Y[lo:lo + m], Yhat, flag(0), total)
-        out[lo:lo + m] = Yhat
-    return total / (n * out.shape[1]) if loss_code == LOSS_BCE else total / n
+        rows = out_rows(tens, o, m)
+        steps = tens[o, 2]
+        Yhat = as_rows(tview(ws, tens, o, m), rows)
+        total = loss_sum(loss_code, Yhat, as_rows(Y[lo:lo + m], rows), Yhat, flag(0), total)
+        out[lo:lo + m] = tview(ws, tens, o, m)
+    return total / (n * out.shape[1]) if loss_code == LOSS_BCE else total / (n * steps)
 
 
 @njit(**JIT)
@@ -567,7 +273,9 @@ def loss_and_grad(ops, hp, tens, params, grads, ws, dws, X, Y, loss_code, traini
     """One compiled call: forward, loss, backward. Returns the loss; fills ``grads`` and ``dws``."""
     n = X.shape[0]
     out = forward_store(ops, hp, tens, params, ws, dws, X, training, seed, flag(1))
-    loss = loss_fwd_bwd(loss_code, tview(ws, tens, out, n), Y, tview(dws, tens, out, n), flag(1))
+    rows = out_rows(tens, out, n)
+    loss = loss_fwd_bwd(loss_code, as_rows(tview(ws, tens, out, n), rows), as_rows(Y, rows),
+                        as_rows(tview(dws, tens, out, n), rows), flag(1))
     backward_stored(ops, hp, tens, params, grads, ws, dws, n, flag(1))
     return loss
 
@@ -577,7 +285,9 @@ def loss_only(ops, hp, tens, params, ws, dws, X, Y, loss_code, training, seed):
     """Forward and loss without the backward pass (finite differences, evaluation)."""
     n = X.shape[0]
     out = run_forward(ops, hp, tens, params, ws, X, training, seed)
-    return loss_fwd_bwd(loss_code, tview(ws, tens, out, n), Y, tview(dws, tens, out, n), flag(0))
+    rows = out_rows(tens, out, n)
+    return loss_fwd_bwd(loss_code, as_rows(tview(ws, tens, out, n), rows), as_rows(Y, rows),
+                        as_rows(tview(dws, tens, out, n), rows), flag(0))
 
 
 # ---------------------------------------------------------------- batch checks (Trainer.step's fast path)
@@ -627,7 +337,6 @@ def targets_ok(X, Y, unit):
 # IEEE meaning), so LLVM vectorizes them; every sum is still the exact float64 sum of the same
 # terms up to the order of addition. Finiteness and magnitude tests are branch-free.
 STATS_JIT = dict(JIT, fastmath=set(FASTMATH) | {"reassoc"})
-DBL_MAX = 1.7976931348623157e308  # abs(x) <= DBL_MAX is False exactly for NaN and ±inf
 
 
 @njit(**STATS_JIT)
@@ -730,83 +439,128 @@ def _activation_pass(Z, A, kz, ka, zs, alive):
     return zsum, zsq, asum, asq, cnt, n * nout - cnt, n_sat
 
 
+@njit(**STATS_JIT)
+def _flat_moments(x):
+    """(Σ(v−k), Σ(v−k)², count, shift k, non-finite count) over the finite entries of flat x."""
+    k = 0.0
+    for j in range(x.size):
+        v = np.float64(x[j])
+        if abs(v) <= DBL_MAX:
+            k = v
+            break
+    s = 0.0
+    sq = 0.0
+    cnt = 0
+    for j in range(x.size):
+        v = np.float64(x[j])
+        ok = abs(v) <= DBL_MAX
+        d = v - k if ok else 0.0
+        s += d
+        sq += d * d
+        cnt += ok
+    return s, sq, cnt, k, x.size - cnt
+
+
+@njit(**JIT)
+def _region(buf, tens, t, n):
+    """Tensor t of an n-row batch, flat."""
+    off = tens[t, 0] * n
+    return buf[off:off + n * tens[t, 1]]
+
+
 @njit(**JIT)
 def grad_stats(ops, hp, tens, params, grads, ws, dws, n, sat, stats):
-    """Fill the gradient columns of ``stats`` (one row per Dense op) from the last backward pass.
+    """Fill the gradient columns of ``stats`` (row ``F_LEVEL`` of every op with weights) from the
+    last backward pass.
 
-    ``sat`` (n_ops, 3): [1 if the op's activation saturates, threshold t on |a·θ'(z)|, z_sat].
-    An entry is saturated when |a·θ'(z)| < t (t is a documented fraction of the activation's
-    maximum derivative); when z_sat > 0 the derivative falls with |z| (sigmoid, tanh, softsign)
-    and z_sat is where it crosses t, so |z| > z_sat decides it without evaluating θ'. A unit is
-    dead when a·θ'(z) is exactly 0 for every row of the batch (a non-finite entry counts as alive).
+    The weights W_l are the op's block at ``F_W`` (``F_WN`` elements), its bias the block at
+    ``F_B``, E_l the ``dws`` region of its Z tensor. For dense ops, ``sat`` (n_ops, 3) gives
+    [1 if the op's activation saturates, threshold t on |a·θ'(z)|, z_sat]: an entry is saturated
+    when |a·θ'(z)| < t (t is a documented fraction of the activation's maximum derivative); when
+    z_sat > 0 the derivative falls with |z| (sigmoid, tanh, softsign) and z_sat is where it
+    crosses t, so |z| > z_sat decides it without evaluating θ'. A unit is dead when a·θ'(z) is
+    exactly 0 for every row of the batch (a non-finite entry counts as alive). Other kinds
+    report no dead or saturated units.
     """
     width = 1
     for i in range(ops.shape[0]):
         width = max(width, ops[i, F_NOUT])
     alive = np.zeros(width, np.bool_)
-    l = 0
     for i in range(ops.shape[0]):
-        if ops[i, F_KIND] != KIND_DENSE:
+        l = ops[i, F_LEVEL]
+        if l < 0:
             continue
-        nin = ops[i, F_NIN]
-        nout = ops[i, F_NOUT]
         w = ops[i, F_W]
-        gs, gbad, gsub, gzero = _sq_count(grads[w:w + nin * nout])
-        Z = tview(ws, tens, ops[i, F_Z], n)
-        A = tview(ws, tens, ops[i, F_A], n)
-        E = tview(dws, tens, ops[i, F_Z], n)
-        es, ebad, esub, _ = _sq_count(E.reshape(-1))
-        wbad = _count_nonfinite(params[w:w + nin * nout])
+        wn = ops[i, F_WN]
+        gs, gbad, gsub, gzero = _sq_count(grads[w:w + wn])
+        Ef = _region(dws, tens, ops[i, F_Z], n)
+        es, ebad, esub, _ = _sq_count(Ef)
+        wbad = _count_nonfinite(params[w:w + wn])
         b = ops[i, F_B]
+        bn = ops[i, F_BN]
         bs = 0.0
         if b >= 0:
-            bs = _sq_count(grads[b:b + nout])[0]
-        saturating = sat[i, 0] > 0
-        thr = sat[i, 1]
-        zs = sat[i, 2] if saturating else 0.0
-        al = alive[:nout]
-        al[:] = False
-        kz, ka = _first_finite(Z, A)
-        zsum, zsq, asum, asq, cnt, zbad, n_sat = _activation_pass(Z, A, kz, ka, zs, al)
-        code = ops[i, F_ACT]
-        p0, p1, p2, a = act_slots(ops, hp, params, i)
-        has_noise = ops[i, F_NOISE] >= 0
-        U = tview(ws, tens, ops[i, F_NOISE] if has_noise else ops[i, F_Z], n)
-        if saturating and zs <= 0.0:  # the derivative itself decides saturation: every entry
-            for r in range(n):
-                for j in range(nout):
-                    z = Z[r, j]
-                    if not (abs(np.float64(z)) <= DBL_MAX and abs(np.float64(A[r, j])) <= DBL_MAX):
-                        continue
-                    d = abs(a * act_d(code, z, p0, p1, p2, U[r, j] if has_noise else 0.0))
-                    n_sat += d < thr
-                    if d != 0.0:
-                        al[j] = True
-        else:  # a unit is alive at its first row with a non-zero derivative
-            for j in range(nout):
-                if al[j]:
-                    continue
-                for r in range(n):
-                    z = Z[r, j]
-                    if a * act_d(code, z, p0, p1, p2, U[r, j] if has_noise else 0.0) != 0.0:
-                        al[j] = True
-                        break
+            bs = _sq_count(grads[b:b + bn])[0]
         dead = 0
-        for j in range(nout):
-            dead += not al[j]
-        total = n * nout
-        stats[l, S_GRAD_NORM] = _norm(gs, grads[w:w + nin * nout], None)
-        stats[l, S_ERR_NORM] = _norm(es, E.reshape(-1), None)
-        stats[l, S_B_GRAD_NORM] = _norm(bs, grads[b:b + nout], None) if b >= 0 else 0.0
-        stats[l, S_DEAD] = dead / nout
-        stats[l, S_SATURATED] = n_sat / total if saturating else 0.0
+        n_sat = 0
+        saturating = False
+        if ops[i, F_KIND] == KIND_DENSE:
+            nout = ops[i, F_NOUT]
+            rows = n * ops[i, F_T]
+            Z = _region(ws, tens, ops[i, F_Z], n).reshape((rows, nout))
+            A = _region(ws, tens, ops[i, F_A], n).reshape((rows, nout))
+            saturating = sat[i, 0] > 0
+            thr = sat[i, 1]
+            zs = sat[i, 2] if saturating else 0.0
+            al = alive[:nout]
+            al[:] = False
+            kz, ka = _first_finite(Z, A)
+            zsum, zsq, asum, asq, cnt, zbad, n_sat = _activation_pass(Z, A, kz, ka, zs, al)
+            code = ops[i, F_ACT]
+            p0, p1, p2, a = act_slots(ops, hp, params, i)
+            has_noise = ops[i, F_NOISE] >= 0
+            U = _region(ws, tens, ops[i, F_NOISE] if has_noise else ops[i, F_Z], n).reshape((rows, nout))
+            if saturating and zs <= 0.0:  # the derivative itself decides saturation: every entry
+                for r in range(rows):
+                    for j in range(nout):
+                        z = Z[r, j]
+                        if not (abs(np.float64(z)) <= DBL_MAX and abs(np.float64(A[r, j])) <= DBL_MAX):
+                            continue
+                        d = abs(a * act_d(code, z, p0, p1, p2, U[r, j] if has_noise else 0.0))
+                        n_sat += d < thr
+                        if d != 0.0:
+                            al[j] = True
+            else:  # a unit is alive at its first row with a non-zero derivative
+                for j in range(nout):
+                    if al[j]:
+                        continue
+                    for r in range(rows):
+                        z = Z[r, j]
+                        if a * act_d(code, z, p0, p1, p2, U[r, j] if has_noise else 0.0) != 0.0:
+                            al[j] = True
+                            break
+            for j in range(nout):
+                dead += not al[j]
+            stats[l, S_DEAD] = dead / nout
+            stats[l, S_Z_MEAN], stats[l, S_Z_STD] = _moments(zsum, zsq, cnt, kz)
+            stats[l, S_A_MEAN], stats[l, S_A_STD] = _moments(asum, asq, cnt, ka)
+            total = rows * nout
+            stats[l, S_SATURATED] = n_sat / total if saturating else 0.0
+        else:
+            zsum, zsq, cnt, kz, zbad = _flat_moments(_region(ws, tens, ops[i, F_Z], n))
+            asum, asq, acnt, ka, abad = _flat_moments(_region(ws, tens, ops[i, F_A], n))
+            zbad += abad
+            stats[l, S_DEAD] = 0.0
+            stats[l, S_SATURATED] = 0.0
+            stats[l, S_Z_MEAN], stats[l, S_Z_STD] = _moments(zsum, zsq, cnt, kz)
+            stats[l, S_A_MEAN], stats[l, S_A_STD] = _moments(asum, asq, acnt, ka)
+        stats[l, S_GRAD_NORM] = _norm(gs, grads[w:w + wn], None)
+        stats[l, S_ERR_NORM] = _norm(es, Ef, None)
+        stats[l, S_B_GRAD_NORM] = _norm(bs, grads[b:b + bn], None) if b >= 0 else 0.0
         stats[l, S_NONFINITE] = gbad + ebad + wbad + zbad
         stats[l, S_SUBNORMAL] = gsub + esub
         stats[l, S_ZERO_GRAD] = gzero
-        stats[l, S_N_GRAD] = nin * nout + total
-        stats[l, S_Z_MEAN], stats[l, S_Z_STD] = _moments(zsum, zsq, cnt, kz)
-        stats[l, S_A_MEAN], stats[l, S_A_STD] = _moments(asum, asq, cnt, ka)
-        l += 1
+        stats[l, S_N_GRAD] = wn + Ef.size
 
 
 @njit(**STATS_JIT)
@@ -824,17 +578,16 @@ def _norm_and_diff(x, y):
 
 @njit(**JIT)
 def update_stats(ops, params, prev, stats):
-    """Fill ‖W_l‖ and ‖W_l − W_l(prev)‖ of every Dense op."""
-    l = 0
+    """Fill ‖W_l‖ and ‖W_l − W_l(prev)‖ of every op with weights."""
     for i in range(ops.shape[0]):
-        if ops[i, F_KIND] != KIND_DENSE:
+        l = ops[i, F_LEVEL]
+        if l < 0:
             continue
         w = ops[i, F_W]
-        m = ops[i, F_NIN] * ops[i, F_NOUT]
+        m = ops[i, F_WN]
         s, d = _norm_and_diff(params[w:w + m], prev[w:w + m])
         stats[l, S_W_NORM] = _norm(s, params[w:w + m], None)
         stats[l, S_UPDATE_NORM] = _norm(d, params[w:w + m], prev[w:w + m])
-        l += 1
 
 
 @njit(**JIT)
@@ -848,19 +601,28 @@ def train_step(ops, hp, tens, params, grads, ws, dws, X, Y, loss_code, training,
     Regularisation rides in ``opt_hp`` (coupled L2, L1, decoupled decay slots of the optimizer).
     With ``record`` the gradient-health statistics go to ``stats`` (gradients before clipping,
     weights after the update; ``prev`` receives the weights before it).
+
+    ``params`` is the parameter store: the ``grads.size`` parameters, then the buffers (running
+    statistics), which the forward pass updates and which a skipped update restores as well.
     """
     n = X.shape[0]
+    npar = grads.size
+    P = params[:npar]
+    nbuf = params.size - npar
+    kept = params[npar:].copy() if nbuf > 0 and skip_nonfinite else params[:0]
     loss = loss_and_grad(ops, hp, tens, params, grads, ws, dws, X, Y, loss_code, training, seed)
     if record:
-        prev[:] = params
+        prev[:] = P
         grad_stats(ops, hp, tens, params, grads, ws, dws, n, sat, stats)
     norm = clip_flat(clip_kind, clip_value, grads, offsets)
     out[0] = loss
     out[1] = norm
     out[2] = 0.0
     if not (skip_nonfinite and not (math.isfinite(loss) and math.isfinite(norm))):
-        opt_update(opt_code, opt_hp, t, params, grads, state)
+        opt_update(opt_code, opt_hp, t, P, grads, state)
         out[2] = 1.0
+    elif kept.size > 0:
+        params[npar:] = kept
     if record:
         update_stats(ops, params, prev, stats)
     return loss

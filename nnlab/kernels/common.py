@@ -1,0 +1,111 @@
+"""Helpers every layer kernel shares: views of the program's tensors, the activation slots, noise,
+and writing an input gradient in the op's ``DX_*`` mode.
+
+All module-level ``@njit`` functions over flat arrays and integer tables (see
+:mod:`nnlab.kernels.layout`), so a ``numba.cuda`` twin can mirror each one.
+"""
+
+import numpy as np
+from numba import njit
+
+from .._config import JIT
+from .layout import DX_ADD, DX_WRITE, F_AMASK, F_AP, F_NKIND, F_NOISE, F_SCRATCH, F_T, NOISE_UNIFORM
+
+DBL_MAX = 1.7976931348623157e308  # abs(x) <= DBL_MAX is False exactly for NaN and ±inf
+
+
+@njit(**JIT)
+def flag(x):
+    """``x != 0`` as a plain bool. A jitted call with a constant True/False (or -1) argument is
+    typed with a literal type, and Numba compiles a separate copy of the callee -- and of its whole
+    call tree -- per literal value; the kernels pass ``flag(0)``/``flag(1)`` instead, so each
+    executor function is compiled once (it branches on the flag at run time, outside the loops)."""
+    return x != 0
+
+
+@njit(**JIT)
+def tview(buf, tens, t, n):
+    """Tensor ``t`` of a batch of ``n`` rows as an (n, width) view of the flat buffer."""
+    off = tens[t, 0] * n
+    w = tens[t, 1]
+    return buf[off:off + n * w].reshape((n, w))
+
+
+@njit(**JIT)
+def rview(buf, tens, t, n, steps):
+    """Tensor ``t`` of an ``n``-row batch as (n·steps, width/steps): one row per (batch row, step)."""
+    off = tens[t, 0] * n
+    w = tens[t, 1]
+    return buf[off:off + n * w].reshape((n * steps, w // steps))
+
+
+@njit(**JIT)
+def op_rows(ops, i, n):
+    """Rows a row-wise op acts on: n batch rows times its steps."""
+    return n * ops[i, F_T]
+
+
+@njit(**JIT)
+def act_slots(ops, hp, params, i):
+    """(p0, p1, p2, a) of op i: fixed values from ``hp``, learnable ones from ``params``."""
+    mask = ops[i, F_AMASK]
+    ap = ops[i, F_AP]
+    j = 0
+    p0 = hp[i, 0]
+    if mask & 1:
+        p0 = params[ap + j]
+        j += 1
+    p1 = hp[i, 1]
+    if mask & 2:
+        p1 = params[ap + j]
+        j += 1
+    p2 = hp[i, 2]
+    if mask & 4:
+        p2 = params[ap + j]
+        j += 1
+    a = hp[i, 3]
+    if mask & 8:
+        a = params[ap + j]
+    return p0, p1, p2, a
+
+
+@njit(**JIT)
+def fill_noise(ops, tens, ws, i, n, training):
+    """Draw op i's noise u (U(0,1) or N(0,1)) in training; its eval value (0.5 or 0) otherwise."""
+    U = tview(ws, tens, ops[i, F_NOISE], n).reshape(-1)
+    uniform = ops[i, F_NKIND] == NOISE_UNIFORM
+    if training:
+        for k in range(U.size):
+            U[k] = np.random.random() if uniform else np.random.standard_normal()
+    else:
+        U[:] = 0.5 if uniform else 0.0
+
+
+@njit(**JIT)
+def put_dx(dst, src, mode):
+    """dst = src (DX_WRITE) or dst += src (DX_ADD), flat arrays of one size; nothing for DX_SKIP."""
+    d = dst.reshape(-1)
+    s = src.reshape(-1)
+    if mode == DX_WRITE:
+        for k in range(d.size):
+            d[k] = s[k]
+    elif mode == DX_ADD:
+        for k in range(d.size):
+            d[k] += s[k]
+
+
+@njit(**JIT)
+def scratch(ops, tens, dws, i, n, size):
+    """The first ``size`` elements of op i's scratch region (for a DX_ADD product), flat."""
+    s = tens[ops[i, F_SCRATCH], 0] * n
+    return dws[s:s + size]
+
+
+@njit(**JIT)
+def dx_target(dws, tens, x, n, mode, ops, i, size):
+    """Where an op writes its input gradient before :func:`put_dx`-style accumulation: dws at
+    tensor ``x`` itself for DX_WRITE, the op's scratch region for DX_ADD (flat, ``size``)."""
+    if mode == DX_ADD:
+        return scratch(ops, tens, dws, i, n, size)
+    off = tens[x, 0] * n
+    return dws[off:off + size]
