@@ -51,14 +51,17 @@ def _architecture(net):
 def _table(mon, steps):
     """Per-layer statistics of the last recorded step."""
     rows = mon.layer_summary()
-    cols = [("layer", "{layer}"), ("activation", "{activation}"), ("shape", "{shape}"),
+    cols = [("layer", "{layer}"), ("where", "{where}"), ("kind", "{kind}"), ("activation", "{activation}"),
+            ("shape", "{shape}"),
             ("‖∂L/∂W‖", "{grad_norm}"), ("‖E‖", "{error_norm}"), ("‖W‖", "{weight_norm}"),
             ("‖ΔW‖/‖W‖", "{update_ratio}"), ("dead", "{dead}"), ("saturated", "{saturated}"),
             ("non-finite", "{nonfinite}"), ("subnormal", "{subnormal}")]
     cells = []
     for r in rows:
         cells.append({
-            "layer": str(r["layer"]), "activation": r["activation"], "shape": f"{r['shape'][0]}x{r['shape'][1]}",
+            "layer": str(r["layer"]), "where": r["name"].split(" ", 1)[0], "kind": r["kind"],
+            "activation": r["activation"] if r["kind"] == "Dense" else "-",
+            "shape": f"{r['shape'][0]}x{r['shape'][1]}",
             "grad_norm": _num(r["grad_norm"]), "error_norm": _num(r["error_norm"]),
             "weight_norm": _num(r["weight_norm"]),
             "update_ratio": _num(r["update_ratio"]) if steps > 0 else "-",
@@ -68,10 +71,28 @@ def _table(mon, steps):
         })
     texts = [[fmt.format(**c) for _, fmt in cols] for c in cells]
     widths = [max(len(h), *(len(t[k]) for t in texts)) for k, (h, _) in enumerate(cols)]
-    left = {0, 1, 2}
+    left = {0, 1, 2, 3, 4}
     line = lambda items: "  ".join(x.ljust(w) if k in left else x.rjust(w)  # noqa: E731
                                    for k, (x, w) in enumerate(zip(items, widths))).rstrip()
     return [line([h for h, _ in cols])] + [line(t) for t in texts]
+
+
+def _time_chart(mon, charts, width):
+    """‖∂L/∂h_t‖ per time step of every recurrent layer at the last recorded step: a heat map
+    (layers x steps) and the ratio between the first and the last step."""
+    norms = mon.time_grad_norms()
+    import numpy as np
+
+    labels = list(norms)
+    rows = np.array([norms[k] for k in labels])
+    lines = [charts.heatmap(rows, row_labels=[k.split(" ", 1)[0] for k in labels], max_cols=max(20, width - 10),
+                            title="log10 ‖∂L/∂h_t‖, recurrent layers (rows) x time steps t = 1..T (columns)")]
+    for k in labels:
+        v = norms[k]
+        ratio = v[0] / v[-1] if v[-1] > 0 else float("nan")
+        lines.append(f"  {k}: ‖∂L/∂h_1‖ = {_num(float(v[0]))}, ‖∂L/∂h_T‖ = {_num(float(v[-1]))}, "
+                     f"ratio first/last {_num(float(ratio))}")
+    return lines
 
 
 @cli.command()
@@ -114,9 +135,9 @@ def diagnose(model, data, samples, steps, optimizer, lr, batch_size, seed, flush
 
     net = nl.load(model)  # ModelFileError: one line, exit 2
     name, X, y = load_dataset(nl, data, samples, seed)
-    if X.shape[1] != net.n_in:
+    if X.shape[-1] != net.n_in:
         raise click.UsageError(f"the model takes {net.n_in} input feature(s) but dataset {name!r} has "
-                               f"{X.shape[1]}")
+                               f"{X.shape[-1]}")
     X = X.astype(net.dtype)
     opt = _optimizer(nl, optimizer, lr) if steps else None
     net._prepare(X, y)  # labels that do not fit the model's outputs raise here (exit 2)
@@ -154,7 +175,8 @@ def diagnose(model, data, samples, steps, optimizer, lr, batch_size, seed, flush
     fired = mon.fired()
     say(f"model     {model}: {_architecture(net)}; loss {net.loss_name}; {net.n_params:,} parameters; "
         f"{net.dtype.name}")
-    say(f"data      {name}: {len(X)} samples, {X.shape[1]} feature(s)")
+    say(f"data      {name}: {len(X)} samples, {X.shape[-1]} feature(s)"
+        + (f", sequences of {X.shape[1]} steps" if X.ndim == 3 else ""))
     say(f"monitor   {mode}; flush-to-zero {mon._ftz_text()}")
     if stopped:
         say(f"          {stopped}")
@@ -177,6 +199,10 @@ def diagnose(model, data, samples, steps, optimizer, lr, batch_size, seed, flush
         say("‖∂L/∂W_l‖ per layer")
         say(charts.log_bars(labels, [float(v) for v in g[-1]], width=max(20, min(50, width - 25))))
     say()
+    if mon.recurrent:
+        for line in _time_chart(mon, charts, width):
+            say(line)
+        say()
     say("verdicts (docs/diagnostics.md explains each threshold)")
     for v in mon.verdicts():
         say(f"  {v}")

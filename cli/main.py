@@ -432,6 +432,39 @@ def _plural(n, word):
     return f"{n} {word}" + ("" if n == 1 else "s")
 
 
+def _layer_names(net):
+    """Each top-level layer's short name, runs compressed: ['Dense (relu) x3', 'BatchNorm', ...]."""
+    names, out = [layer.label for layer in net.layers], []
+    k = 0
+    while k < len(names):
+        j = k
+        while j < len(names) and names[j] == names[k]:
+            j += 1
+        out.append(names[k] + (f" x{j - k}" if j - k > 1 else ""))
+        k = j
+    return out
+
+
+def _model_for(nl, path, X, n_out, loss_name, dtype, seed):
+    """The network of ``--model``: a JSON description (fresh weights) or a saved .npz (its weights),
+    checked against the data: input features, outputs, loss."""
+    import zipfile
+
+    if zipfile.is_zipfile(path):
+        net = nl.load(path)
+        if dtype is not None and dtype != net.dtype.name:
+            net = net.copy(dtype=dtype)
+    else:
+        net = nl.model_from_json(path, dtype=dtype, seed=seed)
+    if X.shape[-1] != net.n_in:
+        raise click.UsageError(f"the model takes {net.n_in} input feature(s) but the data have {X.shape[-1]}")
+    if net.n_out != n_out:
+        raise click.UsageError(f"the model has {net.n_out} output(s) but the data need {n_out}")
+    if net.loss_name != loss_name:
+        raise click.UsageError(f"the model's loss is {net.loss_name} but the data need {loss_name}")
+    return net
+
+
 def load_dataset(nl, name, samples, seed):
     """(canonical name, X, y) of a built-in dataset for ``--data``/``--samples``/``--seed``."""
     name = name.lower()
@@ -504,6 +537,10 @@ class _Progress:
               help="Dataset: digits, xor, spirals, moons (classification) or sine (regression).")
 @click.option("--samples", type=click.IntRange(min=4), default=None, metavar="N",
               help="Samples to generate for xor/spirals/moons/sine (default: the dataset's own).")
+@click.option("--model", "model_path", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="Build the network from FILE instead of --layers/--activation/--init: a JSON model "
+                   "description (the format Sequential.to_json and save write; see docs/layers.md) or a "
+                   "saved .npz model (training continues from its weights).")
 @click.option("--layers", default="64,64", show_default=True, metavar="SPEC",
               help="Hidden layer widths: '64,64', or WIDTHxCOUNT ('64x20' = 20 layers of 64), or 'none'.")
 @click.option("--activation", default="relu", show_default=True, metavar="NAME",
@@ -539,13 +576,16 @@ class _Progress:
               metavar="FILE", help="Save the trained network to FILE (.npz; load with nnlab.load).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, writable=True), default=None,
               metavar="FILE", help="Also write history and results as JSON to FILE ('-' prints only the JSON).")
-def train(data, samples, layers, activation, init_name, optimizer, lr, momentum, weight_decay, clip_global_norm,
-          clip_norm, clip_value, epochs, batch_size, seed, test_fraction, dtype, save_path, json_path):
+@click.pass_context
+def train(ctx, data, samples, model_path, layers, activation, init_name, optimizer, lr, momentum, weight_decay,
+          clip_global_norm, clip_norm, clip_value, epochs, batch_size, seed, test_fraction, dtype, save_path,
+          json_path):
     """Train a Dense network on a built-in dataset with the fused training step.
 
     Builds DATA's input width -> the --layers hidden layers (--activation, --init) -> an identity
     output layer (one unit per class with softmax cross-entropy, or one unit with mse for sine),
-    holds out --test-fraction as the test set and trains for --epochs. Prints one line per epoch
+    or any architecture from --model FILE, holds out --test-fraction as the test set and trains for
+    --epochs. Prints one line per epoch
     (mean training loss, train and test accuracy) and a summary (test accuracy, wall time, ms per
     step); a progress bar runs on stderr when it is a terminal. Exit 0, or 1 if training stopped
     on a non-finite loss or gradient (the last finite weights are kept and still saved).
@@ -555,6 +595,12 @@ def train(data, samples, layers, activation, init_name, optimizer, lr, momentum,
     if len(clips) > 1:
         raise click.UsageError("give at most one of --clip-global-norm, --clip-norm, --clip-value "
                                "(the fused step runs one clipping)")
+    given = lambda name: ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT  # noqa: E731
+    if model_path is not None:
+        clash = [f"--{n.replace('_name', '').replace('_', '-')}" for n in ("layers", "activation", "init_name")
+                 if given(n)]
+        if clash:
+            raise click.UsageError(f"--model describes the whole network; drop {', '.join(clash)}")
     widths = _parse_layers(layers)
     _check_out_folder(json_path, "--json")
     _check_out_folder(save_path, "--save")
@@ -581,12 +627,17 @@ def train(data, samples, layers, activation, init_name, optimizer, lr, momentum,
     n_out = int(y.max()) + 1 if classify else y.reshape(len(y), -1).shape[1]
     loss_name = "softmax_cross_entropy" if classify else "mse"
 
-    dense, n_in = [], X.shape[1]
-    for w in widths:
-        dense.append(nl.Dense(n_in, w, activation=activation, init=init_name))
-        n_in = w
-    dense.append(nl.Dense(n_in, n_out, init=init_name))
-    net = nl.Sequential(dense, loss=loss_name, seed=seed, dtype=dtype)
+    if model_path is not None:
+        net = _model_for(nl, model_path, X, n_out, loss_name, dtype if given("dtype") else None,
+                         seed if given("seed") else None)
+        dtype = net.dtype.name
+    else:
+        dense, n_in = [], X.shape[1]
+        for w in widths:
+            dense.append(nl.Dense(n_in, w, activation=activation, init=init_name))
+            n_in = w
+        dense.append(nl.Dense(n_in, n_out, init=init_name))
+        net = nl.Sequential(dense, loss=loss_name, seed=seed, dtype=dtype)
     clip = clips[0] if clips else None
     trainer = nl.Trainer(net, opt, clip=clip)
 
@@ -597,8 +648,12 @@ def train(data, samples, layers, activation, init_name, optimizer, lr, momentum,
     opt_text = f"{opt_cls.__name__} lr={opt.lr:g}" + "".join(f", {k}={v:g}" for k, v in hyper.items() if k != "lr")
     say(f"data      {data}: {len(X_train)} train / {len(X_test)} test samples, {_plural(X.shape[1], 'feature')}, "
         + (f"{n_out} classes" if classify else "regression"))
-    say(f"network   {X.shape[1]} -> hidden {_layers_text(widths)} {activation} -> {n_out}; init {init_name}; "
-        f"loss {loss_name}; {net.n_params:,} parameters; {dtype}")
+    if model_path is not None:
+        say(f"network   {model_path}: {len(net.layers)} layers ({', '.join(_layer_names(net))}); "
+            f"loss {loss_name}; {net.n_params:,} parameters; {dtype}")
+    else:
+        say(f"network   {X.shape[1]} -> hidden {_layers_text(widths)} {activation} -> {n_out}; init {init_name}; "
+            f"loss {loss_name}; {net.n_params:,} parameters; {dtype}")
     say(f"training  {opt_text}; clip {'none' if clip is None else f'{clip[0]} {clip[1]:g}'}; batch {batch_size} "
         f"({steps_per_epoch} steps/epoch); {epochs} epochs; seed {seed}")
 
@@ -648,7 +703,10 @@ def train(data, samples, layers, activation, init_name, optimizer, lr, momentum,
     if json_path:
         record = {
             "data": data, "task": task, "n_train": len(X_train), "n_test": len(X_test), "n_features": X.shape[1],
-            "n_outputs": n_out, "layers": widths, "activation": activation, "init": init_name, "loss": loss_name,
+            "n_outputs": n_out, "layers": widths if model_path is None else None,
+            "activation": activation if model_path is None else None,
+            "init": init_name if model_path is None else None, "loss": loss_name,
+            "model": None if model_path is None else {"source": model_path, **net.config()},
             "n_params": net.n_params, "dtype": dtype,
             "optimizer": {"name": opt.name, "hyperparams": {k: list(v) if isinstance(v, tuple) else v
                                                             for k, v in opt.hyperparams().items()}},

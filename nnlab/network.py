@@ -411,6 +411,17 @@ class Sequential:
         net.training = self.training
         return net
 
+    def to_json(self, path=None):
+        """The model description (architecture, loss, dtype, seed; no weights) as JSON text -- the
+        ``config`` that :meth:`save` writes into a model file, readable by :func:`model_from_json`
+        and ``nnlab train --model``. Written to ``path`` too when given."""
+        self._sync_activation_values()
+        text = json.dumps({"format": FORMAT, "version": FORMAT_VERSION, **self.config()}, indent=2)
+        if path is not None:
+            with open(os.fspath(path), "w", encoding="utf-8") as fh:
+                fh.write(text + "\n")
+        return text
+
     def save(self, path):
         """Write architecture, parameters and buffers to ``path`` (.npz, no pickle), atomically."""
         self._sync_activation_values()
@@ -456,6 +467,54 @@ def from_config(cfg, dtype=None):
     """The network a ``config()`` dict (the JSON a model file holds) describes, freshly initialised."""
     layers = [layer_from_config(lc) for lc in cfg["layers"]]
     return Sequential(layers, loss=cfg["loss"], seed=cfg.get("seed"), dtype=dtype or cfg["dtype"])
+
+
+def model_from_json(source, dtype=None, seed=None):
+    """A freshly initialised network from a JSON model description: a path to a ``.json`` file or
+    the JSON text itself, in the format :meth:`Sequential.to_json` and :meth:`Sequential.save`
+    write (``{"format": "nnlab-model", "version": 2, "layers": [...], "loss": ..., "dtype": ...,
+    "seed": ...}``; ``format``/``version`` may be left out). ``dtype``/``seed`` override the file's.
+
+    >>> import nnlab as nl
+    >>> net = nl.model_from_json('{"layers": [{"type": "Dense", "n_in": 2, "n_out": 3}], "loss": "mse"}')
+    >>> net.param_names()
+    ['0.W', '0.b']
+    """
+    text = os.fspath(source) if isinstance(source, os.PathLike) else source
+    if not isinstance(text, str):
+        raise ModelFileError(f"model_from_json needs a path or JSON text; got {type(source).__name__}")
+    name = "the model description"
+    if not text.lstrip().startswith("{"):
+        name = text
+        try:
+            with open(text, encoding="utf-8") as fh:
+                text = fh.read()
+        except OSError as exc:
+            raise ModelFileError(f"cannot read model description {name}: {exc.strerror or exc}") from None
+    try:
+        cfg = json.loads(text)
+    except ValueError as exc:
+        raise ModelFileError(f"{name} is not valid JSON ({exc})") from None
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("layers"), list):
+        raise ModelFileError(f"{name}: a model description is a JSON object with a 'layers' list")
+    if cfg.get("format", FORMAT) != FORMAT:
+        raise ModelFileError(f"{name}: format {cfg.get('format')!r} is not {FORMAT!r}")
+    version = cfg.get("version", FORMAT_VERSION)
+    if not isinstance(version, int) or isinstance(version, bool) or version > FORMAT_VERSION:
+        raise ModelFileError(f"{name}: unsupported format version {version!r}")
+    cfg = dict(cfg)
+    cfg.setdefault("loss", "mse")
+    cfg.setdefault("dtype", "float64")
+    if seed is not None:
+        cfg["seed"] = seed
+    else:
+        cfg.setdefault("seed", 0)
+    try:
+        return from_config(cfg, dtype=dtype)
+    except NnlabError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:  # missing or mistyped layer fields
+        raise ModelFileError(f"{name}: bad model description ({type(exc).__name__}: {exc})") from None
 
 
 def load(path):

@@ -4,6 +4,7 @@
 import hashlib
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -181,3 +182,18 @@ def test_the_numbers_are_the_library_monitors(run, models, tmp_path):
     mon.observe(X, y)
     np.testing.assert_allclose(record["monitor"]["grad_norm"], mon.series("grad_norm"), rtol=1e-12)
     assert math.isclose(record["monitor"]["loss"][0], mon.loss[0], rel_tol=1e-12)
+
+
+def test_a_residual_model_names_each_layer_with_weights(run, tmp_path):
+    net = nl.Sequential([nl.Dense(2, 8, activation="tanh"),
+                         nl.Residual([nl.Dense(8, 8, activation="relu"), nl.Dense(8, 4)], projection=True),
+                         nl.Dense(4, 2)], loss="softmax_cross_entropy", seed=0)
+    path = tmp_path / "res.npz"
+    net.save(path)
+    result = run(str(path), "--data", "moons", "--samples", "100", "--steps", "3")
+    assert result.exit_code in (0, 1), result.output
+    rows = [line.split() for line in result.output.splitlines() if re.match(r"^\d+ +\S+ +(Dense|Residual)", line)]
+    # the watched ops in program order: 0, the block's two layers, the projection on the skip, 3
+    assert [(r[1], r[2]) for r in rows] == [("0", "Dense"), ("1.0", "Dense"), ("1.1", "Dense"), ("1", "Dense"),
+                                            ("2", "Dense")]
+    assert "Residual" in result.output  # the architecture line names the block

@@ -187,3 +187,60 @@ def test_parse_layers(text, widths, back):
     assert _parse_layers(text) == widths
     assert _layers_text(widths) == back
     assert _parse_layers(_layers_text(widths)) == widths
+
+
+# ---------------------------------------------------------------- --model: any architecture from a description
+MODEL = {"layers": [{"type": "Dense", "n_in": 2, "n_out": 6, "activation": "tanh"},
+                    {"type": "Residual", "layers": [{"type": "Dense", "n_in": 6, "n_out": 6, "activation": "relu"},
+                                                    {"type": "Dense", "n_in": 6, "n_out": 6}]},
+                    {"type": "Activation", "activation": "tanh"},
+                    {"type": "Dense", "n_in": 6, "n_out": 2}],
+         "loss": "softmax_cross_entropy"}
+MODEL_RUN = ["--data", "xor", "--samples", "64", "--lr", "0.05", "--epochs", "2", "--batch-size", "16"]
+
+
+def test_model_from_a_json_description(run, tmp_path):
+    path = tmp_path / "model.json"
+    path.write_text(json.dumps(MODEL))
+    saved = tmp_path / "trained.npz"
+    result = run(*MODEL_RUN, "--model", str(path), "--save", str(saved))
+    assert result.exit_code == 0, result.output
+    assert f"network   {path}: 4 layers (Dense (tanh), Residual, Activation (tanh), Dense (identity))" in result.stdout
+    net = nl.load(saved)
+    assert net.param_names() == ["0.W", "0.b", "1.0.W", "1.0.b", "1.1.W", "1.1.b", "3.W", "3.b"]
+    # the trained model's own description (to_json) builds the same architecture again
+    again = nl.model_from_json(net.to_json())
+    assert again.config() == net.config()
+
+
+def test_model_from_a_saved_file_keeps_training_its_weights(run, tmp_path):
+    path = tmp_path / "start.npz"
+    nl.model_from_json(json.dumps(MODEL)).save(path)
+    result = run(*MODEL_RUN, "--model", str(path), "--json", "-")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["model"]["source"] == str(path) and data["layers"] is None
+    assert [layer["type"] for layer in data["model"]["layers"]] == ["Dense", "Residual", "Activation", "Dense"]
+
+
+@pytest.mark.parametrize("model, extra, message", [
+    (MODEL, ["--layers", "4"], "--model describes the whole network; drop --layers"),
+    ({**MODEL, "loss": "mse"}, [], "the model's loss is mse but the data need softmax_cross_entropy"),
+    ({**MODEL, "layers": MODEL["layers"][:-1] + [{"type": "Dense", "n_in": 6, "n_out": 3}]}, [],
+     "the model has 3 output"),
+    ({"layers": [{"type": "Conv", "n_in": 2}]}, [], "unknown layer type 'Conv'"),
+    ({"layers": [{"type": "Dense", "n_in": 2, "n_out": 2}, {"type": "Dense", "n_in": 3, "n_out": 2}],
+      "loss": "softmax_cross_entropy"}, [], "layer 1 Dense.* expects 3 inputs but layer 0"),
+])
+def test_bad_model_descriptions_give_one_line_errors(run, tmp_path, model, extra, message):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(model))
+    result = run(*MODEL_RUN, "--model", str(path), *extra)
+    assert re.search(message, one_line_error(result))
+
+
+def test_model_file_that_is_not_json(run, tmp_path):
+    path = tmp_path / "bad.json"
+    path.write_text("{not json")
+    assert "is not valid JSON" in one_line_error(run(*MODEL_RUN, "--model", str(path)))
+    assert "cannot read model description" in one_line_error(run(*MODEL_RUN, "--model", str(tmp_path / "x.json")))

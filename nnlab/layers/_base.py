@@ -62,6 +62,17 @@ class Layer:
         raise NotImplementedError
 
 
+def activation_from(value, default="identity"):
+    """An Activation from a model description: its ``config()`` dict, a plain name, or missing."""
+    from .. import activations
+
+    if value is None:
+        return activations.get(default)
+    if isinstance(value, dict):
+        return activations.from_config(value)
+    return activations.get(value)
+
+
 def from_config(cfg):
     """The layer a ``config()`` dict describes."""
     if not isinstance(cfg, dict):

@@ -9,7 +9,7 @@ from .. import _validate, activations
 from .. import init as _init
 from ..errors import HyperparameterError
 from ..kernels.layout import KIND_DENSE, NOISE_NONE, NOISE_NORMAL, NOISE_UNIFORM
-from ._base import Layer, register
+from ._base import Layer, activation_from, register
 
 _NOISE = {None: NOISE_NONE, "uniform": NOISE_UNIFORM, "normal": NOISE_NORMAL}
 
@@ -78,8 +78,9 @@ class Dense(Layer):
 
     @classmethod
     def from_config(cls, cfg):
-        return cls(cfg["n_in"], cfg["n_out"], activation=activations.from_config(cfg["activation"]),
-                   init=_init.get(cfg["init"]), bias=cfg["bias"], bias_init=_init.get(cfg["bias_init"]))
+        return cls(cfg["n_in"], cfg["n_out"], activation=activation_from(cfg.get("activation")),
+                   init=_init.get(cfg.get("init", "xavier_uniform")), bias=cfg.get("bias", True),
+                   bias_init=_init.get(cfg.get("bias_init", 0.0)))
 
 
 @register
@@ -113,4 +114,4 @@ class Activation(Layer):
 
     @classmethod
     def from_config(cls, cfg):
-        return cls(activations.from_config(cfg["activation"]))
+        return cls(activation_from(cfg.get("activation"), "relu"))
