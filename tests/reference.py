@@ -3,7 +3,7 @@
 It shares nothing with nnlab's compiled executor except the elementwise activation math
 (``Activation.forward/derivative/param_derivative``, which the activation tests check against
 finite differences separately). Everything else -- the affine maps, the losses, their gradients, the
-error recurrence and the parameter gradients -- is written out here from SPEC section 2:
+error recurrence and the parameter gradients -- is written out here from the equations of docs/backprop.md:
 
     Z_l = A_{l-1} W_l + b_l,  A_l = f_l(Z_l)
     E_L = dL/dZ_L,  E_l = (E_{l+1} W_{l+1}^T) * f_l'(Z_l),  dW_l = A_{l-1}^T E_l,  db_l = sum_rows E_l

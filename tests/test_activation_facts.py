@@ -1,4 +1,4 @@
-"""One test per identity stated for a single activation (SPEC section 1 and the registry's
+"""One test per identity stated for a single activation (the activation table and the registry's
 ``Facts.identities``), the SELU self-normalising fixed point, and the vanishing-gradient bound of
 the seed text (seeds/000: a chain of sigmoid units).
 """

@@ -1,4 +1,4 @@
-"""Bad input (SPEC section 10, "Robust"): a clear nnlab error naming the problem, raised before any
+"""Bad input: a clear nnlab error naming the problem, raised before any
 kernel runs, and no state lost -- the parameters (and the last layer errors) are unchanged."""
 
 import numpy as np

@@ -20,7 +20,7 @@ from nnlab_cli.main import cli
 
 # small sizes at which each claim holds (for seeds 0-7 unless noted in the demo's docstring)
 SMALL = {
-    "meanfield": dict(depth=30, width=256, batch=128, seeds=2),  # the issue's "done when": the defaults
+    "meanfield": dict(depth=30, width=256, batch=128, seeds=2),  # the documented defaults
     "exploding": dict(depth=6, width=16, batch=64, steps=30),
     "dead-relu": dict(depth=4, width=16, steps=100),
     "optimizers": dict(depth=8, width=16, steps=150, samples=100),
@@ -155,7 +155,7 @@ def test_bulk_and_fit():
 
 
 def test_done_when_measured_decay_within_15_percent(results):
-    """The issue's 'done when': tanh (and sigmoid) nets of width 256, measured vs ½·log χ*."""
+    """The claim as documented: tanh (and sigmoid) nets of width 256, measured vs ½·log χ*."""
     res = results["meanfield"]
     assert res.width >= 256 and res.held
     tanh_rows = [r for r in res.rows if r.activation == "tanh"]

@@ -1,4 +1,4 @@
-"""nnlab.gradcheck (SPEC section 7): it passes correct gradients, and it must catch planted wrong ones
+"""nnlab.gradcheck: it passes correct gradients, and it must catch planted wrong ones
 -- a 1% error, a sign error, a NaN -- reporting the worst element (where, analytic, numeric, error)."""
 
 import math

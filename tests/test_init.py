@@ -1,4 +1,4 @@
-"""Initializers (SPEC section 4): shapes, seeding, and the documented statistics.
+"""Initializers: shapes, seeding, and the documented statistics.
 
 Weights are (n_in, n_out): fan_in = shape[0], fan_out = shape[1]. The expected standard deviations
 are the documented formulas in nnlab/init.py (the same as torch.nn.init / Keras)."""

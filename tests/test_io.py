@@ -1,4 +1,4 @@
-"""save / load (SPEC section 9): exact round trips, .npz without pickle, atomic writes, and a
+"""save / load: exact round trips, .npz without pickle, atomic writes, and a
 ModelFileError for anything that is not an nnlab model file."""
 
 import json

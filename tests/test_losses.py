@@ -1,4 +1,4 @@
-"""Losses (SPEC section 2): values and gradients w.r.t. the logits, against PyTorch when it is
+"""Losses: values and gradients w.r.t. the logits, against PyTorch when it is
 installed and against the NumPy reference (tests/reference.py) always; extreme logits stay finite.
 
 The logits are fed through one identity Dense layer with W = I and b = 0, so the network output is

@@ -1,5 +1,5 @@
-"""Dense / Sequential: the public API of SPEC section 9, whole-network comparisons with PyTorch
-(optional), custom activations inside networks, and determinism (SPEC section 10)."""
+"""Dense / Sequential: the public API, whole-network comparisons with PyTorch
+(optional), custom activations inside networks, and determinism."""
 
 import math
 import zlib

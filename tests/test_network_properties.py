@@ -1,4 +1,4 @@
-"""Property tests of whole-network gradients (SPEC sections 2, 7 and 10).
+"""Property tests of whole-network gradients (backprop, gradient checking, robustness).
 
 Random Dense MLPs (depth 1-6, widths 1-8, activations drawn from the registry with random and
 learnable hyperparameters, every loss, with and without bias, training mode with a fixed noise seed
@@ -6,7 +6,7 @@ and eval mode) are checked three independent ways:
 
 * ``nnlab.gradcheck.check_network`` (float64 central differences, nnlab's own checker);
 * this file's own central-difference loop over ``net.params()`` using only ``net.loss``;
-* ``tests/reference.py``, a plain-NumPy forward/backward written from SPEC section 2, which must
+* ``tests/reference.py``, a plain-NumPy forward/backward written from docs/backprop.md, which must
   agree with the compiled executor to ~1e-10 on the loss, every gradient and every layer error E_l.
 
 float32 networks must give gradients close to those of their float64 copy.

@@ -1,4 +1,4 @@
-"""Optimizers: every rule of SPEC section 5 in the g_t → (m_t, v_t) → step form, run by one compiled
+"""Optimizers: every rule of the family in the g_t → (m_t, v_t) → step form, run by one compiled
 kernel over a flat buffer (:mod:`nnlab.kernels.optim_cpu`).
 
 Class names, keyword names and defaults follow ``torch.optim`` where it has the optimizer; each
