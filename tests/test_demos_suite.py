@@ -13,7 +13,7 @@ from cli_checks import one_line_error  # tests/ is on sys.path (conftest.py)
 import nnlab as nl
 from nnlab import charts, demos
 from nnlab.demos import _common as C
-from nnlab.demos import dead_relu, ewa, exploding, init, meanfield, optimizers, selu, swish, vanishing
+from nnlab.demos import dead_relu, ewa, exploding, init, meanfield, optimizers, residual, selu, swish, vanishing
 from nnlab.errors import HyperparameterError, NnlabError, UnknownNameError
 from nnlab_cli import demos as cli_demos
 from nnlab_cli.main import cli
@@ -22,6 +22,7 @@ from nnlab_cli.main import cli
 SMALL = {
     "meanfield": dict(depth=30, width=256, batch=128, seeds=2),  # the documented defaults
     "exploding": dict(depth=6, width=16, batch=64, steps=30),
+    "residual": dict(depth=16, width=16, samples=100, steps=150),
     "dead-relu": dict(depth=4, width=16, steps=100),
     "optimizers": dict(depth=8, width=16, steps=150, samples=100),
     "selu": dict(depth=30, wide=256, narrow=64, batch=128),
@@ -31,6 +32,7 @@ SMALL = {
 }
 CLI_SMALL = {
     "exploding": ["--depth", "6", "--width", "16", "--batch", "64", "--steps", "30"],
+    "residual": ["--depth", "16", "--width", "16", "--samples", "100", "--steps", "150"],
     "dead-relu": ["--depth", "4", "--width", "16", "--steps", "100"],
     "optimizers": ["--depth", "8", "--width", "16", "--steps", "150", "--samples", "100"],
     "selu": ["--depth", "30", "--batch", "128"],
@@ -41,6 +43,7 @@ CLI_SMALL = {
 NOT_HELD = {  # options under which the claim does not hold: exit 1
     "meanfield": ["--width", "64", "--depth", "12", "--batch", "16", "--seeds", "1"],
     "exploding": ["--scale", "0.5", "--steps", "20", "--depth", "4", "--width", "8"],
+    "residual": ["--depth", "4", "--width", "8", "--samples", "50", "--steps", "30"],
     "dead-relu": ["--bias", "0", "--steps", "20", "--depth", "3", "--width", "8"],
     "optimizers": ["--depth", "2", "--width", "8", "--steps", "10", "--samples", "20"],
     "selu": ["--depth", "4", "--wide", "64", "--narrow", "64", "--batch", "64"],
@@ -57,8 +60,8 @@ def results():
 
 # ---------------------------------------------------------------- the registry
 def test_registry_lists_every_demo_with_its_interface():
-    assert demos.names() == ["vanishing", "meanfield", "exploding", "dead-relu", "optimizers", "selu", "swish",
-                             "init", "ewa"]
+    assert demos.names() == ["vanishing", "meanfield", "exploding", "residual", "dead-relu", "optimizers", "selu",
+                             "swish", "init", "ewa"]
     for name, mod in demos.DEMOS.items():
         assert mod.NAME == name and demos.get(name) is mod
         assert isinstance(mod.CLAIM, str) and len(mod.CLAIM) > 40 and not mod.CLAIM.endswith(".")
@@ -66,7 +69,7 @@ def test_registry_lists_every_demo_with_its_interface():
         assert all(isinstance(o, C.Option) for o in mod.OPTIONS)
         assert callable(mod.run) and callable(mod.render) and callable(mod.plot)
     with pytest.raises(UnknownNameError, match="known: vanishing"):
-        demos.get("residual")
+        demos.get("no-such-demo")
 
 
 @pytest.mark.parametrize("name", list(SMALL))
@@ -103,7 +106,8 @@ def test_runs_repeat_with_the_seed():
     (exploding, dict(depth=0)), (exploding, dict(lr=-1.0)), (exploding, dict(dtype="float16")),
     (exploding, dict(scale=0)), (dead_relu, dict(bias=0.5)), (optimizers, dict(steps=2.5)),
     (selu, dict(depth=True)), (swish, dict(points=3)), (init, dict(width="8")), (ewa, dict(beta=1.0)),
-    (meanfield, dict(seeds=0)), (ewa, dict(seed=-1)),
+    (meanfield, dict(seeds=0)), (ewa, dict(seed=-1)), (residual, dict(depth=31)), (residual, dict(block=1)),
+    (residual, dict(lr=0.0)), (residual, dict(samples=2)),
 ])
 def test_bad_arguments_raise_nnlab_errors(module, kwargs):
     with pytest.raises(HyperparameterError) as info:
@@ -201,6 +205,76 @@ def test_exploding_fires_at_the_first_bad_step(results):
     assert f64.plain.first_bad_step == 2 and f64.plain.first_verdict["name"] == "loss_high"
     assert any(v["name"] == "loss_nan" and v["fired"] and v["step"] == len(f64.plain.loss) == 4
                for v in f64.plain.verdicts)
+
+
+def _check_residual_numbers(res):
+    """The reported ratios and verdict follow from the reported norms and losses."""
+    for rec in (res.plain, res.residual):
+        g = rec.grad_norms
+        assert len(g) == len(rec.error_norms) == len(rec.labels) == res.depth + 2 == res.n_layers
+        assert all(math.isfinite(v) and v > 0 for v in g)
+        assert rec.ratio == pytest.approx(g[0] / g[-2], rel=1e-12)
+        assert rec.out_ratio == pytest.approx(g[0] / g[-1], rel=1e-12)
+        assert len(rec.loss) == res.steps and all(math.isfinite(x) for x in rec.loss)
+    chance = res.chance_loss
+    assert chance == pytest.approx(math.log(2))
+    parts = [res.plain.ratio < residual.PLAIN_BELOW,
+             residual.RESIDUAL_BAND[0] <= res.residual.ratio <= residual.RESIDUAL_BAND[1],
+             res.residual.final_loss < residual.TRAINED_BELOW * chance,
+             res.plain.final_loss > residual.STALLED_ABOVE * chance]
+    assert res.held is all(parts)
+    assert f"plain ratio {C.sci(res.plain.ratio)}" in res.reason
+    assert f"residual ratio {C.sci(res.residual.ratio)}" in res.reason
+    d = json.loads(json.dumps(res.to_dict(), allow_nan=False))
+    assert d["plain"]["ratio"] == pytest.approx(d["plain"]["grad_norms"][0] / d["plain"]["grad_norms"][-2])
+    assert d["residual"]["ratio"] == pytest.approx(d["residual"]["grad_norms"][0] / d["residual"]["grad_norms"][-2])
+    assert d["thresholds"]["trained_below"] == pytest.approx(0.5 * math.log(2))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_residual_claim_holds_for_seeds_0_to_4(seed):
+    res = residual.run(seed=seed, **SMALL["residual"])
+    assert res.held is True, res.reason
+    assert res.same_weights is True  # the skips are the only difference between the two nets
+    _check_residual_numbers(res)
+    # the plain net's gradient shrinks towards the input layer by layer; the residual one's stays in range
+    g = res.plain.grad_norms[:-1]
+    assert all(a < b for a, b in zip(g[:-1], g[1:]))
+    r = res.residual.grad_norms[:-1]
+    assert max(r) / min(r) < 10
+    assert res.plain.accuracy <= 0.6 and res.residual.accuracy >= 0.8
+
+
+def test_residual_norms_are_the_gradients_at_initialisation():
+    """The monitor's step-1 norms equal ‖∂L/∂W_l‖ of a fresh net's loss_and_grads on the same data."""
+    kw = SMALL["residual"]
+    res = residual.run(seed=2, **kw)
+    X, y = nl.datasets.moons(n=kw["samples"], seed=2)
+    for rec in (res.plain, res.residual):
+        net = residual.build_net(rec.kind, kw["depth"], 2, kw["width"], seed=2)
+        loss, grads = net.loss_and_grads(X, y)
+        assert rec.loss[0] == pytest.approx(loss, rel=1e-12)
+        np.testing.assert_allclose(rec.grad_norms, C.weight_norms(net, grads), rtol=1e-9)
+    assert res.residual.labels[1] == "1.0 Dense (sigmoid)" and res.residual.labels[-1].startswith("9 Dense")
+    net = residual.build_net("residual", 6, 3, 8, seed=0)
+    assert [type(layer).__name__ for layer in net.layers] == ["Dense", "Residual", "Residual", "Dense"]
+
+
+def test_residual_default_numbers():
+    res = residual.run()  # the documented run (docs/demos.md, the module docstring)
+    assert res.held and (res.depth, res.block, res.width, res.samples, res.steps, res.lr) == (30, 2, 32, 200, 200, 0.01)
+    assert res.plain.ratio == pytest.approx(2.84e-20, rel=0.01)
+    assert res.residual.ratio == pytest.approx(0.361, rel=0.01)
+    assert res.residual.final_loss == pytest.approx(0.285, abs=0.01)
+    assert res.plain.final_loss == pytest.approx(math.log(2), abs=1e-3)
+    _check_residual_numbers(res)
+
+
+def test_residual_not_held_names_the_failed_part():
+    res = residual.run(depth=4, width=8, samples=50, steps=30)
+    assert not res.held
+    assert res.reason.startswith("fails: plain ratio") and "not < 0.001" in res.reason
+    _check_residual_numbers(res)
 
 
 def test_dead_relu_numbers(results):
@@ -359,7 +433,10 @@ def test_cli_plot_with_matplotlib(run, tmp_path):
     ["demo", "init", "--plot", "out.pdf"],
     ["demo", "init", "--plot", "/no/such/folder/x.png"],
     ["demo", "init", "--json", "/no/such/folder/x.json"],
-    ["demo", "residual"],
+    ["demo", "no-such-demo"],
+    ["demo", "residual", "--depth", "31"],
+    ["demo", "residual", "--block", "4"],
+    ["demo", "residual", "--lr", "0"],
 ])
 def test_cli_bad_input_is_one_line(run, args):
     one_line_error(run(*args))
