@@ -307,6 +307,7 @@ class Sequential:
         X, steps, seq = self._check_X(X)
         prog = self._program(steps, seq=seq)
         training = self.training if training is None else bool(training)
+        prog.check_batch(X.shape[0], training)
         ws, _ = self._workspace(X.shape[0], prog.width)
         self._kernels.run_forward(prog.ops, prog.hp, prog.tens, self._store, ws, X, training,
                                   self._noise_seed(training))
@@ -344,6 +345,7 @@ class Sequential:
         X, Y = self._prepare(X, y)
         prog = self._prog_for(X)
         training = self.training if training is None else bool(training)
+        prog.check_batch(X.shape[0], training)
         ws, dws = self._workspace(X.shape[0], prog.width)
         return float(self._kernels.loss_only(prog.ops, prog.hp, prog.tens, self._store, ws, dws, X, Y,
                                              self._loss_code, training, self._noise_seed(training)))
@@ -362,6 +364,7 @@ class Sequential:
             ndim = np.ndim(X)
         prog = self._program(X.shape[1] // self.n_in, wrt_input, seq=ndim == 3)
         training = self.training if training is None else bool(training)
+        prog.check_batch(X.shape[0], training)
         ws, dws = self._workspace(X.shape[0], prog.width)
         flat_grad = np.empty_like(self._flat)
         loss = self._kernels.loss_and_grad(prog.ops, prog.hp, prog.tens, self._store, flat_grad, ws, dws,
@@ -389,6 +392,7 @@ class Sequential:
         """Forward X and return, per dense layer with weights, (A_{l-1}, Z_l, A_l) copies -- for diagnostics."""
         X, steps, seq = self._check_X(X)
         prog = self._program(steps, seq=seq)
+        prog.check_batch(X.shape[0], training)
         ws, _ = self._workspace(X.shape[0], prog.width)
         self._kernels.run_forward(prog.ops, prog.hp, prog.tens, self._store, ws, X, training,
                                   self._noise_seed(training))

@@ -38,6 +38,7 @@ from ..activations._math import act_d, act_dp, act_f, sigm
 from .combine import add_backward, add_forward, gate_backward, gate_forward
 from .common import DBL_MAX, act_slots, fill_noise, flag, tview
 from .dense import dense_backward_stored, dense_forward_store, fast_code
+from .norm import batchnorm_backward, batchnorm_forward, layernorm_backward, layernorm_forward
 from .layout import (
     F_A,
     F_ACT,
@@ -55,8 +56,10 @@ from .layout import (
     F_Z,
     FLT_MIN,
     KIND_ADD,
+    KIND_BATCHNORM,
     KIND_DENSE,
     KIND_GATE,
+    KIND_LAYERNORM,
     LOSS_BCE,
     LOSS_MSE,
     LOSS_SOFTMAX_CE,
@@ -115,6 +118,10 @@ def op_forward(ops, hp, tens, params, ws, dws, i, n, training, store):
         add_forward(ops, hp, tens, params, ws, dws, i, n, training, store)
     elif kind == KIND_GATE:
         gate_forward(ops, hp, tens, params, ws, dws, i, n, training, store)
+    elif kind == KIND_BATCHNORM:
+        batchnorm_forward(ops, hp, tens, params, ws, dws, i, n, training, store)
+    elif kind == KIND_LAYERNORM:
+        layernorm_forward(ops, hp, tens, params, ws, dws, i, n, training, store)
     return False
 
 
@@ -129,6 +136,10 @@ def op_backward(ops, hp, tens, params, grads, ws, dws, i, n, stored):
         add_backward(ops, hp, tens, params, grads, ws, dws, i, n, stored)
     elif kind == KIND_GATE:
         gate_backward(ops, hp, tens, params, grads, ws, dws, i, n, stored)
+    elif kind == KIND_BATCHNORM:
+        batchnorm_backward(ops, hp, tens, params, grads, ws, dws, i, n, stored)
+    elif kind == KIND_LAYERNORM:
+        layernorm_backward(ops, hp, tens, params, grads, ws, dws, i, n, stored)
 
 
 @njit(**JIT)

@@ -5,10 +5,13 @@
 |---|---|---|
 | ``Dense``, ``Activation`` | :mod:`.dense` | affine map + activation; an activation alone |
 | ``Residual`` | :mod:`.residual` | y = x + F(x): the skip against vanishing gradients in deep stacks |
+| ``BatchNorm``, ``LayerNorm`` | :mod:`.norm` | normalise per feature over the batch / per row over the features, then γ·x̂ + β: pre-activations kept out of saturation, gradients independent of the weights' scale |
 """
 
 from ._base import LAYER_TYPES, Layer, from_config, register
 from .dense import Activation, Dense
+from .norm import BatchNorm, LayerNorm
 from .residual import Residual
 
-__all__ = ["LAYER_TYPES", "Layer", "from_config", "register", "Activation", "Dense", "Residual"]
+__all__ = ["LAYER_TYPES", "Layer", "from_config", "register", "Activation", "Dense", "Residual", "BatchNorm",
+           "LayerNorm"]
