@@ -38,7 +38,6 @@ from ..activations._math import act_d, act_dp, act_f, sigm
 from .combine import add_backward, add_forward, gate_backward, gate_forward
 from .common import DBL_MAX, act_slots, fill_noise, flag, tview
 from .dense import dense_backward_stored, dense_forward_store, fast_code
-from .norm import batchnorm_backward, batchnorm_forward, layernorm_backward, layernorm_forward
 from .layout import (
     F_A,
     F_ACT,
@@ -79,6 +78,7 @@ from .layout import (
     S_Z_STD,
     S_ZERO_GRAD,
 )
+from .norm import batchnorm_backward, batchnorm_forward, layernorm_backward, layernorm_forward
 from .optim_cpu import clip_flat, opt_update
 
 
