@@ -138,6 +138,30 @@ def test_eval_backward_is_not_the_batch_backward():
     assert nl.gradcheck.check_network(net.eval(), X, y).ok
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("training", [True, False])
+def test_no_stale_gradient_slots_or_workspace(dtype, training):
+    """Every gradient slot of the norm layers is written, not added to, and nothing is read from
+    the workspace that the pass did not write: garbage in grads, ws and dws changes nothing."""
+    net = nl.Sequential([nl.Dense(4, 5, activation="tanh"),
+                         nl.Residual([nl.BatchNorm(5), nl.Dense(5, 5, activation="tanh"), nl.LayerNorm(5)]),
+                         nl.BatchNorm(5), nl.Dense(5, 2)], loss="mse", seed=0, dtype=dtype)
+    _set_affine(net)
+    X, Y = net._prepare(_data((7, 4), 0), _data((7, 2), 1))
+    prog = net._prog_for(X)
+    results = []
+    for fill in (0.0, 123.0):
+        store = net._store.copy()
+        grads = np.full_like(net._flat, fill)
+        ws, dws = np.full(7 * prog.width, fill, net.dtype), np.full(7 * prog.width, fill, net.dtype)
+        loss = net._kernels.loss_and_grad(prog.ops, prog.hp, prog.tens, store, grads, ws, dws, X, Y,
+                                          net._loss_code, training, -1)
+        results.append((loss, grads, store))
+    assert results[0][0] == results[1][0]
+    np.testing.assert_array_equal(results[0][1], results[1][1])
+    np.testing.assert_array_equal(results[0][2], results[1][2])  # the running statistics too
+
+
 # ---------------------------------------------------------------- the documented statistics
 @pytest.mark.parametrize("shape", [(9, 4), (3, 5, 4)])
 def test_batchnorm_training_output_has_mean_0_variance_1_per_feature(shape):
