@@ -24,7 +24,7 @@ from . import _validate
 from . import losses as _losses
 from .errors import HyperparameterError, ModelFileError, NnlabError, ShapeError
 from .kernels import kernels_for
-from .kernels.layout import F_A, F_ACT, F_KIND, F_NOISE, F_X, F_Z, KIND_DENSE
+from .kernels.layout import F_A, F_ACT, F_KIND, F_NOISE, F_X, F_Z, KIND_BATCHNORM, KIND_DENSE, KIND_LAYERNORM
 from .layers import Dense, Layer  # noqa: F401  (re-exported: nnlab.network.Dense)
 from .layers import from_config as layer_from_config
 from .program import ProgramBuilder
@@ -35,6 +35,9 @@ FORMAT_VERSION = 1
 
 FORMAT = "nnlab-model"
 FORMAT_VERSION = 2  # 2: buffers (running statistics) saved beside the parameters; version 1 files load
+
+
+_ROW_WISE = (KIND_DENSE, KIND_BATCHNORM, KIND_LAYERNORM)  # ops acting on every (row, step): E as (N·T, n_out)
 
 
 def _walk(layer, prefix):
@@ -353,8 +356,9 @@ class Sequential:
     def loss_and_grads(self, X, y, training=None, wrt_input=False):
         """(loss, grads): one compiled call; grads aligned with :meth:`params` (fresh arrays).
 
-        Afterwards ``layer_errors`` holds E_l = ∂L/∂Z_l of every layer with weights (dense
-        layers: shape (N, n_out), or (N·T, n_out) on sequences). A pass in training mode updates
+        Afterwards ``layer_errors`` holds E_l = ∂L/∂Z_l of every layer with weights (dense and
+        normalisation layers: shape (N, n_out), or (N·T, n_out) on sequences; a normalisation
+        layer's Z is its x̂). A pass in training mode updates
         BatchNorm's running statistics (once per call, as a training step does). With
         ``wrt_input=True`` it returns (loss, grads, ∂L/∂X) with ∂L/∂X shaped like X.
         """
@@ -379,11 +383,11 @@ class Sequential:
         return float(loss), grads
 
     def _errors(self, prog, dws, n):
-        """Copies of the memoized E_l of the watched ops (dense: (N·T, n_out))."""
+        """Copies of the memoized E_l of the watched ops (dense and normalisation: (N·T, n_out))."""
         out = []
         for i in prog.watched:
             E = prog.tensor(dws, int(prog.ops[i, F_Z]), n)
-            if prog.ops[i, F_KIND] == KIND_DENSE:
+            if prog.ops[i, F_KIND] in _ROW_WISE:
                 E = E.reshape(-1, int(prog.ops[i, 5]))
             out.append(E.copy())
         return out

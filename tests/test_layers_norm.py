@@ -208,6 +208,10 @@ def test_memoized_error_of_a_norm_layer_is_dA_times_gamma():
     E_bn, E_dense = net.layer_errors
     gamma, W = net.params()[0], net.params()[2]
     np.testing.assert_allclose(E_bn, (E_dense @ W.T) * gamma, rtol=1e-13, atol=1e-15)
+    # sequences: one row per (sequence, step), as a dense layer's error
+    seq = nl.Sequential([nl.Dense(3, 4), nl.LayerNorm(4), nl.BatchNorm(4), nl.Dense(4, 2)], seed=0)
+    seq.loss_and_grads(_data((2, 5, 3), 1), _data((2, 5, 2), 2))
+    assert [E.shape for E in seq.layer_errors] == [(10, 4), (10, 4), (10, 4), (10, 2)]
 
 
 # ---------------------------------------------------------------- running statistics
