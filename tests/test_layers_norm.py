@@ -625,3 +625,20 @@ def test_a_training_batch_of_one_row_is_refused_before_any_kernel_runs():
     nl.Trainer(net, "sgd").fit(_data((9, 3), 2), _data((9, 2), 3), epochs=1, batch_size=3)
     # LayerNorm normalises each row: one row is fine in training
     nl.Sequential([nl.LayerNorm(3)]).loss_and_grads(X, X)
+
+
+def test_norm_layers_with_a_user_activation():
+    """A network with a user-registered activation runs on a rebuilt kernel set; the norm kernels
+    are reached through it too."""
+    name = "layers_norm_sin"
+    if name not in nl.activations.names():
+        nl.activations.register(name, lambda z: math.sin(z), lambda z: math.cos(z))
+    net = nl.Sequential([nl.Dense(3, 4), nl.BatchNorm(4), nl.Activation(name), nl.LayerNorm(4), nl.Dense(4, 1)],
+                        seed=0)
+    _set_affine(net)
+    assert net._kernels is not nl.kernels.cpu
+    X = _data((6, 3), 1)
+    assert nl.gradcheck.check_network(net, X, X[:, 0]).ok
+    net.loss_and_grads(X, X[:, 0])
+    assert not np.all(net.layers[1].running_var == 1.0)
+    assert nl.gradcheck.check_network(net.eval(), X, X[:, 0]).ok
