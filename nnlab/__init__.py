@@ -29,12 +29,27 @@ from . import (  # noqa: E402
 )
 from .diagnostics import GradientMonitor  # noqa: E402
 from .errors import NnlabError  # noqa: E402
-from .layers import Activation, Dense, Layer, Residual  # noqa: E402
+from .layers import (  # noqa: E402
+    Activation,
+    BatchNorm,
+    Dense,
+    Layer,
+    LayerNorm,
+    Residual,
+)
 from .network import Sequential, load, model_from_json  # noqa: E402
 from .trainer import History, Trainer  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["activations", "backend", "charts", "clip", "datasets", "demos", "diagnostics", "errors", "ewa",
-           "gradcheck", "init", "layers", "losses", "optim", "Activation", "Dense", "Layer", "Residual", "Sequential", "load", "model_from_json", "Trainer", "History",
-           "GradientMonitor", "NnlabError", "__version__"]
+__all__ = [
+    "activations", "backend", "charts", "clip", "datasets", "demos", "diagnostics", "errors", "ewa", "gradcheck",
+    "init", "layers", "losses", "optim", "Sequential", "load", "model_from_json", "Trainer", "History",
+    "GradientMonitor", "NnlabError", "__version__",
+    "Layer",
+    "Activation",
+    "BatchNorm",
+    "Dense",
+    "LayerNorm",
+    "Residual",
+]

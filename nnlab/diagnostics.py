@@ -278,6 +278,7 @@ class GradientMonitor:
         X, Y = net._prepare(X, y)
         prog = net._prog_for(X)
         training = net.training if training is None else bool(training)
+        prog.check_batch(X.shape[0], training)
         ws, dws = net._workspace(X.shape[0], prog.width)
         if self._grads is None:
             self._grads = np.zeros_like(net._flat)

@@ -24,7 +24,7 @@ from . import _validate
 from . import losses as _losses
 from .errors import HyperparameterError, ModelFileError, NnlabError, ShapeError
 from .kernels import kernels_for
-from .kernels.layout import F_A, F_ACT, F_KIND, F_NOISE, F_X, F_Z, KIND_DENSE
+from .kernels.layout import F_A, F_ACT, F_KIND, F_NOISE, F_X, F_Z, KIND_BATCHNORM, KIND_DENSE, KIND_LAYERNORM
 from .layers import Dense, Layer  # noqa: F401  (re-exported: nnlab.network.Dense)
 from .layers import from_config as layer_from_config
 from .program import ProgramBuilder
@@ -35,6 +35,9 @@ FORMAT_VERSION = 1
 
 FORMAT = "nnlab-model"
 FORMAT_VERSION = 2  # 2: buffers (running statistics) saved beside the parameters; version 1 files load
+
+
+_ROW_WISE = (KIND_DENSE, KIND_BATCHNORM, KIND_LAYERNORM)  # ops acting on every (row, step): E as (N·T, n_out)
 
 
 def _walk(layer, prefix):
@@ -307,6 +310,7 @@ class Sequential:
         X, steps, seq = self._check_X(X)
         prog = self._program(steps, seq=seq)
         training = self.training if training is None else bool(training)
+        prog.check_batch(X.shape[0], training)
         ws, _ = self._workspace(X.shape[0], prog.width)
         self._kernels.run_forward(prog.ops, prog.hp, prog.tens, self._store, ws, X, training,
                                   self._noise_seed(training))
@@ -344,6 +348,7 @@ class Sequential:
         X, Y = self._prepare(X, y)
         prog = self._prog_for(X)
         training = self.training if training is None else bool(training)
+        prog.check_batch(X.shape[0], training)
         ws, dws = self._workspace(X.shape[0], prog.width)
         return float(self._kernels.loss_only(prog.ops, prog.hp, prog.tens, self._store, ws, dws, X, Y,
                                              self._loss_code, training, self._noise_seed(training)))
@@ -351,8 +356,9 @@ class Sequential:
     def loss_and_grads(self, X, y, training=None, wrt_input=False):
         """(loss, grads): one compiled call; grads aligned with :meth:`params` (fresh arrays).
 
-        Afterwards ``layer_errors`` holds E_l = ∂L/∂Z_l of every layer with weights (dense
-        layers: shape (N, n_out), or (N·T, n_out) on sequences). A pass in training mode updates
+        Afterwards ``layer_errors`` holds E_l = ∂L/∂Z_l of every layer with weights (dense and
+        normalisation layers: shape (N, n_out), or (N·T, n_out) on sequences; a normalisation
+        layer's Z is its x̂). A pass in training mode updates
         BatchNorm's running statistics (once per call, as a training step does). With
         ``wrt_input=True`` it returns (loss, grads, ∂L/∂X) with ∂L/∂X shaped like X.
         """
@@ -362,6 +368,7 @@ class Sequential:
             ndim = np.ndim(X)
         prog = self._program(X.shape[1] // self.n_in, wrt_input, seq=ndim == 3)
         training = self.training if training is None else bool(training)
+        prog.check_batch(X.shape[0], training)
         ws, dws = self._workspace(X.shape[0], prog.width)
         flat_grad = np.empty_like(self._flat)
         loss = self._kernels.loss_and_grad(prog.ops, prog.hp, prog.tens, self._store, flat_grad, ws, dws,
@@ -376,11 +383,11 @@ class Sequential:
         return float(loss), grads
 
     def _errors(self, prog, dws, n):
-        """Copies of the memoized E_l of the watched ops (dense: (N·T, n_out))."""
+        """Copies of the memoized E_l of the watched ops (dense and normalisation: (N·T, n_out))."""
         out = []
         for i in prog.watched:
             E = prog.tensor(dws, int(prog.ops[i, F_Z]), n)
-            if prog.ops[i, F_KIND] == KIND_DENSE:
+            if prog.ops[i, F_KIND] in _ROW_WISE:
                 E = E.reshape(-1, int(prog.ops[i, 5]))
             out.append(E.copy())
         return out
@@ -389,6 +396,7 @@ class Sequential:
         """Forward X and return, per dense layer with weights, (A_{l-1}, Z_l, A_l) copies -- for diagnostics."""
         X, steps, seq = self._check_X(X)
         prog = self._program(steps, seq=seq)
+        prog.check_batch(X.shape[0], training)
         ws, _ = self._workspace(X.shape[0], prog.width)
         self._kernels.run_forward(prog.ops, prog.hp, prog.tens, self._store, ws, X, training,
                                   self._noise_seed(training))

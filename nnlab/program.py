@@ -40,6 +40,12 @@ class Program:
     recurrent: list = field(default_factory=list)  # op indices of the recurrent ops
     carry_width: int = 0        # elements per batch row of the carry block
     activations: list = field(default_factory=list)  # per op, its Activation or None
+    batch_checks: list = field(default_factory=list)  # (layer, steps, where): layer.check_batch(n·steps, ...)
+
+    def check_batch(self, n, training):
+        """Let every layer that asked for it refuse an n-row batch in this mode (before any kernel)."""
+        for layer, steps, where in self.batch_checks:
+            layer.check_batch(n * steps, training, where)
 
     def tensor(self, buf, t, n):
         """Tensor t of an n-row batch as (n, width), a view into ``buf``."""
@@ -54,6 +60,7 @@ class ProgramBuilder:
         self.net = net
         self.widths, self.tsteps, self.tseq = [], [], []
         self.rows, self.hps, self.paths, self.acts = [], [], [], []
+        self.batch_checks = []
         self.wrt_input = wrt_input
         self.carry_width = 0
         self.layer = -1     # the top-level layer being lowered (F_LAYER)
@@ -104,6 +111,11 @@ class ProgramBuilder:
         if not self.seq(x):
             raise ShapeError(f"{self.where(layer)} needs sequences of shape (N, T, {layer.n_in}); "
                              f"it gets 2-D data (N, {self.features(x)})")
+
+    def batch_check(self, layer, steps):
+        """Have ``layer.check_batch(n·steps, training, where)`` run before the program runs on an
+        n-row batch (the layer acts on tensors of ``steps`` steps)."""
+        self.batch_checks.append((layer, int(steps), self.where(layer)))
 
     # ------------------------------------------------------------------ ops
     def op(self, kind, layer, hp=None, label=None, activation=None, **fields):
@@ -172,4 +184,5 @@ class ProgramBuilder:
         return Program(ops=ops, hp=np.stack(self.hps), tens=tens, width=int(self.carry_width + widths.sum()),
                        out=int(out), out_seq=self.tseq[out], out_features=self.features(out),
                        steps=self.tsteps[0], watched=watched, labels=labels, recurrent=recurrent,
-                       carry_width=self.carry_width, activations=list(self.acts))
+                       carry_width=self.carry_width, activations=list(self.acts),
+                       batch_checks=list(self.batch_checks))

@@ -151,11 +151,13 @@ class Trainer:
 
     def _step(self, X, Y):
         net, opt, mon = self.net, self.optimizer, self.monitor
+        prog = net._prog_for(X)
+        if prog.batch_checks:  # (BatchNorm: a training batch of one row) before anything changes
+            prog.check_batch(X.shape[0], net.training)
         code, hp, t, state = opt.begin_flat(net._flat)
         if self.regularizer is not None:
             slot, lam = self.regularizer
             hp[slot] += lam
-        prog = net._prog_for(X)
         ws, dws = net._workspace(X.shape[0], prog.width)
         training = net.training
         net._kernels.train_step(prog.ops, prog.hp, prog.tens, net._store, self._grads, ws, dws, X, Y,
@@ -231,6 +233,10 @@ class Trainer:
             Xv = Yv = None
         rng = np.random.default_rng(seed)
         n = X.shape[0]
+        prog = net._prog_for(X)
+        for rows in {min(batch_size, n), n % batch_size}:  # every batch size the epochs will see
+            if rows:
+                prog.check_batch(rows, net.training)
         history = History()
         clock = time.perf_counter
         # the epoch kernel is worth compiling for the cached built-in kernel set only (a set with

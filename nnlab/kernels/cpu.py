@@ -11,7 +11,8 @@ One call of :func:`loss_and_grad` runs the whole network: input copy, forward th
 loss and its gradient, backward through every op (memoizing the layer errors in ``dws``).
 :func:`train_step` adds clipping and the optimizer update; :func:`train_epoch` runs an epoch of
 them. A step allocates no array memory, except for the float64 products of a layer whose errors
-went subnormal (see ``TINY_GEMM``) and the monitor's small per-step buffer.
+went subnormal (see ``TINY_GEMM``), the monitor's small per-step buffer, and the per-feature
+float64 sums of the normalisation layers (2·F values per op).
 
 Threading (a deliberate choice, measured on a 2-core machine; see
 docs/performance-notes.md): the matrix products go to NumPy's OpenBLAS through
@@ -55,8 +56,10 @@ from .layout import (
     F_Z,
     FLT_MIN,
     KIND_ADD,
+    KIND_BATCHNORM,
     KIND_DENSE,
     KIND_GATE,
+    KIND_LAYERNORM,
     LOSS_BCE,
     LOSS_MSE,
     LOSS_SOFTMAX_CE,
@@ -76,6 +79,7 @@ from .layout import (
     S_Z_STD,
     S_ZERO_GRAD,
 )
+from .norm import batchnorm_backward, batchnorm_forward, layernorm_backward, layernorm_forward
 from .optim_cpu import clip_flat, opt_update
 
 
@@ -115,6 +119,10 @@ def op_forward(ops, hp, tens, params, ws, dws, i, n, training, store):
         add_forward(ops, hp, tens, params, ws, dws, i, n, training, store)
     elif kind == KIND_GATE:
         gate_forward(ops, hp, tens, params, ws, dws, i, n, training, store)
+    elif kind == KIND_BATCHNORM:
+        batchnorm_forward(ops, hp, tens, params, ws, dws, i, n, training, store)
+    elif kind == KIND_LAYERNORM:
+        layernorm_forward(ops, hp, tens, params, ws, dws, i, n, training, store)
     return False
 
 
@@ -129,6 +137,10 @@ def op_backward(ops, hp, tens, params, grads, ws, dws, i, n, stored):
         add_backward(ops, hp, tens, params, grads, ws, dws, i, n, stored)
     elif kind == KIND_GATE:
         gate_backward(ops, hp, tens, params, grads, ws, dws, i, n, stored)
+    elif kind == KIND_BATCHNORM:
+        batchnorm_backward(ops, hp, tens, params, grads, ws, dws, i, n, stored)
+    elif kind == KIND_LAYERNORM:
+        layernorm_backward(ops, hp, tens, params, grads, ws, dws, i, n, stored)
 
 
 @njit(**JIT)

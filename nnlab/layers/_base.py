@@ -50,6 +50,12 @@ class Layer:
             raise ShapeError(f"{where} expects {self.n_in} input features; it gets {n_in}")
         return self.n_out if self.n_out is not None else n_in
 
+    def check_batch(self, n_rows, training, where=""):
+        """Raise a :class:`~nnlab.errors.ShapeError` (naming ``where``) when this layer cannot run
+        on a batch of ``n_rows`` rows (batch rows times steps) in this mode. Called before any
+        kernel runs, for the layers that asked for it while lowering
+        (:meth:`nnlab.program.ProgramBuilder.batch_check`: BatchNorm refuses one row in training)."""
+
     def lower(self, prog, x):
         """Append ops to ``prog`` reading tensor ``x``; return the output tensor id."""
         raise NotImplementedError
