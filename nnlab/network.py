@@ -24,7 +24,7 @@ from . import _validate
 from . import losses as _losses
 from .errors import HyperparameterError, ModelFileError, NnlabError, ShapeError
 from .kernels import kernels_for
-from .kernels.layout import F_A, F_ACT, F_KIND, F_NOISE, F_X, F_Z, KIND_DENSE
+from .kernels.layout import F_A, F_ACT, F_KIND, F_NOISE, F_X, F_Z, KIND_DENSE, KIND_MAXOUT, KIND_RBF
 from .layers import Dense, Layer  # noqa: F401  (re-exported: nnlab.network.Dense)
 from .layers import from_config as layer_from_config
 from .program import ProgramBuilder
@@ -130,6 +130,11 @@ class Sequential:
         self._buffer_views = [self._store[o:o + int(np.prod(s))].reshape(s) for o, s, _ in self._buffer_shapes]
         for (_, _, value), view in zip(self._buffer_shapes, self._buffer_views):
             view[...] = value
+        bound = {}  # each layer gets live views of its own parameters: layer._params[name]
+        for (layer, name, _), view in zip(self._inits, self._views):
+            bound.setdefault(id(layer), (layer, {}))[1][name] = view
+        for layer, views in bound.values():
+            layer._params = views
         self._recurrent = any(layer.sequence_input for layer, _ in walked)
         self._programs = {}
         prog = self._program(1)
@@ -352,7 +357,8 @@ class Sequential:
         """(loss, grads): one compiled call; grads aligned with :meth:`params` (fresh arrays).
 
         Afterwards ``layer_errors`` holds E_l = ∂L/∂Z_l of every layer with weights (dense
-        layers: shape (N, n_out), or (N·T, n_out) on sequences). A pass in training mode updates
+        layers: shape (N, n_out), or (N·T, n_out) on sequences; maxout (N·T, n_out·k); RBF
+        (N·T, n_centers)). A pass in training mode updates
         BatchNorm's running statistics (once per call, as a training step does). With
         ``wrt_input=True`` it returns (loss, grads, ∂L/∂X) with ∂L/∂X shaped like X.
         """
@@ -376,12 +382,13 @@ class Sequential:
         return float(loss), grads
 
     def _errors(self, prog, dws, n):
-        """Copies of the memoized E_l of the watched ops (dense: (N·T, n_out))."""
+        """Copies of the memoized E_l of the watched ops (dense: (N·T, n_out); maxout, RBF: (N·T, Z's width))."""
         out = []
         for i in prog.watched:
             E = prog.tensor(dws, int(prog.ops[i, F_Z]), n)
-            if prog.ops[i, F_KIND] == KIND_DENSE:
-                E = E.reshape(-1, int(prog.ops[i, 5]))
+            if prog.ops[i, F_KIND] in (KIND_DENSE, KIND_MAXOUT, KIND_RBF):  # row-wise: one row per (row, step)
+                z = int(prog.ops[i, F_Z])
+                E = E.reshape(-1, int(prog.tens[z, 1] // prog.tens[z, 2]))
             out.append(E.copy())
         return out
 

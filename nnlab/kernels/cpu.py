@@ -38,6 +38,7 @@ from ..activations._math import act_d, act_dp, act_f, sigm
 from .combine import add_backward, add_forward, gate_backward, gate_forward
 from .common import DBL_MAX, act_slots, fill_noise, flag, tview
 from .dense import dense_backward_stored, dense_forward_store, fast_code
+from .dropout import alpha_dropout_backward, alpha_dropout_forward, dropout_backward, dropout_forward
 from .layout import (
     F_A,
     F_ACT,
@@ -55,8 +56,12 @@ from .layout import (
     F_Z,
     FLT_MIN,
     KIND_ADD,
+    KIND_ALPHA_DROPOUT,
     KIND_DENSE,
+    KIND_DROPOUT,
     KIND_GATE,
+    KIND_MAXOUT,
+    KIND_RBF,
     LOSS_BCE,
     LOSS_MSE,
     LOSS_SOFTMAX_CE,
@@ -76,7 +81,9 @@ from .layout import (
     S_Z_STD,
     S_ZERO_GRAD,
 )
+from .maxout import maxout_backward, maxout_forward
 from .optim_cpu import clip_flat, opt_update
+from .rbf import rbf_backward, rbf_forward
 
 
 # ---------------------------------------------------------------- elementwise maps
@@ -115,6 +122,14 @@ def op_forward(ops, hp, tens, params, ws, dws, i, n, training, store):
         add_forward(ops, hp, tens, params, ws, dws, i, n, training, store)
     elif kind == KIND_GATE:
         gate_forward(ops, hp, tens, params, ws, dws, i, n, training, store)
+    elif kind == KIND_DROPOUT:
+        dropout_forward(ops, hp, tens, params, ws, dws, i, n, training, store)
+    elif kind == KIND_ALPHA_DROPOUT:
+        alpha_dropout_forward(ops, hp, tens, params, ws, dws, i, n, training, store)
+    elif kind == KIND_MAXOUT:
+        maxout_forward(ops, hp, tens, params, ws, dws, i, n, training, store)
+    elif kind == KIND_RBF:
+        rbf_forward(ops, hp, tens, params, ws, dws, i, n, training, store)
     return False
 
 
@@ -129,6 +144,14 @@ def op_backward(ops, hp, tens, params, grads, ws, dws, i, n, stored):
         add_backward(ops, hp, tens, params, grads, ws, dws, i, n, stored)
     elif kind == KIND_GATE:
         gate_backward(ops, hp, tens, params, grads, ws, dws, i, n, stored)
+    elif kind == KIND_DROPOUT:
+        dropout_backward(ops, hp, tens, params, grads, ws, dws, i, n, stored)
+    elif kind == KIND_ALPHA_DROPOUT:
+        alpha_dropout_backward(ops, hp, tens, params, grads, ws, dws, i, n, stored)
+    elif kind == KIND_MAXOUT:
+        maxout_backward(ops, hp, tens, params, grads, ws, dws, i, n, stored)
+    elif kind == KIND_RBF:
+        rbf_backward(ops, hp, tens, params, grads, ws, dws, i, n, stored)
 
 
 @njit(**JIT)

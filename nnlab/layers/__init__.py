@@ -5,10 +5,19 @@
 |---|---|---|
 | ``Dense``, ``Activation`` | :mod:`.dense` | affine map + activation; an activation alone |
 | ``Residual`` | :mod:`.residual` | y = x + F(x): the skip against vanishing gradients in deep stacks |
+| ``Dropout``, ``AlphaDropout`` | :mod:`.dropout` | random masks in training (AlphaDropout: for SELU nets), identity in eval |
+| ``Highway`` | :mod:`.highway` | y = T·H(x) + (1 − T)·x: a learned gate that carries the input (and its gradient) |
+| ``Maxout`` | :mod:`.maxout` | the largest of k affine pieces per unit: derivative 1 on the winning piece |
+| ``RBF`` | :mod:`.rbf` | Gaussian radial basis units exp(−γ‖x − c‖²) with learnable centres |
 """
 
 from ._base import LAYER_TYPES, Layer, from_config, register
 from .dense import Activation, Dense
+from .dropout import AlphaDropout, Dropout
+from .highway import Highway
+from .maxout import Maxout
+from .rbf import RBF
 from .residual import Residual
 
-__all__ = ["LAYER_TYPES", "Layer", "from_config", "register", "Activation", "Dense", "Residual"]
+__all__ = ["LAYER_TYPES", "Layer", "from_config", "register", "Activation", "Dense", "Residual", "Dropout",
+           "AlphaDropout", "Highway", "Maxout", "RBF"]
