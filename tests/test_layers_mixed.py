@@ -28,8 +28,8 @@ def _layer(kind, w, inner=None):
         return nl.AlphaDropout(0.2)
     if kind == "highway":
         return nl.Highway(w, activation="tanh", gate_bias=-1.0)
-    if kind == "maxout":
-        return nl.Maxout(w, w, k=2)
+    if kind == "maxout":  # distinct biases: a dropped (zero) input must not tie the pieces (a kink)
+        return nl.Maxout(w, w, k=2, bias_init=nl.init.get("normal", std=0.5))
     if kind == "rbf":
         return nl.RBF(w, w, learnable_gamma=True)
     return nl.Residual([_layer(inner, w), nl.Dense(w, w, activation="tanh")])
