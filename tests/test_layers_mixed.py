@@ -94,3 +94,19 @@ def test_layers_page_examples_run():
     ns = {}
     for block in blocks:
         exec(compile(block, "docs/layers.md", "exec"), ns)  # noqa: S102 - our own documentation
+
+
+def test_with_a_user_activation_in_the_highway():
+    """A registered activation (its own kernel set, compiled in this process) beside these layers
+    (the same sin as tests/test_layers_core.py: one kernel set for both when the registry is unchanged)."""
+    import math
+
+    name = "layers_core_sin"
+    if name not in nl.activations.names():
+        nl.activations.register(name, lambda z: math.sin(z), lambda z: math.cos(z))
+    net = nl.Sequential([nl.Highway(3, activation=name), nl.Dropout(0.3),
+                         nl.Maxout(3, 3, k=2, bias_init=nl.init.get("normal", std=0.5)),
+                         nl.RBF(3, 2, learnable_gamma=True), nl.AlphaDropout(0.1), nl.Dense(2, 1)], seed=0)
+    assert net._kernels is not nl.kernels.cpu
+    X = data(5, 3, seed=3)
+    assert_gradients_both_modes(net, X, X[:, :1])
