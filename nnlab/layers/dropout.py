@@ -10,7 +10,7 @@ per call from the network's seed (``net.fixed_noise_seed`` repeats one draw on e
 
 from .. import _validate
 from ..errors import HyperparameterError
-from ..kernels.layout import HP_P, KIND_ALPHA_DROPOUT, KIND_DROPOUT, NOISE_UNIFORM
+from ..kernels.layout import HP_P, KIND_ALPHA_DROPOUT, KIND_DROPOUT, NOISE_NONE, NOISE_UNIFORM
 from ._base import Layer, register
 
 
@@ -36,7 +36,7 @@ class _DropoutBase(Layer):
         # p = 0 keeps every entry: no noise to draw, the op copies in both modes
         noise = prog.like(x, f) if self.p > 0 else -1
         prog.op(self.kind, self, x=x, a=a, nin=f, nout=f, noise=noise,
-                nkind=NOISE_UNIFORM if noise >= 0 else 0, steps=prog.steps(x), hp={HP_P: self.p})
+                nkind=NOISE_UNIFORM if noise >= 0 else NOISE_NONE, steps=prog.steps(x), hp={HP_P: self.p})
         return a
 
     def config(self):

@@ -32,7 +32,8 @@ class RBF(Layer):
     centres like standardized data); with ``learnable_gamma=True`` also ``gamma`` (1,). ``gamma``
     > 0, or ``"auto"`` (the default): 1/(2·n_in), the width for which standardized inputs start
     in the middle of the Gaussian (see the module notes and docs/layers.md). A learnable γ is used
-    as it is: keep it positive (a negative γ makes the units grow with the distance). On a sequence
+    as it is: keep it positive (a negative γ makes the units grow with the distance); ``gamma``
+    (the attribute) is then its starting value and ``net.params()`` holds the learned one. On a sequence
     (N, T, n_in) it maps every step. :meth:`init_centers` places the centres on rows of data.
 
     >>> import nnlab as nl
