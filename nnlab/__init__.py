@@ -30,11 +30,16 @@ from . import (  # noqa: E402
 from .diagnostics import GradientMonitor  # noqa: E402
 from .errors import NnlabError  # noqa: E402
 from .layers import (  # noqa: E402
+    RBF,
     Activation,
+    AlphaDropout,
     BatchNorm,
     Dense,
+    Dropout,
+    Highway,
     Layer,
     LayerNorm,
+    Maxout,
     Residual,
 )
 from .network import Sequential, load, model_from_json  # noqa: E402
@@ -48,8 +53,13 @@ __all__ = [
     "GradientMonitor", "NnlabError", "__version__",
     "Layer",
     "Activation",
+    "AlphaDropout",
     "BatchNorm",
     "Dense",
+    "Dropout",
+    "Highway",
     "LayerNorm",
+    "Maxout",
+    "RBF",
     "Residual",
 ]

@@ -24,7 +24,19 @@ from . import _validate
 from . import losses as _losses
 from .errors import HyperparameterError, ModelFileError, NnlabError, ShapeError
 from .kernels import kernels_for
-from .kernels.layout import F_A, F_ACT, F_KIND, F_NOISE, F_X, F_Z, KIND_BATCHNORM, KIND_DENSE, KIND_LAYERNORM
+from .kernels.layout import (
+    F_A,
+    F_ACT,
+    F_KIND,
+    F_NOISE,
+    F_X,
+    F_Z,
+    KIND_BATCHNORM,
+    KIND_DENSE,
+    KIND_LAYERNORM,
+    KIND_MAXOUT,
+    KIND_RBF,
+)
 from .layers import Dense, Layer  # noqa: F401  (re-exported: nnlab.network.Dense)
 from .layers import from_config as layer_from_config
 from .program import ProgramBuilder
@@ -37,7 +49,7 @@ FORMAT = "nnlab-model"
 FORMAT_VERSION = 2  # 2: buffers (running statistics) saved beside the parameters; version 1 files load
 
 
-_ROW_WISE = (KIND_DENSE, KIND_BATCHNORM, KIND_LAYERNORM)  # ops acting on every (row, step): E as (N·T, n_out)
+_ROW_WISE = (KIND_DENSE, KIND_BATCHNORM, KIND_LAYERNORM, KIND_MAXOUT, KIND_RBF)  # one row per (row, step)
 
 
 def _walk(layer, prefix):
@@ -133,6 +145,11 @@ class Sequential:
         self._buffer_views = [self._store[o:o + int(np.prod(s))].reshape(s) for o, s, _ in self._buffer_shapes]
         for (_, _, value), view in zip(self._buffer_shapes, self._buffer_views):
             view[...] = value
+        bound = {}  # each layer gets live views of its own parameters: layer._params[name]
+        for (layer, name, _), view in zip(self._inits, self._views):
+            bound.setdefault(id(layer), (layer, {}))[1][name] = view
+        for layer, views in bound.values():
+            layer._params = views
         self._recurrent = any(layer.sequence_input for layer, _ in walked)
         self._programs = {}
         prog = self._program(1)
@@ -356,9 +373,10 @@ class Sequential:
     def loss_and_grads(self, X, y, training=None, wrt_input=False):
         """(loss, grads): one compiled call; grads aligned with :meth:`params` (fresh arrays).
 
-        Afterwards ``layer_errors`` holds E_l = ∂L/∂Z_l of every layer with weights (dense and
-        normalisation layers: shape (N, n_out), or (N·T, n_out) on sequences; a normalisation
-        layer's Z is its x̂). A pass in training mode updates
+        Afterwards ``layer_errors`` holds E_l = ∂L/∂Z_l of every layer with weights (row-wise
+        layers -- dense, normalisation, maxout, RBF -- one row per (row, step): (N, width of Z), or
+        (N·T, width of Z) on sequences; a normalisation layer's Z is its x̂, maxout's its n_out·k
+        pieces, RBF's its squared distances). A pass in training mode updates
         BatchNorm's running statistics (once per call, as a training step does). With
         ``wrt_input=True`` it returns (loss, grads, ∂L/∂X) with ∂L/∂X shaped like X.
         """
@@ -383,12 +401,13 @@ class Sequential:
         return float(loss), grads
 
     def _errors(self, prog, dws, n):
-        """Copies of the memoized E_l of the watched ops (dense and normalisation: (N·T, n_out))."""
+        """Copies of the memoized E_l of the watched ops (row-wise ops: (N·T, width of Z))."""
         out = []
         for i in prog.watched:
             E = prog.tensor(dws, int(prog.ops[i, F_Z]), n)
-            if prog.ops[i, F_KIND] in _ROW_WISE:
-                E = E.reshape(-1, int(prog.ops[i, 5]))
+            if prog.ops[i, F_KIND] in _ROW_WISE:  # one row per (row, step)
+                z = int(prog.ops[i, F_Z])
+                E = E.reshape(-1, int(prog.tens[z, 1] // prog.tens[z, 2]))
             out.append(E.copy())
         return out
 

@@ -39,6 +39,7 @@ from ..activations._math import act_d, act_dp, act_f, sigm
 from .combine import add_backward, add_forward, gate_backward, gate_forward
 from .common import DBL_MAX, act_slots, fill_noise, flag, tview
 from .dense import dense_backward_stored, dense_forward_store, fast_code
+from .dropout import alpha_dropout_backward, alpha_dropout_forward, dropout_backward, dropout_forward
 from .layout import (
     F_A,
     F_ACT,
@@ -56,10 +57,14 @@ from .layout import (
     F_Z,
     FLT_MIN,
     KIND_ADD,
+    KIND_ALPHA_DROPOUT,
     KIND_BATCHNORM,
     KIND_DENSE,
+    KIND_DROPOUT,
     KIND_GATE,
     KIND_LAYERNORM,
+    KIND_MAXOUT,
+    KIND_RBF,
     LOSS_BCE,
     LOSS_MSE,
     LOSS_SOFTMAX_CE,
@@ -79,8 +84,10 @@ from .layout import (
     S_Z_STD,
     S_ZERO_GRAD,
 )
+from .maxout import maxout_backward, maxout_forward
 from .norm import batchnorm_backward, batchnorm_forward, layernorm_backward, layernorm_forward
 from .optim_cpu import clip_flat, opt_update
+from .rbf import rbf_backward, rbf_forward
 
 
 # ---------------------------------------------------------------- elementwise maps
@@ -123,6 +130,14 @@ def op_forward(ops, hp, tens, params, ws, dws, i, n, training, store):
         batchnorm_forward(ops, hp, tens, params, ws, dws, i, n, training, store)
     elif kind == KIND_LAYERNORM:
         layernorm_forward(ops, hp, tens, params, ws, dws, i, n, training, store)
+    elif kind == KIND_DROPOUT:
+        dropout_forward(ops, hp, tens, params, ws, dws, i, n, training, store)
+    elif kind == KIND_ALPHA_DROPOUT:
+        alpha_dropout_forward(ops, hp, tens, params, ws, dws, i, n, training, store)
+    elif kind == KIND_MAXOUT:
+        maxout_forward(ops, hp, tens, params, ws, dws, i, n, training, store)
+    elif kind == KIND_RBF:
+        rbf_forward(ops, hp, tens, params, ws, dws, i, n, training, store)
     return False
 
 
@@ -141,6 +156,14 @@ def op_backward(ops, hp, tens, params, grads, ws, dws, i, n, stored):
         batchnorm_backward(ops, hp, tens, params, grads, ws, dws, i, n, stored)
     elif kind == KIND_LAYERNORM:
         layernorm_backward(ops, hp, tens, params, grads, ws, dws, i, n, stored)
+    elif kind == KIND_DROPOUT:
+        dropout_backward(ops, hp, tens, params, grads, ws, dws, i, n, stored)
+    elif kind == KIND_ALPHA_DROPOUT:
+        alpha_dropout_backward(ops, hp, tens, params, grads, ws, dws, i, n, stored)
+    elif kind == KIND_MAXOUT:
+        maxout_backward(ops, hp, tens, params, grads, ws, dws, i, n, stored)
+    elif kind == KIND_RBF:
+        rbf_backward(ops, hp, tens, params, grads, ws, dws, i, n, stored)
 
 
 @njit(**JIT)

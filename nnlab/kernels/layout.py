@@ -83,7 +83,7 @@ NHP = 8
 HP_EPS = 4        # BATCHNORM, LAYERNORM: ε
 HP_MOMENTUM = 5   # BATCHNORM: running = (1 − momentum)·running + momentum·batch
 HP_P = 4          # DROPOUT, ALPHA_DROPOUT: the drop probability p
-HP_GAMMA = 4      # RBF: γ when it is not learnable
+HP_GAMMA = 4      # RBF: γ when it is not learnable (a learnable γ is params[F_AP])
 HP_CARRY = 4      # RNN, LSTM: 0 start from zeros; 1 start from zeros and keep the final state in
                   # the carry block; 2 start from the kept state and keep the final one
 
