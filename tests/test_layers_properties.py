@@ -37,7 +37,39 @@ def _residual(draw, w):
     return nl.Residual(layers, projection=f != w), f
 
 
-KINDS = {"Dense": _dense, "Activation": _activation, "Residual": _residual}
+def _batchnorm(draw, w):
+    return nl.BatchNorm(w, momentum=draw(st.sampled_from([0.1, 0.5]))), w
+
+
+def _layernorm(draw, w):
+    return nl.LayerNorm(w), w
+
+
+def _dropout(draw, w):
+    return nl.Dropout(draw(st.sampled_from([0.0, 0.3]))), w
+
+
+def _alpha_dropout(draw, w):
+    return nl.AlphaDropout(0.2), w
+
+
+def _highway(draw, w):
+    return nl.Highway(w, activation=draw(st.sampled_from(SMOOTH)), gate_bias=draw(st.sampled_from([-2.0, 0.5]))), w
+
+
+def _maxout(draw, w):
+    out = draw(st.integers(1, 4))
+    # random biases: a row that dropout zeroed entirely would tie zero-bias pieces (a kink)
+    return nl.Maxout(w, out, k=draw(st.integers(1, 3)), bias_init=nl.init.get("normal", std=1.0)), out
+
+
+def _rbf(draw, w):
+    return nl.RBF(w, draw(st.integers(1, 4)), learnable_gamma=draw(st.booleans())), None
+
+
+KINDS = {"Dense": _dense, "Activation": _activation, "Residual": _residual, "BatchNorm": _batchnorm,
+         "LayerNorm": _layernorm, "Dropout": _dropout, "AlphaDropout": _alpha_dropout, "Highway": _highway,
+         "Maxout": _maxout, "RBF": _rbf}
 """Layer kind -> builder; stacks draw from all of them."""
 
 
@@ -47,7 +79,8 @@ def stacks(draw, sequences=False):
     n_in = draw(st.integers(1, 4))
     w, layers = n_in, []
     for _ in range(draw(st.integers(1, 4))):
-        layer, w = KINDS[draw(st.sampled_from(sorted(KINDS)))](draw, w)
+        layer, out = KINDS[draw(st.sampled_from(sorted(KINDS)))](draw, w)
+        w = out if out is not None else layer.n_out
         layers.append(layer)
     if w != 2 or all(layer.n_in is None for layer in layers) or draw(st.booleans()):
         layers.append(nl.Dense(w, 2))
