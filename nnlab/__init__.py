@@ -29,12 +29,12 @@ from . import (  # noqa: E402
 )
 from .diagnostics import GradientMonitor  # noqa: E402
 from .errors import NnlabError  # noqa: E402
-from .layers import Activation, Dense, Layer, Residual  # noqa: E402
+from .layers import LSTM, RNN, Activation, Dense, Layer, Residual  # noqa: E402
 from .network import Sequential, load  # noqa: E402
 from .trainer import History, Trainer  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = ["activations", "backend", "charts", "clip", "datasets", "demos", "diagnostics", "errors", "ewa",
-           "gradcheck", "init", "layers", "losses", "optim", "Activation", "Dense", "Layer", "Residual", "Sequential", "load", "Trainer", "History",
+           "gradcheck", "init", "layers", "losses", "optim", "Activation", "Dense", "Layer", "Residual", "RNN", "LSTM", "Sequential", "load", "Trainer", "History",
            "GradientMonitor", "NnlabError", "__version__"]

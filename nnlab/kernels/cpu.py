@@ -57,6 +57,8 @@ from .layout import (
     KIND_ADD,
     KIND_DENSE,
     KIND_GATE,
+    KIND_LSTM,
+    KIND_RNN,
     LOSS_BCE,
     LOSS_MSE,
     LOSS_SOFTMAX_CE,
@@ -77,6 +79,7 @@ from .layout import (
     S_ZERO_GRAD,
 )
 from .optim_cpu import clip_flat, opt_update
+from .recurrent import lstm_backward, lstm_forward, rnn_backward, rnn_forward
 
 
 # ---------------------------------------------------------------- elementwise maps
@@ -115,6 +118,10 @@ def op_forward(ops, hp, tens, params, ws, dws, i, n, training, store):
         add_forward(ops, hp, tens, params, ws, dws, i, n, training, store)
     elif kind == KIND_GATE:
         gate_forward(ops, hp, tens, params, ws, dws, i, n, training, store)
+    elif kind == KIND_RNN:
+        rnn_forward(ops, hp, tens, params, ws, dws, i, n, training, store)
+    elif kind == KIND_LSTM:
+        lstm_forward(ops, hp, tens, params, ws, dws, i, n, training, store)
     return False
 
 
@@ -129,6 +136,10 @@ def op_backward(ops, hp, tens, params, grads, ws, dws, i, n, stored):
         add_backward(ops, hp, tens, params, grads, ws, dws, i, n, stored)
     elif kind == KIND_GATE:
         gate_backward(ops, hp, tens, params, grads, ws, dws, i, n, stored)
+    elif kind == KIND_RNN:
+        rnn_backward(ops, hp, tens, params, grads, ws, dws, i, n, stored)
+    elif kind == KIND_LSTM:
+        lstm_backward(ops, hp, tens, params, grads, ws, dws, i, n, stored)
 
 
 @njit(**JIT)

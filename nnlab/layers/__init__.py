@@ -5,10 +5,12 @@
 |---|---|---|
 | ``Dense``, ``Activation`` | :mod:`.dense` | affine map + activation; an activation alone |
 | ``Residual`` | :mod:`.residual` | y = x + F(x): the skip against vanishing gradients in deep stacks |
+| ``RNN``, ``LSTM`` | :mod:`.recurrent` | sequences (N, T, F): recurrence over time, full or truncated BPTT; the LSTM's cell carries the gradient across many steps |
 """
 
 from ._base import LAYER_TYPES, Layer, from_config, register
 from .dense import Activation, Dense
+from .recurrent import LSTM, RNN
 from .residual import Residual
 
-__all__ = ["LAYER_TYPES", "Layer", "from_config", "register", "Activation", "Dense", "Residual"]
+__all__ = ["LAYER_TYPES", "Layer", "from_config", "register", "Activation", "Dense", "Residual", "RNN", "LSTM"]
