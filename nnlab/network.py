@@ -24,7 +24,7 @@ from . import _validate
 from . import losses as _losses
 from .errors import HyperparameterError, ModelFileError, NnlabError, ShapeError
 from .kernels import kernels_for
-from .kernels.layout import F_A, F_ACT, F_KIND, F_NOISE, F_X, F_Z, KIND_DENSE
+from .kernels.layout import F_A, F_ACT, F_KIND, F_NOISE, F_T, F_X, F_Z, KIND_DENSE, KIND_LSTM, KIND_RNN
 from .layers import Dense, Layer  # noqa: F401  (re-exported: nnlab.network.Dense)
 from .layers import from_config as layer_from_config
 from .program import ProgramBuilder
@@ -376,12 +376,16 @@ class Sequential:
         return float(loss), grads
 
     def _errors(self, prog, dws, n):
-        """Copies of the memoized E_l of the watched ops (dense: (N·T, n_out))."""
+        """Copies of the memoized E_l of the watched ops (dense: (N·T, n_out); recurrent: the gate
+        gradients ∂L/∂z_t time-major, (T, N, G) with G = hidden (RNN) or 4·hidden (LSTM))."""
         out = []
         for i in prog.watched:
             E = prog.tensor(dws, int(prog.ops[i, F_Z]), n)
-            if prog.ops[i, F_KIND] == KIND_DENSE:
+            kind = prog.ops[i, F_KIND]
+            if kind == KIND_DENSE:
                 E = E.reshape(-1, int(prog.ops[i, 5]))
+            elif kind in (KIND_RNN, KIND_LSTM):
+                E = E.reshape(int(prog.ops[i, F_T]), n, -1)
             out.append(E.copy())
         return out
 
