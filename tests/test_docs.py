@@ -74,7 +74,7 @@ def test_every_activation_is_documented(name):
     assert re.search(rf"`{re.escape(name)}`", _all_docs_text()), f"activation {name!r} is not in the docs"
 
 
-@pytest.mark.parametrize("page", ["backprop.md", "activations.md"])
+@pytest.mark.parametrize("page", ["backprop.md", "activations.md", "layers.md"])
 def test_code_blocks_run(page):
     blocks = _python_blocks(DOCS / page)
     assert blocks, f"docs/{page} has no python example"

@@ -660,3 +660,9 @@ def test_custom_activation_is_refused():
             nl.RNN(2, 3, activation="rec_probe_act")
     finally:
         nl.activations.unregister("rec_probe_act")
+
+
+def test_train_cli_refuses_the_sequence_dataset(run):
+    res = run("train", "--data", "adding", "--epochs", "1")
+    assert res.exit_code == 2
+    assert "adding is a sequence dataset" in res.output and "Traceback" not in res.output
