@@ -335,46 +335,57 @@ def rnn_backward(ops, hp, tens, params, grads, ws, dws, i, n, stored):
 
 # ---------------------------------------------------------------- LSTM
 @njit(**JIT)
+def _sigmoid_into(z, out):
+    """out = σ(z) elementwise (flat): the registry's values through the vectorisable fastmath form,
+    float32 arithmetic for float32 arrays."""
+    if z.itemsize == 4:
+        for k in range(z.size):
+            out[k] = FM.sigmoid32_d(z[k])[0]
+    else:
+        for k in range(z.size):
+            out[k] = FM.sigmoid_d(z[k])[0]
+
+
+@njit(**JIT)
+def _tanh_into(z, out):
+    """out = tanh(z) elementwise (flat), as :func:`_sigmoid_into`."""
+    if z.itemsize == 4:
+        for k in range(z.size):
+            out[k] = FM.tanh32_d(z[k])[0]
+    else:
+        for k in range(z.size):
+            out[k] = FM.tanh_d(z[k])[0]
+
+
+@njit(**JIT)
+def _cell_state(gv, cp, cn, H):
+    """c_t = f ⊙ c_{t−1} + i ⊙ g for one row (gate values gv = [i f g o])."""
+    for j in range(H):
+        cn[j] = gv[H + j] * cp[j] + gv[j] * gv[2 * H + j]
+
+
+@njit(**JIT)
+def _hidden(gv, tc, hn, H):
+    """h_t = o ⊙ tanh(c_t) for one row."""
+    for j in range(H):
+        hn[j] = gv[3 * H + j] * tc[j]
+
+
+@njit(**JIT)
 def _lstm_cell(Zt, Gt, cprev, cnext, tct, hnext, n, H):
-    """Gate values, c_t and h_t of one step from its pre-activations Zt (n, 4H)."""
-    f32 = Zt.itemsize == 4
+    """Gate values, c_t and h_t of one step from its pre-activations Zt (n, 4H). Short loops over
+    two or three arrays each: LLVM vectorises them (one loop over all seven arrays it does not,
+    for the run-time alias checks it would need)."""
     for r in range(n):
         z = Zt[r]
         gv = Gt[r]
-        cp = cprev[r]
-        cn = cnext[r]
-        tc = tct[r]
-        hn = hnext[r]
-        if f32:
-            for j in range(H):
-                ig = FM.sigmoid32_d(z[j])[0]
-                fg = FM.sigmoid32_d(z[H + j])[0]
-                gg = FM.tanh32_d(z[2 * H + j])[0]
-                og = FM.sigmoid32_d(z[3 * H + j])[0]
-                c = fg * cp[j] + ig * gg
-                t = FM.tanh32_d(c)[0]
-                gv[j] = ig
-                gv[H + j] = fg
-                gv[2 * H + j] = gg
-                gv[3 * H + j] = og
-                cn[j] = c
-                tc[j] = t
-                hn[j] = og * t
-        else:
-            for j in range(H):
-                ig = FM.sigmoid_d(z[j])[0]
-                fg = FM.sigmoid_d(z[H + j])[0]
-                gg = FM.tanh_d(z[2 * H + j])[0]
-                og = FM.sigmoid_d(z[3 * H + j])[0]
-                c = fg * cp[j] + ig * gg
-                t = FM.tanh_d(c)[0]
-                gv[j] = ig
-                gv[H + j] = fg
-                gv[2 * H + j] = gg
-                gv[3 * H + j] = og
-                cn[j] = c
-                tc[j] = t
-                hn[j] = og * t
+        _sigmoid_into(z[:2 * H], gv[:2 * H])
+        _tanh_into(z[2 * H:3 * H], gv[2 * H:3 * H])
+        _sigmoid_into(z[3 * H:], gv[3 * H:])
+        _cell_state(gv, cprev[r], cnext[r], H)
+    _tanh_into(cnext.reshape(-1), tct.reshape(-1))
+    for r in range(n):
+        _hidden(Gt[r], tct[r], hnext[r], H)
 
 
 @njit(**JIT)
@@ -424,34 +435,48 @@ def lstm_forward(ops, hp, tens, params, ws, dws, i, n, training, store):
 
 
 @njit(**JIT)
+def _dc_total(dh, dc, gv, tc, H):
+    """dc ← dc + dh ⊙ o ⊙ (1 − tanh² c_t) for one row: the total gradient reaching c_t."""
+    for j in range(H):
+        t = tc[j]
+        dc[j] = dc[j] + dh[j] * gv[3 * H + j] * (1.0 - t * t)
+
+
+@njit(**JIT)
+def _gate_grads(dh, dc, gv, cp, tc, d, H):
+    """∂L/∂z_t = [∂z_i ∂z_f ∂z_g ∂z_o] for one row from dc_t (total) and dh_t."""
+    for j in range(H):
+        ig = gv[j]
+        d[j] = dc[j] * gv[2 * H + j] * (ig * (1.0 - ig))
+    for j in range(H):
+        fg = gv[H + j]
+        d[H + j] = dc[j] * cp[j] * (fg * (1.0 - fg))
+    for j in range(H):
+        gg = gv[2 * H + j]
+        d[2 * H + j] = dc[j] * gv[j] * (1.0 - gg * gg)
+    for j in range(H):
+        og = gv[3 * H + j]
+        d[3 * H + j] = dh[j] * tc[j] * (og * (1.0 - og))
+
+
+@njit(**JIT)
+def _dc_back(dc, gv, H):
+    """dc ← dc_t ⊙ f_t: the part of the gradient at c_t that reaches c_{t−1}."""
+    for j in range(H):
+        dc[j] = dc[j] * gv[H + j]
+
+
+@njit(**JIT)
 def _lstm_step_back(dh, dc, Gt, cprev, tct, dz, n, H):
     """One step back: from dh (gradient reaching h_t) and dc (gradient reaching c_t from step t+1)
-    write ∂L/∂z_t into dz (n, 4H) and leave dc_t ⊙ f_t (the gradient
-    reaching c_{t−1}) in dc."""
+    write ∂L/∂z_t into dz (n, 4H) and leave dc_t ⊙ f_t (the gradient reaching c_{t−1}) in dc.
+    Short loops over few arrays, so that LLVM vectorises them."""
     for r in range(n):
-        dhr = dh[r]
-        dcr = dc[r]
         gv = Gt[r]
-        cp = cprev[r]
-        tc = tct[r]
-        d = dz[r]
-        for j in range(H):
-            ig = gv[j]
-            fg = gv[H + j]
-            gg = gv[2 * H + j]
-            og = gv[3 * H + j]
-            t = tc[j]
-            h = dhr[j]
-            c = dcr[j] + h * og * (1.0 - t * t)
-            zi = c * gg * (ig * (1.0 - ig))
-            zf = c * cp[j] * (fg * (1.0 - fg))
-            zg = c * ig * (1.0 - gg * gg)
-            zo = h * t * (og * (1.0 - og))
-            d[j] = zi
-            d[H + j] = zf
-            d[2 * H + j] = zg
-            d[3 * H + j] = zo
-            dcr[j] = c * fg
+        dcr = dc[r]
+        _dc_total(dh[r], dcr, gv, tct[r], H)
+        _gate_grads(dh[r], dcr, gv, cprev[r], tct[r], dz[r], H)
+        _dc_back(dcr, gv, H)
 
 
 @njit(**JIT)
