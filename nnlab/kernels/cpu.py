@@ -11,7 +11,8 @@ One call of :func:`loss_and_grad` runs the whole network: input copy, forward th
 loss and its gradient, backward through every op (memoizing the layer errors in ``dws``).
 :func:`train_step` adds clipping and the optimizer update; :func:`train_epoch` runs an epoch of
 them. A step allocates no array memory, except for the float64 products of a layer whose errors
-went subnormal (see ``TINY_GEMM``) and the monitor's small per-step buffer.
+went subnormal (see ``TINY_GEMM``), the monitor's small per-step buffer and a float32 recurrent
+layer's float64 bias-gradient accumulator.
 
 Threading (a deliberate choice, measured on a 2-core machine; see
 docs/performance-notes.md): the matrix products go to NumPy's OpenBLAS through

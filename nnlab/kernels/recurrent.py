@@ -135,16 +135,27 @@ def _add_into(dst, src):
 
 
 @njit(**JIT)
-def _col_sums(E, db):
-    """db = Σ_rows E, accumulated in float64 (over T·n rows: a float32 sum would lose bits)."""
-    G = E.shape[1]
-    acc = np.zeros(G)
+def _sum_rows(E, acc):
+    """acc = Σ_rows E (acc float64, or E's own dtype for a float64 network)."""
+    acc[:] = 0.0
     for r in range(E.shape[0]):
         e = E[r]
-        for j in range(G):
+        for j in range(E.shape[1]):
             acc[j] += e[j]
-    for j in range(G):
-        db[j] = acc[j]
+
+
+@njit(**JIT)
+def _col_sums(E, db):
+    """db = Σ_rows E over the T·n rows, accumulated in float64: in place for a float64 network; a
+    float32 network sums into a small float64 array (the one allocation of the recurrent
+    kernels) rounded once."""
+    if db.itemsize == 8:
+        _sum_rows(E, db)
+    else:
+        acc = np.empty(E.shape[1])
+        _sum_rows(E, acc)
+        for j in range(acc.size):
+            db[j] = acc[j]
 
 
 @njit(**JIT)
