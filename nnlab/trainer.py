@@ -250,39 +250,34 @@ class Trainer:
         # user activations is compiled in every process: a few seconds more for microseconds a step)
         compiled = (self.compiled_epochs and self.monitor is None and step_callback is None and window is None
                     and type(self)._step is Trainer._step and net._kernels is CK)
-        try:
-            for epoch in range(epochs):
-                t_epoch = clock()
-                order = rng.permutation(n) if shuffle else np.arange(n)
-                total = 0.0
-                if compiled:
-                    total = self._epoch(X, Y, order, batch_size, epoch, history)
-                    if history.stopped:
-                        break
-                for start in range(0, n, batch_size) if not compiled else ():
-                    idx = order[start:start + batch_size]
-                    xb, yb = np.ascontiguousarray(X[idx]), np.ascontiguousarray(Y[idx])
-                    if window is not None:
-                        total += self._tbptt_batch(xb, yb, window, epoch, history, step_callback) * len(idx)
-                        if history.stopped:
-                            break
-                        continue
-                    t0 = clock()
-                    loss = self._step(xb, yb)
-                    history.step_time.append(clock() - t0)
-                    if not self._record(loss, epoch, history, step_callback):
-                        break
-                    total += loss * len(idx)
+        for epoch in range(epochs):
+            t_epoch = clock()
+            order = rng.permutation(n) if shuffle else np.arange(n)
+            total = 0.0
+            if compiled:
+                total = self._epoch(X, Y, order, batch_size, epoch, history)
                 if history.stopped:
                     break
-                self._end_epoch(X, Y, Xv, Yv, n, total, t_epoch, epoch, history)
-                if callback is not None and callback(epoch, history):
-                    history.stopped = f"stopped by callback after epoch {epoch + 1}"
+            for start in range(0, n, batch_size) if not compiled else ():
+                idx = order[start:start + batch_size]
+                xb, yb = np.ascontiguousarray(X[idx]), np.ascontiguousarray(Y[idx])
+                if window is not None:
+                    total += self._tbptt_batch(xb, yb, window, epoch, history, step_callback) * len(idx)
+                    if history.stopped:
+                        break
+                    continue
+                t0 = clock()
+                loss = self._step(xb, yb)
+                history.step_time.append(clock() - t0)
+                if not self._record(loss, epoch, history, step_callback):
                     break
-        finally:
-            if window is not None:  # the window programs start from zeros again
-                for prog in self._tbptt_programs(X.shape[1] // net.n_in, window).values():
-                    prog.hp[prog.recurrent, HP_CARRY] = 0.0
+                total += loss * len(idx)
+            if history.stopped:
+                break
+            self._end_epoch(X, Y, Xv, Yv, n, total, t_epoch, epoch, history)
+            if callback is not None and callback(epoch, history):
+                history.stopped = f"stopped by callback after epoch {epoch + 1}"
+                break
         return history
 
     def _record(self, loss, epoch, history, step_callback):
@@ -354,11 +349,16 @@ class Trainer:
         for lo in range(0, steps, k):
             hi = min(lo + k, steps)
             prog = progs[hi - lo]
-            prog.hp[prog.recurrent, HP_CARRY] = 1.0 if lo == 0 else 2.0
             xw = np.ascontiguousarray(Xs[:, lo:hi]).reshape(nb, -1)
             yw = np.ascontiguousarray(Ys[:, lo:hi]).reshape(nb, -1)
             t0 = time.perf_counter()
-            loss = self._step(xw, yw, prog, workspace)
+            # start from zeros (first window) or from the kept state, and keep the final one; the
+            # program starts from zeros again for any other use (a callback's forward pass)
+            prog.hp[prog.recurrent, HP_CARRY] = 1.0 if lo == 0 else 2.0
+            try:
+                loss = self._step(xw, yw, prog, workspace)
+            finally:
+                prog.hp[prog.recurrent, HP_CARRY] = 0.0
             history.step_time.append(time.perf_counter() - t0)
             if not self._record(loss, epoch, history, step_callback):
                 break

@@ -445,6 +445,25 @@ def test_tbptt_epoch_loss_weights_windows_by_their_steps_and_monitor_records_eac
     assert hist.epoch_loss[0] == pytest.approx(net.loss(X, Y), rel=1e-12)
 
 
+def test_tbptt_carries_every_layer_of_a_stack_exactly():
+    """With a learning rate of 0 the windows, each started from the states the previous one ended
+    in, reproduce the full sequences: the epoch loss is the full loss (two recurrent layers, each
+    with its own carry, a ragged last batch). A forward pass between the windows (a callback)
+    starts from zeros."""
+    X, Y = _seq_data(N=7, T=8)
+    net = nl.Sequential([nl.RNN(2, 3, return_sequences=True), nl.Dense(3, 3, activation="tanh"),
+                         nl.LSTM(3, 4, return_sequences=True), nl.Dense(4, 1)], seed=2)
+    seen = []
+    hist = nl.Trainer(net, nl.optim.SGD(lr=0.0)).fit(
+        X, Y, epochs=1, batch_size=3, tbptt=3,
+        step_callback=lambda e, s, loss: seen.append(net.forward(X[:3, :3])))
+    assert len(hist.loss) == 3 * 3
+    assert hist.epoch_loss[0] == pytest.approx(net.loss(X, Y), rel=1e-12)
+    first = net.forward(X[:3])[:, :3]
+    for out in seen:
+        np.testing.assert_allclose(out, first, rtol=1e-13, atol=1e-15)
+
+
 def test_tbptt_bad_values_and_networks():
     X, Y = _seq_data()
     tr = nl.Trainer(_seq_net("rnn"), nl.optim.SGD(lr=0.1))
