@@ -621,6 +621,9 @@ def train(ctx, data, samples, model_path, layers, activation, init_name, optimiz
     opt = nl.optim.get(optimizer, **hyper)
 
     name, X, y = load_dataset(nl, data, samples, seed)
+    if X.ndim != 2:
+        raise click.BadParameter(f"{name} is a sequence dataset {X.shape}; nnlab train builds dense networks: "
+                                 f"train it from Python with nl.RNN or nl.LSTM", param_hint="'--data'")
     data, task = name, nl.datasets.TASKS[name]
     X_train, y_train, X_test, y_test = nl.datasets.train_test_split(X, y, test_fraction, seed=seed)
     classify = task == "classification"

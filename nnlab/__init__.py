@@ -30,7 +30,9 @@ from . import (  # noqa: E402
 from .diagnostics import GradientMonitor  # noqa: E402
 from .errors import NnlabError  # noqa: E402
 from .layers import (  # noqa: E402
+    LSTM,
     RBF,
+    RNN,
     Activation,
     AlphaDropout,
     BatchNorm,
@@ -58,8 +60,10 @@ __all__ = [
     "Dense",
     "Dropout",
     "Highway",
+    "LSTM",
     "LayerNorm",
     "Maxout",
     "RBF",
+    "RNN",
     "Residual",
 ]

@@ -7,6 +7,7 @@
 | ``moons`` | 2 classes | (n, 2): two interleaving half circles | int labels |
 | ``sine`` | regression | (n, 1) uniform on [-π, π] | (n, 1) sin x + noise |
 | ``digits`` | 10 classes | (1797, 64) 8×8 images scaled to [0, 1] | int labels |
+| ``adding`` | regression | (n, T, 2) sequences: values and two markers | (n,) the sum of the marked values |
 
 ``digits`` is shipped with nnlab (nnlab/data/digits.npz, the UCI test set that scikit-learn also
 bundles), so it needs no extra package.
@@ -83,9 +84,32 @@ def digits():
         return data["images"].astype(np.float64) / 16.0, data["labels"].astype(np.int64)
 
 
-_LOADERS = {"xor": xor, "spirals": spirals, "moons": moons, "sine": sine, "digits": digits}
+def adding(n=1000, T=50, seed=0):
+    """The adding problem (Hochreiter & Schmidhuber, 1997), a test of long-range memory.
+
+    X (n, T, 2): channel 0 holds values uniform on [0, 1), channel 1 a marker that is 1 at exactly
+    two steps -- one in the first half (steps 0 .. T//2 − 1), one in the second (T//2 .. T − 1) --
+    and 0 elsewhere. y (n,): the sum of the two marked values. Always predicting 1.0 (the mean of
+    y) has a plain mean squared error of Var(y) = 2/12 = 1/6 ≈ 0.167, which nnlab's ``mse`` loss
+    (with its factor 1/2) reports as 1/12 ≈ 0.083; a model below that has learned something.
+    """
+    n = _validate.positive_int(n, "n")
+    T = _validate.positive_int(T, "T", minimum=2)
+    rng = _rng(seed)
+    values = rng.uniform(0.0, 1.0, (n, T))
+    half = T // 2
+    first = rng.integers(0, half, n)
+    second = rng.integers(half, T, n)
+    rows = np.arange(n)
+    marks = np.zeros((n, T))
+    marks[rows, first] = 1.0
+    marks[rows, second] = 1.0
+    return np.stack([values, marks], axis=2), values[rows, first] + values[rows, second]
+
+
+_LOADERS = {"xor": xor, "spirals": spirals, "moons": moons, "sine": sine, "digits": digits, "adding": adding}
 TASKS = {"xor": "classification", "spirals": "classification", "moons": "classification",
-         "sine": "regression", "digits": "classification"}
+         "sine": "regression", "digits": "classification", "adding": "regression"}
 
 
 def names():

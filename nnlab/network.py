@@ -29,13 +29,16 @@ from .kernels.layout import (
     F_ACT,
     F_KIND,
     F_NOISE,
+    F_T,
     F_X,
     F_Z,
     KIND_BATCHNORM,
     KIND_DENSE,
     KIND_LAYERNORM,
+    KIND_LSTM,
     KIND_MAXOUT,
     KIND_RBF,
+    KIND_RNN,
 )
 from .layers import Dense, Layer  # noqa: F401  (re-exported: nnlab.network.Dense)
 from .layers import from_config as layer_from_config
@@ -401,13 +404,17 @@ class Sequential:
         return float(loss), grads
 
     def _errors(self, prog, dws, n):
-        """Copies of the memoized E_l of the watched ops (row-wise ops: (N·T, width of Z))."""
+        """Copies of the memoized E_l of the watched ops (row-wise ops: (N·T, width of Z); recurrent:
+        the gate gradients ∂L/∂z_t time-major, (T, N, G) with G = hidden (RNN) or 4·hidden (LSTM))."""
         out = []
         for i in prog.watched:
             E = prog.tensor(dws, int(prog.ops[i, F_Z]), n)
-            if prog.ops[i, F_KIND] in _ROW_WISE:  # one row per (row, step)
+            kind = prog.ops[i, F_KIND]
+            if kind in _ROW_WISE:  # one row per (row, step)
                 z = int(prog.ops[i, F_Z])
                 E = E.reshape(-1, int(prog.tens[z, 1] // prog.tens[z, 2]))
+            elif kind in (KIND_RNN, KIND_LSTM):
+                E = E.reshape(int(prog.ops[i, F_T]), n, -1)
             out.append(E.copy())
         return out
 

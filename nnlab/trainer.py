@@ -37,7 +37,7 @@ from . import optim as _optim
 from .errors import HyperparameterError, NonFiniteError, ShapeError
 from .kernels import cpu as CK
 from .kernels import optim_cpu as OK
-from .kernels.layout import LOSS_BCE, LOSS_SOFTMAX_CE
+from .kernels.layout import HP_CARRY, LOSS_BCE, LOSS_SOFTMAX_CE
 
 _REGULARIZERS = {"l2": OK.H_WD, "l1": OK.H_L1, "decoupled": OK.H_DWD}
 
@@ -149,16 +149,20 @@ class Trainer:
             return None
         return (X, y) if CK.targets_ok(X, y, net._loss_code == LOSS_BCE) else None
 
-    def _step(self, X, Y):
+    def _step(self, X, Y, prog=None, workspace=None):
+        """One fused step on a batch in the kernels' layout; ``prog`` and ``workspace`` (ws, dws)
+        default to the batch's program and the network's workspace (truncated BPTT passes the
+        window's program and the one workspace pair that keeps the carried state)."""
         net, opt, mon = self.net, self.optimizer, self.monitor
-        prog = net._prog_for(X)
+        if prog is None:
+            prog = net._prog_for(X)
         if prog.batch_checks:  # (BatchNorm: a training batch of one row) before anything changes
             prog.check_batch(X.shape[0], net.training)
         code, hp, t, state = opt.begin_flat(net._flat)
         if self.regularizer is not None:
             slot, lam = self.regularizer
             hp[slot] += lam
-        ws, dws = net._workspace(X.shape[0], prog.width)
+        ws, dws = workspace if workspace is not None else net._workspace(X.shape[0], prog.width)
         training = net.training
         net._kernels.train_step(prog.ops, prog.hp, prog.tens, net._store, self._grads, ws, dws, X, Y,
                                 net._loss_code, training, net._noise_seed(training),
@@ -196,7 +200,7 @@ class Trainer:
         return loss, _accuracy(net._loss_code, out.reshape(X2.shape[0], -1), Y)
 
     def fit(self, X, y, epochs=1, batch_size=32, shuffle=True, seed=0, validation_split=0.0,
-            validation_data=None, callback=None, step_callback=None):
+            validation_data=None, callback=None, step_callback=None, tbptt=None):
         """Train for ``epochs`` passes; batch_size=1 is online training, batch_size >= N full-batch.
 
         Each epoch visits the rows in the order ``np.random.default_rng(seed).permutation(N)`` (a
@@ -206,9 +210,18 @@ class Trainer:
         ``callback(epoch, history)`` runs after every epoch (return True to stop);
         ``step_callback(epoch, step, loss)`` after every applied step (``step`` counts from 1
         over the whole run). Returns a :class:`History`.
+
+        ``tbptt=k`` (recurrent networks with a sequence output): truncated backpropagation through
+        time over windows. Each batch's sequences are cut into consecutive windows of k steps (the
+        last one shorter when k does not divide T), with their targets; each window is one training
+        step (one update, one entry of ``History.loss``), and the hidden (and cell) state at the
+        end of a window starts the next one, with no gradient across the border (torch's
+        ``h.detach()``). A batch starts from zeros. ``epoch_loss`` weights each window's loss by
+        its steps. k >= T is plain training.
         """
         net = self.net
         X, Y = net._prepare(X, y)
+        window = self._tbptt_window(X, tbptt)
         epochs = _validate.positive_int(epochs, "epochs", minimum=0)
         batch_size = _validate.positive_int(batch_size, "batch_size")
         if seed is not None:
@@ -241,7 +254,7 @@ class Trainer:
         clock = time.perf_counter
         # the epoch kernel is worth compiling for the cached built-in kernel set only (a set with
         # user activations is compiled in every process: a few seconds more for microseconds a step)
-        compiled = (self.compiled_epochs and self.monitor is None and step_callback is None
+        compiled = (self.compiled_epochs and self.monitor is None and step_callback is None and window is None
                     and type(self)._step is Trainer._step and net._kernels is CK)
         for epoch in range(epochs):
             t_epoch = clock()
@@ -254,33 +267,109 @@ class Trainer:
             for start in range(0, n, batch_size) if not compiled else ():
                 idx = order[start:start + batch_size]
                 xb, yb = np.ascontiguousarray(X[idx]), np.ascontiguousarray(Y[idx])
+                if window is not None:
+                    total += self._tbptt_batch(xb, yb, window, epoch, history, step_callback) * len(idx)
+                    if history.stopped:
+                        break
+                    continue
                 t0 = clock()
                 loss = self._step(xb, yb)
                 history.step_time.append(clock() - t0)
-                history.loss.append(loss)
-                history.grad_norm.append(self.last.grad_norm)
-                if not self.last.applied:
-                    history.stopped = (f"non-finite {'loss' if not math.isfinite(loss) else 'gradient'} at "
-                                       f"epoch {epoch + 1}, step {len(history.loss)}; weights kept")
+                if not self._record(loss, epoch, history, step_callback):
                     break
                 total += loss * len(idx)
-                if step_callback is not None:
-                    step_callback(epoch, len(history.loss), loss)
             if history.stopped:
                 break
-            history.epoch_loss.append(total / n)
-            if net._loss_code in (LOSS_SOFTMAX_CE, LOSS_BCE):  # a regression loss has no accuracy to evaluate
-                history.accuracy.append(self._eval_arrays(X, Y)[1])
-            if Xv is not None:
-                vl, va = self._eval_arrays(Xv, Yv)
-                history.val_loss.append(vl)
-                if va is not None:
-                    history.val_accuracy.append(va)
-            history.epoch_time.append(clock() - t_epoch)
+            self._end_epoch(X, Y, Xv, Yv, n, total, t_epoch, epoch, history)
             if callback is not None and callback(epoch, history):
                 history.stopped = f"stopped by callback after epoch {epoch + 1}"
                 break
         return history
+
+    def _record(self, loss, epoch, history, step_callback):
+        """History entries of one step of the per-step loop; False (and ``history.stopped``) when
+        its update was not applied."""
+        history.loss.append(loss)
+        history.grad_norm.append(self.last.grad_norm)
+        if not self.last.applied:
+            history.stopped = (f"non-finite {'loss' if not math.isfinite(loss) else 'gradient'} at "
+                               f"epoch {epoch + 1}, step {len(history.loss)}; weights kept")
+            return False
+        if step_callback is not None:
+            step_callback(epoch, len(history.loss), loss)
+        return True
+
+    def _end_epoch(self, X, Y, Xv, Yv, n, total, t_epoch, epoch, history):
+        net = self.net
+        history.epoch_loss.append(total / n)
+        if net._loss_code in (LOSS_SOFTMAX_CE, LOSS_BCE):  # a regression loss has no accuracy to evaluate
+            history.accuracy.append(self._eval_arrays(X, Y)[1])
+        if Xv is not None:
+            vl, va = self._eval_arrays(Xv, Yv)
+            history.val_loss.append(vl)
+            if va is not None:
+                history.val_accuracy.append(va)
+        history.epoch_time.append(time.perf_counter() - t_epoch)
+
+    def _tbptt_window(self, X, tbptt):
+        """The window length of ``fit(tbptt=k)`` for the batch layout X (N, T·F), or None for plain
+        training (no tbptt, or k >= T); bad values and networks it cannot apply to raise."""
+        if tbptt is None:
+            return None
+        net = self.net
+        k = _validate.positive_int(tbptt, "tbptt")
+        if not net._recurrent:
+            raise HyperparameterError("tbptt (truncated backpropagation through time) needs a network with a "
+                                      "recurrent layer (RNN, LSTM); this one has none")
+        prog = net._prog_for(X)
+        if not prog.out_seq:
+            raise HyperparameterError(
+                "tbptt needs a network whose output is a sequence (the last recurrent layer with "
+                "return_sequences=True and targets per step): this network outputs only its last state, so "
+                "every window but the last would have no loss; use the layer's truncate=k for truncated "
+                "BPTT of a many-to-one network")
+        steps = X.shape[1] // net.n_in
+        return k if k < steps else None
+
+    def _tbptt_programs(self, steps, k):
+        """{window length: program} of the windows of k steps and of the remainder, if any."""
+        net = self.net
+        progs = {k: net._program(k)}
+        if steps % k:
+            progs[steps % k] = net._program(steps % k)
+        return progs
+
+    def _tbptt_batch(self, X, Y, k, epoch, history, step_callback):
+        """The windows of one batch (see :meth:`fit`): one step each, the recurrent states carried
+        through the carry block of one workspace pair. Returns the batch's loss (the windows' losses
+        weighted by their steps); sets ``history.stopped`` when an update was not applied."""
+        net = self.net
+        nb = X.shape[0]
+        steps = X.shape[1] // net.n_in
+        kout = Y.shape[1] // steps
+        Xs = X.reshape(nb, steps, net.n_in)
+        Ys = Y.reshape(nb, steps, kout)
+        progs = self._tbptt_programs(steps, k)
+        workspace = net._workspace(nb, max(p.width for p in progs.values()))
+        batch_loss = 0.0
+        for lo in range(0, steps, k):
+            hi = min(lo + k, steps)
+            prog = progs[hi - lo]
+            xw = np.ascontiguousarray(Xs[:, lo:hi]).reshape(nb, -1)
+            yw = np.ascontiguousarray(Ys[:, lo:hi]).reshape(nb, -1)
+            t0 = time.perf_counter()
+            # start from zeros (first window) or from the kept state, and keep the final one; the
+            # program starts from zeros again for any other use (a callback's forward pass)
+            prog.hp[prog.recurrent, HP_CARRY] = 1.0 if lo == 0 else 2.0
+            try:
+                loss = self._step(xw, yw, prog, workspace)
+            finally:
+                prog.hp[prog.recurrent, HP_CARRY] = 0.0
+            history.step_time.append(time.perf_counter() - t0)
+            if not self._record(loss, epoch, history, step_callback):
+                break
+            batch_loss += loss * ((hi - lo) / steps)
+        return batch_loss
 
     compiled_epochs = True
     """Let :meth:`fit` run each epoch's steps in one compiled call (:func:`nnlab.kernels.cpu.train_epoch`)

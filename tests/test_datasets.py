@@ -10,9 +10,10 @@ SYNTHETIC = ["xor", "spirals", "moons", "sine"]
 
 
 def test_names_and_tasks():
-    assert nl.datasets.names() == ["xor", "spirals", "moons", "sine", "digits"]
+    assert nl.datasets.names() == ["xor", "spirals", "moons", "sine", "digits", "adding"]
     assert nl.datasets.TASKS == {"xor": "classification", "spirals": "classification",
-                                 "moons": "classification", "sine": "regression", "digits": "classification"}
+                                 "moons": "classification", "sine": "regression", "digits": "classification",
+                                 "adding": "regression"}
 
 
 @pytest.mark.parametrize("name", ["xor", "spirals", "moons"])

@@ -11,8 +11,9 @@ One call of :func:`loss_and_grad` runs the whole network: input copy, forward th
 loss and its gradient, backward through every op (memoizing the layer errors in ``dws``).
 :func:`train_step` adds clipping and the optimizer update; :func:`train_epoch` runs an epoch of
 them. A step allocates no array memory, except for the float64 products of a layer whose errors
-went subnormal (see ``TINY_GEMM``), the monitor's small per-step buffer, and the per-feature
-float64 sums of the normalisation layers (2·F values per op).
+went subnormal (see ``TINY_GEMM``), the monitor's small per-step buffer, the per-feature
+float64 sums of the normalisation layers (2·F values per op) and a float32 recurrent layer's
+float64 bias-gradient accumulator.
 
 Threading (a deliberate choice, measured on a 2-core machine; see
 docs/performance-notes.md): the matrix products go to NumPy's OpenBLAS through
@@ -63,8 +64,10 @@ from .layout import (
     KIND_DROPOUT,
     KIND_GATE,
     KIND_LAYERNORM,
+    KIND_LSTM,
     KIND_MAXOUT,
     KIND_RBF,
+    KIND_RNN,
     LOSS_BCE,
     LOSS_MSE,
     LOSS_SOFTMAX_CE,
@@ -88,6 +91,7 @@ from .maxout import maxout_backward, maxout_forward
 from .norm import batchnorm_backward, batchnorm_forward, layernorm_backward, layernorm_forward
 from .optim_cpu import clip_flat, opt_update
 from .rbf import rbf_backward, rbf_forward
+from .recurrent import lstm_backward, lstm_forward, rnn_backward, rnn_forward
 
 
 # ---------------------------------------------------------------- elementwise maps
@@ -138,6 +142,10 @@ def op_forward(ops, hp, tens, params, ws, dws, i, n, training, store):
         maxout_forward(ops, hp, tens, params, ws, dws, i, n, training, store)
     elif kind == KIND_RBF:
         rbf_forward(ops, hp, tens, params, ws, dws, i, n, training, store)
+    elif kind == KIND_RNN:
+        rnn_forward(ops, hp, tens, params, ws, dws, i, n, training, store)
+    elif kind == KIND_LSTM:
+        lstm_forward(ops, hp, tens, params, ws, dws, i, n, training, store)
     return False
 
 
@@ -164,6 +172,10 @@ def op_backward(ops, hp, tens, params, grads, ws, dws, i, n, stored):
         maxout_backward(ops, hp, tens, params, grads, ws, dws, i, n, stored)
     elif kind == KIND_RBF:
         rbf_backward(ops, hp, tens, params, grads, ws, dws, i, n, stored)
+    elif kind == KIND_RNN:
+        rnn_backward(ops, hp, tens, params, grads, ws, dws, i, n, stored)
+    elif kind == KIND_LSTM:
+        lstm_backward(ops, hp, tens, params, grads, ws, dws, i, n, stored)
 
 
 @njit(**JIT)

@@ -10,6 +10,7 @@
 | ``Highway`` | :mod:`.highway` | y = T·H(x) + (1 − T)·x: a learned gate that carries the input (and its gradient) |
 | ``Maxout`` | :mod:`.maxout` | the largest of k affine pieces per unit: derivative 1 on the winning piece |
 | ``RBF`` | :mod:`.rbf` | Gaussian radial basis units exp(−γ‖x − c‖²) with learnable centres |
+| ``RNN``, ``LSTM`` | :mod:`.recurrent` | sequences (N, T, F): recurrence over time, full or truncated BPTT; the LSTM's cell carries the gradient across many steps |
 """
 
 from ._base import LAYER_TYPES, Layer, from_config, register
@@ -19,6 +20,7 @@ from .highway import Highway
 from .maxout import Maxout
 from .norm import BatchNorm, LayerNorm
 from .rbf import RBF
+from .recurrent import LSTM, RNN
 from .residual import Residual
 
 LAYER_CLASSES = (
@@ -28,9 +30,11 @@ LAYER_CLASSES = (
     "Dense",
     "Dropout",
     "Highway",
+    "LSTM",
     "LayerNorm",
     "Maxout",
     "RBF",
+    "RNN",
     "Residual",
 )
 """The public layer classes (exported by ``nnlab`` too)."""
@@ -47,8 +51,10 @@ __all__ = [
     "Dense",
     "Dropout",
     "Highway",
+    "LSTM",
     "LayerNorm",
     "Maxout",
     "RBF",
+    "RNN",
     "Residual",
 ]

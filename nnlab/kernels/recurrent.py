@@ -1,0 +1,554 @@
+"""The recurrent layers' kernels: a simple RNN and an LSTM, forward and backward through time in
+one compiled call each (no Python per time step).
+
+RNN:  z_t = x_t W_ih + h_{t−1} W_hh + b,  h_t = a·θ(z_t)
+LSTM: z_t = x_t W_ih + h_{t−1} W_hh + b = [z_i z_f z_g z_o] (torch's gate order),
+      i = σ(z_i), f = σ(z_f), g = tanh(z_g), o = σ(z_o),  c_t = f⊙c_{t−1} + i⊙g,  h_t = o⊙tanh(c_t)
+
+Layout of an op's tensors (``ws`` forward values, ``dws`` gradients; every auxiliary tensor is
+time-major, row (t, r) at t·n + r):
+
+* ``F_Z`` (T·n, G), G = H or 4H: the pre-activations z_t; in ``dws`` the gate gradients ∂L/∂z_t
+  (the op's memoized error E_l).
+* ``F_AUX`` + 0, Hs (T+1, n, H): h_0 .. h_T (h_0 the initial state); in ``dws`` the gradient
+  reaching h_t (t = 1..T, index 0 holds 0: the initial state is a constant), which
+  :func:`nnlab.diagnostics._time_norms` reads.
+* ``F_AUX`` + 1, Xt (T, n, F): a time-major copy of the input, so one product gives x_t W_ih for
+  every t; in ``dws`` the time-major input gradient before it is scattered to the batch-major
+  (N, T·F) input tensor in the op's ``DX_*`` mode.
+* RNN: ``F_AUX`` + 2, D (T, n, H): a·θ'(z_t), kept by the forward pass.
+  LSTM: ``F_AUX`` + 2, the gate values i, f, g, o (T, n, 4H); + 3, Cs (T+1, n, H): c_0 .. c_T;
+  + 4, tanh(c_t) (T, n, H).
+* the last auxiliary tensor: backward scratch (its ``ws`` region).
+
+The carry block (``F_CARRY``, in ``ws`` before the first tensor) keeps the final state between
+windows of truncated BPTT in training (``hp[i, HP_CARRY]``: 0 start from zeros; 1 start from zeros
+and keep the final state; 2 start from the kept state and keep the final one).
+
+Backward (``F_K`` = 0: full BPTT, one sweep T..1): with dh_t the gradient reaching h_t,
+RNN  ∂L/∂z_t = dh_t ⊙ a·θ'(z_t);  LSTM  dc_t = dc_{t+1}⊙f_{t+1} + dh_t⊙o⊙(1 − tanh²c_t),
+∂L/∂z_i = dc_t⊙g⊙i(1−i), ∂L/∂z_f = dc_t⊙c_{t−1}⊙f(1−f), ∂L/∂z_g = dc_t⊙i⊙(1−g²),
+∂L/∂z_o = dh_t⊙tanh(c_t)⊙o(1−o); then dh_{t−1} += ∂L/∂z_t W_hhᵀ. At the end one product each:
+∂L/∂W_ih = Xtᵀ ∂L/∂Z, ∂L/∂W_hh = [h_0..h_{T−1}]ᵀ ∂L/∂Z, ∂L/∂b = Σ_rows ∂L/∂Z, dX = ∂L/∂Z W_ihᵀ.
+
+Truncation ``F_K`` = k (1 <= k < T; Williams & Peng's BPTT(h)): the loss term at step t reaches
+the parameters and the inputs only through steps t−k+1 .. t. A sequence output runs, per t, a
+sweep of at most k steps from the gradient of the output at t, accumulated into ∂L/∂z; the last
+state alone (many-to-one) is the full sweep stopped after k steps.
+"""
+
+import numpy as np
+from numba import njit
+
+from .._config import JIT
+from ..activations._math import TANH, act_d, act_f
+from . import fastmath as FM
+from .blas import gemm
+from .common import act_slots, flag, tview
+from .dense import fast_code, fast_forward
+from .layout import (
+    DX_SKIP,
+    DX_WRITE,
+    F_A,
+    F_ACT,
+    F_AUX,
+    F_B,
+    F_CARRY,
+    F_DX,
+    F_K,
+    F_NIN,
+    F_NOUT,
+    F_SEQ,
+    F_T,
+    F_W,
+    F_X,
+    F_Z,
+    HP_CARRY,
+)
+
+
+# ---------------------------------------------------------------- views and copies
+@njit(**JIT)
+def _region(buf, tens, t, n):
+    """Tensor t of an n-row batch, flat."""
+    off = tens[t, 0] * n
+    return buf[off:off + n * tens[t, 1]]
+
+
+@njit(**JIT)
+def _mat(flat, start_row, rows, cols):
+    """Rows [start_row, start_row + rows) of a flat C-order (·, cols) matrix, as a 2-D view."""
+    return flat[start_row * cols:(start_row + rows) * cols].reshape((rows, cols))
+
+
+@njit(**JIT)
+def _carry(ws, ops, i, n, width):
+    """The op's carry block for an n-row batch, (n, width)."""
+    off = ops[i, F_CARRY] * n
+    return ws[off:off + n * width].reshape((n, width))
+
+
+@njit(**JIT)
+def to_time_major(X, Xt, n, T, F):
+    """Xt[t·n + r, j] = X[r, t·F + j]: the batch-major (n, T·F) input as (T·n, F)."""
+    for r in range(n):
+        for t in range(T):
+            src = X[r, t * F:(t + 1) * F]
+            dst = Xt[t * n + r]
+            for j in range(F):
+                dst[j] = src[j]
+
+
+@njit(**JIT)
+def from_time_major(dXt, dX, n, T, F, mode):
+    """dX[r, t·F + j] = (or +=) dXt[t·n + r, j] in the op's DX mode."""
+    for r in range(n):
+        for t in range(T):
+            src = dXt[t * n + r]
+            dst = dX[r, t * F:(t + 1) * F]
+            if mode == DX_WRITE:
+                for j in range(F):
+                    dst[j] = src[j]
+            else:
+                for j in range(F):
+                    dst[j] += src[j]
+
+
+@njit(**JIT)
+def _add_bias(Z, params, b, G):
+    if b < 0:
+        return
+    bias = params[b:b + G]
+    for r in range(Z.shape[0]):
+        z = Z[r]
+        for j in range(G):
+            z[j] = z[j] + bias[j]
+
+
+@njit(**JIT)
+def _add_into(dst, src):
+    """dst += src, flat arrays of one size."""
+    d = dst.reshape(-1)
+    s = src.reshape(-1)
+    for k in range(d.size):
+        d[k] = d[k] + s[k]
+
+
+@njit(**JIT)
+def _sum_rows(E, acc):
+    """acc = Σ_rows E (acc float64, or E's own dtype for a float64 network)."""
+    acc[:] = 0.0
+    for r in range(E.shape[0]):
+        e = E[r]
+        for j in range(E.shape[1]):
+            acc[j] += e[j]
+
+
+@njit(**JIT)
+def _col_sums(E, db):
+    """db = Σ_rows E over the T·n rows, accumulated in float64: in place for a float64 network; a
+    float32 network sums into a small float64 array (the one allocation of the recurrent
+    kernels) rounded once."""
+    if db.itemsize == 8:
+        _sum_rows(E, db)
+    else:
+        acc = np.empty(E.shape[1])
+        _sum_rows(E, acc)
+        for j in range(acc.size):
+            db[j] = acc[j]
+
+
+@njit(**JIT)
+def _output(ops, tens, ws, i, n, Hs, T, H):
+    """The op's output tensor: every h_t batch-major (n, T·H), or h_T alone (n, H)."""
+    A = tview(ws, tens, ops[i, F_A], n)
+    if ops[i, F_SEQ] != 0:
+        for r in range(n):
+            for t in range(T):
+                src = Hs[(t + 1) * n + r]
+                dst = A[r, t * H:(t + 1) * H]
+                for j in range(H):
+                    dst[j] = src[j]
+    else:
+        last = _mat(Hs.reshape(-1), T * n, n, H)
+        for r in range(n):
+            for j in range(H):
+                A[r, j] = last[r, j]
+
+
+@njit(**JIT)
+def _seed_dh(ops, tens, dws, i, n, dH, T, H):
+    """dH = the gradient of the op's output at each h_t (zero where the output does not see h_t)."""
+    dA = tview(dws, tens, ops[i, F_A], n)
+    dHf = dH.reshape(-1)
+    for k in range(dHf.size):
+        dHf[k] = 0.0
+    if ops[i, F_SEQ] != 0:
+        for r in range(n):
+            for t in range(T):
+                src = dA[r, t * H:(t + 1) * H]
+                dst = dH[(t + 1) * n + r]
+                for j in range(H):
+                    dst[j] = src[j]
+    else:
+        for r in range(n):
+            dst = dH[T * n + r]
+            for j in range(H):
+                dst[j] = dA[r, j]
+
+
+@njit(**JIT)
+def _shared_products(ops, tens, params, grads, ws, dws, i, n, T, F, H, G, Xt, Hs, dZ, dXt):
+    """∂L/∂W_ih = Xtᵀ ∂L/∂Z, ∂L/∂W_hh = [h_0..h_{T−1}]ᵀ ∂L/∂Z, ∂L/∂b = Σ_rows ∂L/∂Z and the input
+    gradient ∂L/∂Z W_ihᵀ, scattered to the batch-major input in the op's DX mode."""
+    w = ops[i, F_W]
+    Wih = params[w:w + F * G].reshape((F, G))
+    dWih = grads[w:w + F * G].reshape((F, G))
+    dWhh = grads[w + F * G:w + F * G + H * G].reshape((H, G))
+    gemm(Xt, True, dZ, False, dWih)
+    gemm(_mat(Hs.reshape(-1), 0, T * n, H), True, dZ, False, dWhh)
+    b = ops[i, F_B]
+    if b >= 0:
+        _col_sums(dZ, grads[b:b + G])
+    mode = ops[i, F_DX]
+    if mode != DX_SKIP:
+        gemm(dZ, False, Wih, True, dXt)
+        from_time_major(dXt, tview(dws, tens, ops[i, F_X], n), n, T, F, mode)
+
+
+# ---------------------------------------------------------------- RNN
+@njit(**JIT)
+def _rnn_act(code, fast, z, h, d, p0, p1, p2, a):
+    """h = a·θ(z) and d = a·θ'(z) elementwise over flat arrays (the registry's values; tanh with
+    a = 1 through the vectorisable fastmath forms, float32 arithmetic for a float32 network)."""
+    m = z.size
+    if code == TANH and a == 1.0:
+        if z.itemsize == 4:
+            for k in range(m):
+                h[k], d[k] = FM.tanh32_d(z[k])
+        else:
+            for k in range(m):
+                h[k], d[k] = FM.tanh_d(z[k])
+    elif fast >= 0:
+        fast_forward(fast, z, h, d, p0, a, flag(1))
+    else:
+        for k in range(m):
+            h[k] = a * act_f(code, z[k], p0, p1, p2, 0.0)
+            d[k] = a * act_d(code, z[k], p0, p1, p2, 0.0)
+
+
+@njit(**JIT)
+def rnn_forward(ops, hp, tens, params, ws, dws, i, n, training, store):
+    """z_t = x_t W_ih + h_{t−1} W_hh + b and h_t = a·θ(z_t) for t = 1..T (one product for every
+    x_t W_ih, one (n, H)·(H, H) product per step), keeping a·θ'(z_t) for the backward pass."""
+    T = ops[i, F_T]
+    F = ops[i, F_NIN]
+    H = ops[i, F_NOUT]
+    aux = ops[i, F_AUX]
+    Hs = _region(ws, tens, aux, n)[:(T + 1) * n * H].reshape(((T + 1) * n, H))
+    Xt = _region(ws, tens, aux + 1, n)[:T * n * F].reshape((T * n, F))
+    D = _region(ws, tens, aux + 2, n)[:T * n * H]
+    Z = _region(ws, tens, ops[i, F_Z], n).reshape((T * n, H))
+    to_time_major(tview(ws, tens, ops[i, F_X], n), Xt, n, T, F)
+    w = ops[i, F_W]
+    Wih = params[w:w + F * H].reshape((F, H))
+    Whh = params[w + F * H:w + F * H + H * H].reshape((H, H))
+    gemm(Xt, False, Wih, False, Z)
+    _add_bias(Z, params, ops[i, F_B], H)
+    mode = int(hp[i, HP_CARRY])
+    Hf = Hs.reshape(-1)
+    h0 = Hf[:n * H]
+    if mode == 2:
+        h0[:] = _carry(ws, ops, i, n, H).reshape(-1)
+    else:
+        h0[:] = 0.0
+    code = ops[i, F_ACT]
+    fast = fast_code(ops, i)
+    p0, p1, p2, a = act_slots(ops, hp, params, i)
+    Zf = Z.reshape(-1)
+    for t in range(T):
+        hprev = _mat(Hf, t * n, n, H)
+        hnext = _mat(Hf, (t + 1) * n, n, H)
+        gemm(hprev, False, Whh, False, hnext)
+        zt = Zf[t * n * H:(t + 1) * n * H]
+        _add_into(zt, hnext)
+        _rnn_act(code, fast, zt, hnext.reshape(-1), D[t * n * H:(t + 1) * n * H], p0, p1, p2, a)
+    if mode >= 1:
+        _carry(ws, ops, i, n, H)[:, :] = _mat(Hf, T * n, n, H)
+    _output(ops, tens, ws, i, n, Hs, T, H)
+
+
+@njit(**JIT)
+def _rnn_step_back(delta, Dt, g):
+    """g = δ ⊙ a·θ'(z_t), flat."""
+    for k in range(g.size):
+        g[k] = delta[k] * Dt[k]
+
+
+@njit(**JIT)
+def rnn_backward(ops, hp, tens, params, grads, ws, dws, i, n, stored):
+    """Backpropagation through time (full or truncated, see the module docstring), then one product
+    each for ∂L/∂W_ih, ∂L/∂W_hh and the input gradient."""
+    T = ops[i, F_T]
+    F = ops[i, F_NIN]
+    H = ops[i, F_NOUT]
+    aux = ops[i, F_AUX]
+    Hs = _region(ws, tens, aux, n)[:(T + 1) * n * H].reshape(((T + 1) * n, H))
+    dH = _region(dws, tens, aux, n)[:(T + 1) * n * H].reshape(((T + 1) * n, H))
+    Xt = _region(ws, tens, aux + 1, n)[:T * n * F].reshape((T * n, F))
+    dXt = _region(dws, tens, aux + 1, n)[:T * n * F].reshape((T * n, F))
+    D = _region(ws, tens, aux + 2, n)[:T * n * H]
+    dZ = _region(dws, tens, ops[i, F_Z], n).reshape((T * n, H))
+    S = _region(ws, tens, aux + 3, n)
+    w = ops[i, F_W]
+    Whh = params[w + F * H:w + F * H + H * H].reshape((H, H))
+    m = n * H
+    tmp = _mat(S, 0, n, H)
+    dHf = dH.reshape(-1)
+    dZf = dZ.reshape(-1)
+    k = ops[i, F_K]
+    seq = ops[i, F_SEQ] != 0
+    if k == 0 or not seq:
+        # one sweep T..1: dH[t] is complete when step t is reached (k > 0: stop after k steps)
+        _seed_dh(ops, tens, dws, i, n, dH, T, H)
+        lo = 1 if k == 0 else max(1, T - k + 1)
+        if lo > 1:
+            dZf[:(lo - 1) * m] = 0.0
+        for t in range(T, lo - 1, -1):
+            g = dZf[(t - 1) * m:t * m]
+            _rnn_step_back(dHf[t * m:(t + 1) * m], D[(t - 1) * m:t * m], g)
+            if t > lo:
+                gemm(g.reshape((n, H)), False, Whh, True, tmp)
+                _add_into(dHf[(t - 1) * m:t * m], tmp)
+    else:
+        # BPTT(k) with a gradient at every step: per t, a sweep over steps t..t−k+1
+        dA = tview(dws, tens, ops[i, F_A], n)
+        delta = _mat(S, n, n, H)
+        g2 = _mat(S, 2 * n, n, H)
+        dHf[:] = 0.0
+        dZf[:] = 0.0
+        for t in range(T, 0, -1):
+            for r in range(n):
+                src = dA[r, (t - 1) * H:t * H]
+                dst = delta[r]
+                for j in range(H):
+                    dst[j] = src[j]
+            lo = max(1, t - k + 1)
+            for s in range(t, lo - 1, -1):
+                _add_into(dHf[s * m:(s + 1) * m], delta)
+                _rnn_step_back(delta.reshape(-1), D[(s - 1) * m:s * m], g2.reshape(-1))
+                _add_into(dZf[(s - 1) * m:s * m], g2)
+                if s > lo:
+                    gemm(g2, False, Whh, True, delta)
+    dHf[:m] = 0.0
+    _shared_products(ops, tens, params, grads, ws, dws, i, n, T, F, H, H, Xt, Hs, dZ, dXt)
+
+
+# ---------------------------------------------------------------- LSTM
+@njit(**JIT)
+def _sigmoid_into(z, out):
+    """out = σ(z) elementwise (flat): the registry's values through the vectorisable fastmath form,
+    float32 arithmetic for float32 arrays."""
+    if z.itemsize == 4:
+        for k in range(z.size):
+            out[k] = FM.sigmoid32_d(z[k])[0]
+    else:
+        for k in range(z.size):
+            out[k] = FM.sigmoid_d(z[k])[0]
+
+
+@njit(**JIT)
+def _tanh_into(z, out):
+    """out = tanh(z) elementwise (flat), as :func:`_sigmoid_into`."""
+    if z.itemsize == 4:
+        for k in range(z.size):
+            out[k] = FM.tanh32_d(z[k])[0]
+    else:
+        for k in range(z.size):
+            out[k] = FM.tanh_d(z[k])[0]
+
+
+@njit(**JIT)
+def _cell_state(gv, cp, cn, H):
+    """c_t = f ⊙ c_{t−1} + i ⊙ g for one row (gate values gv = [i f g o])."""
+    for j in range(H):
+        cn[j] = gv[H + j] * cp[j] + gv[j] * gv[2 * H + j]
+
+
+@njit(**JIT)
+def _hidden(gv, tc, hn, H):
+    """h_t = o ⊙ tanh(c_t) for one row."""
+    for j in range(H):
+        hn[j] = gv[3 * H + j] * tc[j]
+
+
+@njit(**JIT)
+def _lstm_cell(Zt, Gt, cprev, cnext, tct, hnext, n, H):
+    """Gate values, c_t and h_t of one step from its pre-activations Zt (n, 4H). Short loops over
+    two or three arrays each: LLVM vectorises them (one loop over all seven arrays it does not,
+    for the run-time alias checks it would need)."""
+    for r in range(n):
+        z = Zt[r]
+        gv = Gt[r]
+        _sigmoid_into(z[:2 * H], gv[:2 * H])
+        _tanh_into(z[2 * H:3 * H], gv[2 * H:3 * H])
+        _sigmoid_into(z[3 * H:], gv[3 * H:])
+        _cell_state(gv, cprev[r], cnext[r], H)
+    _tanh_into(cnext.reshape(-1), tct.reshape(-1))
+    for r in range(n):
+        _hidden(Gt[r], tct[r], hnext[r], H)
+
+
+@njit(**JIT)
+def lstm_forward(ops, hp, tens, params, ws, dws, i, n, training, store):
+    """The LSTM recurrence for t = 1..T: one product for every x_t W_ih, one (n, H)·(H, 4H) product
+    per step, the gates, c_t and h_t fused in one vectorised loop per step."""
+    T = ops[i, F_T]
+    F = ops[i, F_NIN]
+    H = ops[i, F_NOUT]
+    G = 4 * H
+    aux = ops[i, F_AUX]
+    Hs = _region(ws, tens, aux, n)[:(T + 1) * n * H].reshape(((T + 1) * n, H))
+    Xt = _region(ws, tens, aux + 1, n)[:T * n * F].reshape((T * n, F))
+    Gv = _region(ws, tens, aux + 2, n)[:T * n * G]
+    Cs = _region(ws, tens, aux + 3, n)[:(T + 1) * n * H]
+    TC = _region(ws, tens, aux + 4, n)[:T * n * H]
+    Z = _region(ws, tens, ops[i, F_Z], n).reshape((T * n, G))
+    to_time_major(tview(ws, tens, ops[i, F_X], n), Xt, n, T, F)
+    w = ops[i, F_W]
+    Wih = params[w:w + F * G].reshape((F, G))
+    Whh = params[w + F * G:w + F * G + H * G].reshape((H, G))
+    gemm(Xt, False, Wih, False, Z)
+    _add_bias(Z, params, ops[i, F_B], G)
+    mode = int(hp[i, HP_CARRY])
+    Hf = Hs.reshape(-1)
+    m = n * H
+    if mode == 2:
+        kept = _carry(ws, ops, i, n, 2 * H)
+        _mat(Hf, 0, n, H)[:, :] = kept[:, :H]
+        _mat(Cs, 0, n, H)[:, :] = kept[:, H:]
+    else:
+        Hf[:m] = 0.0
+        Cs[:m] = 0.0
+    Zf = Z.reshape(-1)
+    for t in range(T):
+        gt = _mat(Gv, t * n, n, G)
+        gemm(_mat(Hf, t * n, n, H), False, Whh, False, gt)
+        zt = Zf[t * n * G:(t + 1) * n * G]
+        _add_into(zt, gt)
+        _lstm_cell(zt.reshape((n, G)), gt, _mat(Cs, t * n, n, H), _mat(Cs, (t + 1) * n, n, H),
+                   _mat(TC, t * n, n, H), _mat(Hf, (t + 1) * n, n, H), n, H)
+    if mode >= 1:
+        kept = _carry(ws, ops, i, n, 2 * H)
+        kept[:, :H] = _mat(Hf, T * n, n, H)
+        kept[:, H:] = _mat(Cs, T * n, n, H)
+    _output(ops, tens, ws, i, n, Hs, T, H)
+
+
+@njit(**JIT)
+def _dc_total(dh, dc, gv, tc, H):
+    """dc ← dc + dh ⊙ o ⊙ (1 − tanh² c_t) for one row: the total gradient reaching c_t."""
+    for j in range(H):
+        t = tc[j]
+        dc[j] = dc[j] + dh[j] * gv[3 * H + j] * (1.0 - t * t)
+
+
+@njit(**JIT)
+def _gate_grads(dh, dc, gv, cp, tc, d, H):
+    """∂L/∂z_t = [∂z_i ∂z_f ∂z_g ∂z_o] for one row from dc_t (total) and dh_t."""
+    for j in range(H):
+        ig = gv[j]
+        d[j] = dc[j] * gv[2 * H + j] * (ig * (1.0 - ig))
+    for j in range(H):
+        fg = gv[H + j]
+        d[H + j] = dc[j] * cp[j] * (fg * (1.0 - fg))
+    for j in range(H):
+        gg = gv[2 * H + j]
+        d[2 * H + j] = dc[j] * gv[j] * (1.0 - gg * gg)
+    for j in range(H):
+        og = gv[3 * H + j]
+        d[3 * H + j] = dh[j] * tc[j] * (og * (1.0 - og))
+
+
+@njit(**JIT)
+def _dc_back(dc, gv, H):
+    """dc ← dc_t ⊙ f_t: the part of the gradient at c_t that reaches c_{t−1}."""
+    for j in range(H):
+        dc[j] = dc[j] * gv[H + j]
+
+
+@njit(**JIT)
+def _lstm_step_back(dh, dc, Gt, cprev, tct, dz, n, H):
+    """One step back: from dh (gradient reaching h_t) and dc (gradient reaching c_t from step t+1)
+    write ∂L/∂z_t into dz (n, 4H) and leave dc_t ⊙ f_t (the gradient reaching c_{t−1}) in dc.
+    Short loops over few arrays, so that LLVM vectorises them."""
+    for r in range(n):
+        gv = Gt[r]
+        dcr = dc[r]
+        _dc_total(dh[r], dcr, gv, tct[r], H)
+        _gate_grads(dh[r], dcr, gv, cprev[r], tct[r], dz[r], H)
+        _dc_back(dcr, gv, H)
+
+
+@njit(**JIT)
+def lstm_backward(ops, hp, tens, params, grads, ws, dws, i, n, stored):
+    """Backpropagation through time for the LSTM (full or truncated, see the module docstring),
+    then one product each for ∂L/∂W_ih, ∂L/∂W_hh and the input gradient."""
+    T = ops[i, F_T]
+    F = ops[i, F_NIN]
+    H = ops[i, F_NOUT]
+    G = 4 * H
+    aux = ops[i, F_AUX]
+    Hs = _region(ws, tens, aux, n)[:(T + 1) * n * H].reshape(((T + 1) * n, H))
+    dH = _region(dws, tens, aux, n)[:(T + 1) * n * H].reshape(((T + 1) * n, H))
+    Xt = _region(ws, tens, aux + 1, n)[:T * n * F].reshape((T * n, F))
+    dXt = _region(dws, tens, aux + 1, n)[:T * n * F].reshape((T * n, F))
+    Gv = _region(ws, tens, aux + 2, n)[:T * n * G]
+    Cs = _region(ws, tens, aux + 3, n)[:(T + 1) * n * H]
+    TC = _region(ws, tens, aux + 4, n)[:T * n * H]
+    dZ = _region(dws, tens, ops[i, F_Z], n).reshape((T * n, G))
+    S = _region(ws, tens, aux + 5, n)
+    w = ops[i, F_W]
+    Whh = params[w + F * G:w + F * G + H * G].reshape((H, G))
+    m = n * H
+    dHf = dH.reshape(-1)
+    dZf = dZ.reshape(-1)
+    dh = _mat(S, 0, n, H)
+    dc = _mat(S, n, n, H)
+    g = _mat(S, 2 * n, 4 * n, H).reshape((n, G))
+    k = ops[i, F_K]
+    seq = ops[i, F_SEQ] != 0
+    if k == 0 or not seq:
+        _seed_dh(ops, tens, dws, i, n, dH, T, H)
+        lo = 1 if k == 0 else max(1, T - k + 1)
+        if lo > 1:
+            dZf[:(lo - 1) * n * G] = 0.0
+        dc[:, :] = 0.0
+        for t in range(T, lo - 1, -1):
+            zt = _mat(dZf, (t - 1) * n, n, G)
+            _lstm_step_back(_mat(dHf, t * n, n, H), dc, _mat(Gv, (t - 1) * n, n, G), _mat(Cs, (t - 1) * n, n, H),
+                            _mat(TC, (t - 1) * n, n, H), zt, n, H)
+            if t > lo:
+                gemm(zt, False, Whh, True, dh)
+                _add_into(dHf[(t - 1) * m:t * m], dh)
+    else:
+        dA = tview(dws, tens, ops[i, F_A], n)
+        dHf[:] = 0.0
+        dZf[:] = 0.0
+        for t in range(T, 0, -1):
+            for r in range(n):
+                src = dA[r, (t - 1) * H:t * H]
+                dst = dh[r]
+                for j in range(H):
+                    dst[j] = src[j]
+            dc[:, :] = 0.0
+            lo = max(1, t - k + 1)
+            for s in range(t, lo - 1, -1):
+                _add_into(dHf[s * m:(s + 1) * m], dh)
+                _lstm_step_back(dh, dc, _mat(Gv, (s - 1) * n, n, G), _mat(Cs, (s - 1) * n, n, H),
+                                _mat(TC, (s - 1) * n, n, H), g, n, H)
+                _add_into(dZf[(s - 1) * n * G:s * n * G], g)
+                if s > lo:
+                    gemm(g, False, Whh, True, dh)
+    dHf[:m] = 0.0
+    _shared_products(ops, tens, params, grads, ws, dws, i, n, T, F, H, G, Xt, Hs, dZ, dXt)
