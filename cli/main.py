@@ -465,10 +465,16 @@ def _model_for(nl, path, X, n_out, loss_name, dtype, seed):
     return net
 
 
-def load_dataset(nl, name, samples, seed):
-    """(canonical name, X, y) of a built-in dataset for ``--data``/``--samples``/``--seed``."""
+def load_dataset(nl, name, samples, seed, seq_len=None):
+    """(canonical name, X, y) of a built-in dataset for ``--data``/``--samples``/``--seed``
+    (and ``--seq-len`` for the sequence datasets)."""
     name = name.lower()
     kwargs = {}
+    if seq_len is not None:
+        if name not in SEQUENCE_DATA:
+            raise click.BadParameter(f"{name} is not a sequence dataset (those are: {', '.join(SEQUENCE_DATA)})",
+                                     param_hint="'--seq-len'")
+        kwargs["T"] = seq_len
     if name == "digits":
         if samples is not None:
             raise click.BadParameter("digits has a fixed size (1797 samples)", param_hint="'--samples'")
@@ -478,6 +484,9 @@ def load_dataset(nl, name, samples, seed):
             kwargs["n"] = samples
     X, y = nl.datasets.load(name, **kwargs)  # an unknown name raises UnknownNameError (exit 2)
     return name, X, y
+
+
+SEQUENCE_DATA = ("adding",)
 
 
 def _pct(x):
@@ -534,9 +543,12 @@ class _Progress:
 
 @cli.command()
 @click.option("--data", default="digits", show_default=True, metavar="NAME",
-              help="Dataset: digits, xor, spirals, moons (classification) or sine (regression).")
+              help="Dataset: digits, xor, spirals, moons (classification), sine (regression) or adding "
+                   "(sequences (N, T, 2), regression; needs --model with a recurrent network).")
 @click.option("--samples", type=click.IntRange(min=4), default=None, metavar="N",
-              help="Samples to generate for xor/spirals/moons/sine (default: the dataset's own).")
+              help="Samples to generate for xor/spirals/moons/sine/adding (default: the dataset's own).")
+@click.option("--seq-len", type=click.IntRange(min=2), default=None, metavar="T",
+              help="Time steps per sequence of a sequence dataset (adding; default 50).")
 @click.option("--model", "model_path", type=click.Path(dir_okay=False), default=None, metavar="FILE",
               help="Build the network from FILE instead of --layers/--activation/--init: a JSON model "
                    "description (the format Sequential.to_json and save write; see docs/layers.md) or a "
@@ -577,7 +589,7 @@ class _Progress:
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, writable=True), default=None,
               metavar="FILE", help="Also write history and results as JSON to FILE ('-' prints only the JSON).")
 @click.pass_context
-def train(ctx, data, samples, model_path, layers, activation, init_name, optimizer, lr, momentum, weight_decay,
+def train(ctx, data, samples, seq_len, model_path, layers, activation, init_name, optimizer, lr, momentum, weight_decay,
           clip_global_norm, clip_norm, clip_value, epochs, batch_size, seed, test_fraction, dtype, save_path,
           json_path):
     """Train a Dense network on a built-in dataset with the fused training step.
@@ -620,10 +632,10 @@ def train(ctx, data, samples, model_path, layers, activation, init_name, optimiz
         hyper[key] = value
     opt = nl.optim.get(optimizer, **hyper)
 
-    name, X, y = load_dataset(nl, data, samples, seed)
-    if X.ndim != 2:
-        raise click.BadParameter(f"{name} is a sequence dataset {X.shape}; nnlab train builds dense networks: "
-                                 f"train it from Python with nl.RNN or nl.LSTM", param_hint="'--data'")
+    name, X, y = load_dataset(nl, data, samples, seed, seq_len)
+    if X.ndim != 2 and model_path is None:
+        raise click.BadParameter(f"{name} is a sequence dataset {X.shape}; --layers builds dense networks: give "
+                                 f"--model FILE with a recurrent network (docs/layers.md)", param_hint="'--data'")
     data, task = name, nl.datasets.TASKS[name]
     X_train, y_train, X_test, y_test = nl.datasets.train_test_split(X, y, test_fraction, seed=seed)
     classify = task == "classification"
@@ -649,7 +661,8 @@ def train(ctx, data, samples, model_path, layers, activation, init_name, optimiz
     quiet = json_path == "-"
     say = (lambda line: None) if quiet else click.echo
     opt_text = f"{opt_cls.__name__} lr={opt.lr:g}" + "".join(f", {k}={v:g}" for k, v in hyper.items() if k != "lr")
-    say(f"data      {data}: {len(X_train)} train / {len(X_test)} test samples, {_plural(X.shape[1], 'feature')}, "
+    say(f"data      {data}: {len(X_train)} train / {len(X_test)} test samples, {_plural(X.shape[-1], 'feature')}, "
+        + (f"sequences of {X.shape[1]} steps, " if X.ndim == 3 else "")
         + (f"{n_out} classes" if classify else "regression"))
     if model_path is not None:
         say(f"network   {model_path}: {len(net.layers)} layers ({', '.join(_layer_names(net))}); "
@@ -705,7 +718,8 @@ def train(ctx, data, samples, model_path, layers, activation, init_name, optimiz
         say(f"saved the network to {save_path}")
     if json_path:
         record = {
-            "data": data, "task": task, "n_train": len(X_train), "n_test": len(X_test), "n_features": X.shape[1],
+            "data": data, "task": task, "n_train": len(X_train), "n_test": len(X_test), "n_features": X.shape[-1],
+            "seq_len": X.shape[1] if X.ndim == 3 else None,
             "n_outputs": n_out, "layers": widths if model_path is None else None,
             "activation": activation if model_path is None else None,
             "init": init_name if model_path is None else None, "loss": loss_name,

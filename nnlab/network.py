@@ -581,6 +581,8 @@ def load(path):
         raise ModelFileError(f"{path} was written by a newer nnlab (format {meta['version']})")
     try:
         net = from_config(meta)
+    except ModelFileError as exc:  # a layer description without a required field, or with a foreign one
+        raise ModelFileError(f"{path}: corrupt model configuration ({exc})") from None
     except NnlabError:  # e.g. UnknownNameError for an activation that is not registered here
         raise
     except Exception as exc:  # missing or mistyped configuration fields

@@ -244,3 +244,26 @@ def test_model_file_that_is_not_json(run, tmp_path):
     path.write_text("{not json")
     assert "is not valid JSON" in one_line_error(run(*MODEL_RUN, "--model", str(path)))
     assert "cannot read model description" in one_line_error(run(*MODEL_RUN, "--model", str(tmp_path / "x.json")))
+
+
+def test_a_recurrent_model_on_the_adding_sequences(run, tmp_path):
+    path = tmp_path / "lstm.json"
+    path.write_text(json.dumps({"layers": [{"type": "LSTM", "n_in": 2, "hidden": 4},
+                                           {"type": "Dense", "n_in": 4, "n_out": 1}], "loss": "mse"}))
+    result = run("--data", "adding", "--samples", "40", "--seq-len", "6", "--model", str(path), "--epochs", "2",
+                 "--batch-size", "8", "--json", "-")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["seq_len"] == 6 and data["n_features"] == 2 and data["steps"] == 2 * 4
+    assert [layer["type"] for layer in data["model"]["layers"]] == ["LSTM", "Dense"]
+    assert "--model FILE with a recurrent network" in one_line_error(run("--data", "adding"))
+    assert "xor is not a sequence dataset" in one_line_error(run("--data", "xor", "--seq-len", "5"))
+
+
+@pytest.mark.parametrize("layer, message", [
+    ({"type": "LSTM", "n_in": 2}, "a LSTM layer description needs 'hidden'"),
+    ({"type": "Dense", "n_in": 2, "n_out": 1, "widht": 3}, "a Dense layer has no argument 'widht'"),
+])
+def test_layer_descriptions_name_missing_and_foreign_fields(layer, message):
+    with pytest.raises(nl.errors.ModelFileError, match=message):
+        nl.model_from_json(json.dumps({"layers": [layer]}))

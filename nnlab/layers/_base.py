@@ -1,6 +1,6 @@
 """The layer base class and the registry of layer types (name -> class, for model files)."""
 
-from ..errors import ShapeError, UnknownNameError
+from ..errors import ModelFileError, ShapeError, UnknownNameError
 
 LAYER_TYPES = {}
 """Layer class name -> class; :func:`from_config` builds a layer from what ``config()`` wrote."""
@@ -65,7 +65,35 @@ class Layer:
 
     @classmethod
     def from_config(cls, cfg):
-        raise NotImplementedError
+        """The layer a ``config()`` dict (or a hand-written model description) describes: its keys
+        are the constructor's arguments; missing ones take their defaults. An activation is its
+        ``config()`` dict or a name, an initializer likewise (or a number), a nested layer list
+        (``layers``) layer descriptions."""
+        import inspect
+
+        from .. import init as _init
+
+        params = inspect.signature(cls.__init__).parameters
+        args = {}
+        for name, param in list(params.items())[1:]:
+            if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+                continue
+            if name not in cfg:
+                if param.default is param.empty:
+                    raise ModelFileError(f"a {cls.__name__} layer description needs {name!r}")
+                continue
+            value = cfg[name]
+            if name == "activation":
+                value = activation_from(value, param.default if isinstance(param.default, str) else "identity")
+            elif (name == "init" or name.endswith("_init")) and value is not None:
+                value = _init.get(value)
+            elif name == "layers":
+                value = [from_config(c) for c in value]
+            args[name] = value
+        unknown = sorted(set(cfg) - set(params) - {"type"})
+        if unknown:
+            raise ModelFileError(f"a {cls.__name__} layer has no argument {', '.join(map(repr, unknown))}")
+        return cls(**args)
 
 
 def activation_from(value, default="identity"):

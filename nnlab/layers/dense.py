@@ -9,7 +9,7 @@ from .. import _validate, activations
 from .. import init as _init
 from ..errors import HyperparameterError
 from ..kernels.layout import KIND_DENSE, NOISE_NONE, NOISE_NORMAL, NOISE_UNIFORM
-from ._base import Layer, activation_from, register
+from ._base import Layer, register
 
 _NOISE = {None: NOISE_NONE, "uniform": NOISE_UNIFORM, "normal": NOISE_NORMAL}
 
@@ -76,12 +76,6 @@ class Dense(Layer):
                 "activation": self.activation.config(), "init": self.init.config(),
                 "bias": self.bias, "bias_init": self.bias_init.config()}
 
-    @classmethod
-    def from_config(cls, cfg):
-        return cls(cfg["n_in"], cfg["n_out"], activation=activation_from(cfg.get("activation")),
-                   init=_init.get(cfg.get("init", "xavier_uniform")), bias=cfg.get("bias", True),
-                   bias_init=_init.get(cfg.get("bias_init", 0.0)))
-
 
 @register
 class Activation(Layer):
@@ -111,7 +105,3 @@ class Activation(Layer):
 
     def config(self):
         return {"type": "Activation", "activation": self.activation.config()}
-
-    @classmethod
-    def from_config(cls, cfg):
-        return cls(activation_from(cfg.get("activation"), "relu"))

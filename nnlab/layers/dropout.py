@@ -42,10 +42,6 @@ class _DropoutBase(Layer):
     def config(self):
         return {"type": type(self).__name__, "p": self.p}
 
-    @classmethod
-    def from_config(cls, cfg):
-        return cls(cfg["p"])
-
 
 @register
 class Dropout(_DropoutBase):

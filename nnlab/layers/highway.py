@@ -55,8 +55,3 @@ class Highway(Layer):
     def config(self):
         return {"type": "Highway", "n": self.n, "activation": self.activation.config(),
                 "gate_bias": self.gate_bias, "init": self.init.config()}
-
-    @classmethod
-    def from_config(cls, cfg):
-        return cls(cfg["n"], activation=activations.from_config(cfg["activation"]), gate_bias=cfg["gate_bias"],
-                   init=_init.get(cfg["init"]))

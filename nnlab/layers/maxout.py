@@ -56,8 +56,3 @@ class Maxout(Layer):
     def config(self):
         return {"type": "Maxout", "n_in": self.n_in, "n_out": self.n_out, "k": self.k,
                 "init": self.init.config(), "bias_init": self.bias_init.config()}
-
-    @classmethod
-    def from_config(cls, cfg):
-        return cls(cfg["n_in"], cfg["n_out"], k=cfg["k"], init=_init.get(cfg["init"]),
-                   bias_init=_init.get(cfg.get("bias_init", 0.0)))

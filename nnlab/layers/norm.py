@@ -104,10 +104,6 @@ class BatchNorm(_Norm):
     def config(self):
         return {"type": "BatchNorm", "n": self.n_in, "eps": self.eps, "momentum": self.momentum}
 
-    @classmethod
-    def from_config(cls, cfg):
-        return cls(cfg["n"], eps=cfg.get("eps", 1e-5), momentum=cfg.get("momentum", 0.1))
-
 
 @register
 class LayerNorm(_Norm):
@@ -133,7 +129,3 @@ class LayerNorm(_Norm):
 
     def config(self):
         return {"type": "LayerNorm", "n": self.n_in, "eps": self.eps}
-
-    @classmethod
-    def from_config(cls, cfg):
-        return cls(cfg["n"], eps=cfg.get("eps", 1e-5))

@@ -99,8 +99,3 @@ class RBF(Layer):
     def config(self):
         return {"type": "RBF", "n_in": self.n_in, "n_centers": self.n_centers, "gamma": self.gamma,
                 "learnable_gamma": self.learnable_gamma, "init": self.init.config()}
-
-    @classmethod
-    def from_config(cls, cfg):
-        return cls(cfg["n_in"], cfg["n_centers"], gamma=cfg["gamma"], learnable_gamma=cfg["learnable_gamma"],
-                   init=_init.get(cfg["init"]))

@@ -150,12 +150,6 @@ class RNN(_Recurrent):
     def config(self):
         return {"type": "RNN", **self._common_config(), "activation": self.activation.config()}
 
-    @classmethod
-    def from_config(cls, cfg):
-        return cls(cfg["n_in"], cfg["hidden"], activation=activations.from_config(cfg["activation"]),
-                   return_sequences=cfg["return_sequences"], truncate=cfg["truncate"],
-                   init=_init.get(cfg["init"]), recurrent_init=_init.get(cfg["recurrent_init"]))
-
 
 @register
 class LSTM(_Recurrent):
@@ -193,9 +187,3 @@ class LSTM(_Recurrent):
 
     def config(self):
         return {"type": "LSTM", **self._common_config(), "forget_bias": self.forget_bias}
-
-    @classmethod
-    def from_config(cls, cfg):
-        return cls(cfg["n_in"], cfg["hidden"], return_sequences=cfg["return_sequences"],
-                   forget_bias=cfg["forget_bias"], truncate=cfg["truncate"], init=_init.get(cfg["init"]),
-                   recurrent_init=_init.get(cfg["recurrent_init"]))

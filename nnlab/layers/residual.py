@@ -8,7 +8,7 @@ F's derivatives do -- the remedy for vanishing gradients in deep stacks (docs/la
 from .. import init as _init
 from ..errors import HyperparameterError, ShapeError
 from ..kernels.layout import KIND_ADD
-from ._base import Layer, from_config, register
+from ._base import Layer, register
 
 
 @register
@@ -91,8 +91,3 @@ class Residual(Layer):
     def config(self):
         return {"type": "Residual", "layers": [layer.config() for layer in self.layers],
                 "projection": self.projection, "init": self.init.config()}
-
-    @classmethod
-    def from_config(cls, cfg):
-        return cls([from_config(c) for c in cfg["layers"]], projection=cfg.get("projection", False),
-                   init=_init.get(cfg.get("init", "xavier_uniform")))
