@@ -13,7 +13,19 @@ from cli_checks import one_line_error  # tests/ is on sys.path (conftest.py)
 import nnlab as nl
 from nnlab import charts, demos
 from nnlab.demos import _common as C
-from nnlab.demos import dead_relu, ewa, exploding, init, meanfield, optimizers, residual, selu, swish, vanishing
+from nnlab.demos import (
+    batchnorm,
+    dead_relu,
+    ewa,
+    exploding,
+    init,
+    meanfield,
+    optimizers,
+    residual,
+    selu,
+    swish,
+    vanishing,
+)
 from nnlab.errors import HyperparameterError, NnlabError, UnknownNameError
 from nnlab_cli import demos as cli_demos
 from nnlab_cli.main import cli
@@ -23,6 +35,7 @@ SMALL = {
     "meanfield": dict(depth=30, width=256, batch=128, seeds=2),  # the documented defaults
     "exploding": dict(depth=6, width=16, batch=64, steps=30),
     "residual": dict(depth=16, width=16, samples=100, steps=150),
+    "batchnorm": dict(depth=16, width=16, samples=100, steps=150),
     "dead-relu": dict(depth=4, width=16, steps=100),
     "optimizers": dict(depth=8, width=16, steps=150, samples=100),
     "selu": dict(depth=30, wide=256, narrow=64, batch=128),
@@ -33,6 +46,7 @@ SMALL = {
 CLI_SMALL = {
     "exploding": ["--depth", "6", "--width", "16", "--batch", "64", "--steps", "30"],
     "residual": ["--depth", "16", "--width", "16", "--samples", "100", "--steps", "150"],
+    "batchnorm": ["--depth", "16", "--width", "16", "--samples", "100", "--steps", "150"],
     "dead-relu": ["--depth", "4", "--width", "16", "--steps", "100"],
     "optimizers": ["--depth", "8", "--width", "16", "--steps", "150", "--samples", "100"],
     "selu": ["--depth", "30", "--batch", "128"],
@@ -44,6 +58,7 @@ NOT_HELD = {  # options under which the claim does not hold: exit 1
     "meanfield": ["--width", "64", "--depth", "12", "--batch", "16", "--seeds", "1"],
     "exploding": ["--scale", "0.5", "--steps", "20", "--depth", "4", "--width", "8"],
     "residual": ["--depth", "4", "--width", "8", "--samples", "50", "--steps", "30"],
+    "batchnorm": ["--activation", "tanh", "--depth", "16", "--width", "16", "--samples", "100", "--steps", "150"],
     "dead-relu": ["--bias", "0", "--steps", "20", "--depth", "3", "--width", "8"],
     "optimizers": ["--depth", "2", "--width", "8", "--steps", "10", "--samples", "20"],
     "selu": ["--depth", "4", "--wide", "64", "--narrow", "64", "--batch", "64"],
@@ -60,8 +75,8 @@ def results():
 
 # ---------------------------------------------------------------- the registry
 def test_registry_lists_every_demo_with_its_interface():
-    assert demos.names() == ["vanishing", "meanfield", "exploding", "residual", "dead-relu", "optimizers", "selu",
-                             "swish", "init", "ewa"]
+    assert demos.names() == ["vanishing", "meanfield", "exploding", "residual", "batchnorm", "dead-relu", "optimizers",
+                             "selu", "swish", "init", "ewa"]
     for name, mod in demos.DEMOS.items():
         assert mod.NAME == name and demos.get(name) is mod
         assert isinstance(mod.CLAIM, str) and len(mod.CLAIM) > 40 and not mod.CLAIM.endswith(".")
@@ -107,7 +122,8 @@ def test_runs_repeat_with_the_seed():
     (exploding, dict(scale=0)), (dead_relu, dict(bias=0.5)), (optimizers, dict(steps=2.5)),
     (selu, dict(depth=True)), (swish, dict(points=3)), (init, dict(width="8")), (ewa, dict(beta=1.0)),
     (meanfield, dict(seeds=0)), (ewa, dict(seed=-1)), (residual, dict(depth=31)), (residual, dict(block=1)),
-    (residual, dict(lr=0.0)), (residual, dict(samples=2)),
+    (residual, dict(lr=0.0)), (residual, dict(samples=2)), (batchnorm, dict(activation="relu")),
+    (batchnorm, dict(depth=1)), (batchnorm, dict(steps=0)), (batchnorm, dict(width=1.5)),
 ])
 def test_bad_arguments_raise_nnlab_errors(module, kwargs):
     with pytest.raises(HyperparameterError) as info:
@@ -277,6 +293,140 @@ def test_residual_not_held_names_the_failed_part():
     _check_residual_numbers(res)
 
 
+def _check_batchnorm_numbers(res):
+    """The reported ratios and verdict follow from the reported norms and losses and the thresholds."""
+    for rec in (res.plain, res.batchnorm):
+        g = rec.grad_norms
+        assert len(g) == len(rec.error_norms) == len(rec.labels) == res.depth + 2 == res.n_layers
+        assert all(label.split(" ", 2)[1] == "Dense" for label in rec.labels)
+        assert all(math.isfinite(v) and v > 0 for v in g)
+        assert rec.ratio == pytest.approx(g[0] / g[-2], rel=1e-12)
+        assert rec.out_ratio == pytest.approx(g[0] / g[-1], rel=1e-12)
+        assert len(rec.loss) == res.steps and all(math.isfinite(x) for x in rec.loss)
+        assert math.isfinite(rec.final_loss) and math.isfinite(rec.final_train_loss)
+    chance = res.chance_loss
+    assert chance == pytest.approx(math.log(2))
+    lo, hi = batchnorm.BN_BAND
+    assert (lo, hi) == (0.1, 1e3) and batchnorm.PLAIN_BELOW == 1e-3
+    parts = [res.plain.ratio < batchnorm.PLAIN_BELOW,
+             lo <= res.batchnorm.ratio <= hi,
+             res.batchnorm.final_loss < batchnorm.TRAINED_BELOW * chance,
+             res.plain.final_loss > batchnorm.STALLED_ABOVE * chance]
+    assert res.held is all(parts)
+    assert f"plain ratio {C.sci(res.plain.ratio)}" in res.reason
+    assert f"BatchNorm ratio {C.sci(res.batchnorm.ratio)}" in res.reason
+    assert f"BatchNorm final loss {res.batchnorm.final_loss:.4f}" in res.reason
+    assert f"plain final loss {res.plain.final_loss:.4f}" in res.reason
+    assert res.reason.startswith("fails: ") is (not res.held)
+    d = json.loads(json.dumps(res.to_dict(), allow_nan=False))
+    for kind in ("plain", "batchnorm"):
+        g = d[kind]["grad_norms"]
+        assert d[kind]["ratio"] == pytest.approx(g[0] / g[-2], rel=1e-12)
+        assert d[kind]["out_ratio"] == pytest.approx(g[0] / g[-1], rel=1e-12)
+    th = d["thresholds"]
+    assert th["trained_below"] == pytest.approx(0.5 * math.log(2))
+    assert th["stalled_above"] == pytest.approx(0.9 * math.log(2))
+    assert d["held"] is (d["plain"]["ratio"] < th["plain_below"]
+                         and th["batchnorm_band"][0] <= d["batchnorm"]["ratio"] <= th["batchnorm_band"][1]
+                         and d["batchnorm"]["final_loss"] < th["trained_below"]
+                         and d["plain"]["final_loss"] > th["stalled_above"])
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_batchnorm_claim_holds_for_seeds_0_to_4(seed):
+    res = batchnorm.run(seed=seed, **SMALL["batchnorm"])
+    assert res.held is True, res.reason
+    assert res.same_weights is True  # the normalisation is the only difference between the two nets
+    _check_batchnorm_numbers(res)
+    # the plain net's gradient shrinks towards the input layer by layer; the BatchNorm net's does not vanish
+    g = res.plain.grad_norms[:-1]
+    assert all(a < b for a, b in zip(g[:-1], g[1:]))
+    b = res.batchnorm.grad_norms[:-1]
+    assert min(b) >= 0.1 * b[-1] and max(b) <= 1e3 * b[-1]
+    assert res.plain.accuracy <= 0.6 and res.batchnorm.accuracy >= 0.9
+    rm, (v_lo, v_hi) = res.batchnorm.running_mean_absmax, res.batchnorm.running_var_range
+    assert rm > 0 and (v_lo, v_hi) != (1.0, 1.0)  # the running statistics moved from 0 and 1
+    assert res.plain.running_mean_absmax is None and res.plain.running_var_range is None
+
+
+def test_batchnorm_nets_and_norms_at_initialisation():
+    """Same Dense weights in both nets; the monitor's step-1 norms are ‖∂L/∂W_l‖ of fresh nets' loss_and_grads."""
+    kw = SMALL["batchnorm"]
+    plain, bn, same = batchnorm.build_nets(kw["depth"], kw["width"], seed=2)
+    assert same
+    kinds = [type(layer).__name__ for layer in bn.layers]
+    assert kinds == ["Dense", "BatchNorm", "Activation"] * (kw["depth"] + 1) + ["Dense"]
+    assert [type(layer).__name__ for layer in plain.layers] == ["Dense"] * (kw["depth"] + 2)
+    dense = [(n, p) for n, p in zip(bn.param_names(), bn.params()) if n.endswith((".W", ".b"))]
+    for (_, a), (_, b) in zip(zip(plain.param_names(), plain.params()), dense):
+        assert np.array_equal(a, b)
+    for n, p in zip(bn.param_names(), bn.params()):
+        if n.endswith(".gamma"):
+            assert np.all(p == 1.0)
+        elif n.endswith(".beta"):
+            assert np.all(p == 0.0)
+    res = batchnorm.run(seed=2, **kw)
+    X, y = nl.datasets.moons(n=kw["samples"], seed=2)
+    for rec, net in zip((res.plain, res.batchnorm), batchnorm.build_nets(kw["depth"], kw["width"], seed=2)[:2]):
+        loss, grads = net.loss_and_grads(X, y)
+        assert rec.loss[0] == pytest.approx(loss, rel=1e-12)
+        np.testing.assert_allclose(rec.grad_norms, C.weight_norms(net, grads), rtol=1e-9)
+
+
+def test_batchnorm_running_statistics_move_during_training():
+    """The demo's training moves every BatchNorm layer's running statistics; eval mode then uses them."""
+    kw = SMALL["batchnorm"]
+    X, y = nl.datasets.moons(n=kw["samples"], seed=0)
+    _, bn, _ = batchnorm.build_nets(kw["depth"], kw["width"], seed=0)
+    names = bn.buffer_names()
+    assert len(names) == 2 * (kw["depth"] + 1)
+    before = [b.copy() for b in bn.buffers()]
+    assert all(np.all(b == (0.0 if n.endswith("mean") else 1.0)) for n, b in zip(names, before))
+    rec, chance = batchnorm.train_net("batchnorm", bn, X, y, kw["steps"], 0.01)
+    after = bn.buffers()
+    for name, b0, b1 in zip(names, before, after):
+        assert np.all(np.isfinite(b1)) and not np.array_equal(b0, b1), name
+    means = [b for n, b in zip(names, after) if n.endswith("running_mean")]
+    variances = [b for n, b in zip(names, after) if n.endswith("running_var")]
+    assert rec.running_mean_absmax == max(float(np.max(np.abs(m))) for m in means)
+    assert rec.running_var_range == [min(float(np.min(v)) for v in variances), max(float(np.max(v)) for v in variances)]
+    # the reported final losses: eval mode normalises with the running statistics, training mode with the batch's
+    assert rec.final_loss == pytest.approx(bn.loss(X, y, training=False), rel=1e-12)
+    assert rec.final_train_loss == pytest.approx(bn.loss(X, y, training=True), rel=1e-12)
+    assert rec.final_loss != rec.final_train_loss
+    # the same record as the demo's own run (the demo is this training, seeded)
+    res = batchnorm.run(seed=0, **kw)
+    assert C.jsonable(res.batchnorm) == C.jsonable(rec) and chance == res.chance_loss
+    # with momentum 0 the running statistics would stay put: it is the training that moves them
+    net = nl.Sequential([nl.Dense(2, 4), nl.BatchNorm(4, momentum=0.0), nl.Activation("sigmoid"), nl.Dense(4, 2)],
+                        loss="softmax_cross_entropy", seed=0)
+    batchnorm.train_net("batchnorm", net, X, y, 3, 0.01)
+    assert np.all(net.buffers()[0] == 0.0) and np.all(net.buffers()[1] == 1.0)
+
+
+def test_batchnorm_default_numbers():
+    res = batchnorm.run()  # the documented run (docs/demos.md, the module docstring)
+    assert res.held and (res.depth, res.width, res.samples, res.steps, res.lr, res.activation) == (
+        30, 32, 200, 200, 0.01, "sigmoid")
+    assert res.plain.ratio == pytest.approx(2.84e-20, rel=0.01)
+    assert res.batchnorm.ratio == pytest.approx(31.3, rel=0.01)
+    assert res.batchnorm.final_loss == pytest.approx(0.0012, abs=3e-4)
+    assert res.plain.final_loss == pytest.approx(math.log(2), abs=1e-3)
+    assert res.batchnorm.accuracy == 1.0 and res.plain.accuracy == 0.5
+    _check_batchnorm_numbers(res)
+
+
+def test_batchnorm_not_held_names_the_failed_parts():
+    res = batchnorm.run(activation="tanh", **SMALL["batchnorm"])  # the plain tanh/Xavier net does not vanish
+    assert not res.held
+    assert res.reason.startswith("fails: plain ratio") and "not < 0.001" in res.reason
+    assert "plain final loss" in res.reason.split("(holds:")[0]
+    assert "BatchNorm ratio" in res.reason.split("(holds:")[1]
+    _check_batchnorm_numbers(res)
+    text = batchnorm.render(res, 80)
+    assert "claim held: no" in text and "Activation(\"tanh\")" in text
+
+
 def test_dead_relu_numbers(results):
     res = results["dead-relu"]
     bad, fix, leaky = res.runs[:3]
@@ -437,6 +587,8 @@ def test_cli_plot_with_matplotlib(run, tmp_path):
     ["demo", "residual", "--depth", "31"],
     ["demo", "residual", "--block", "4"],
     ["demo", "residual", "--lr", "0"],
+    ["demo", "batchnorm", "--activation", "relu"],
+    ["demo", "batchnorm", "--depth", "1"],
 ])
 def test_cli_bad_input_is_one_line(run, args):
     one_line_error(run(*args))
