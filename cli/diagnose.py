@@ -98,9 +98,12 @@ def _time_chart(mon, charts, width):
 @cli.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--data", required=True, metavar="NAME",
-              help="Dataset: digits, xor, spirals, moons (classification) or sine (regression).")
+              help="Dataset: digits, xor, spirals, moons (classification), sine (regression) or adding "
+                   "(sequences, regression).")
 @click.option("--samples", type=click.IntRange(min=4), default=None, metavar="N",
               help="Samples to generate for xor/spirals/moons/sine (default: the dataset's own).")
+@click.option("--seq-len", type=click.IntRange(min=2), default=None, metavar="T",
+              help="Time steps per sequence of a sequence dataset (adding; default 50).")
 @click.option("--steps", type=click.IntRange(min=0), default=0, show_default=True, metavar="K",
               help="0: one loss_and_grads on all samples; K > 0: K training steps on a copy of the model.")
 @click.option("--optimizer", default="adam", show_default=True, metavar="NAME",
@@ -115,7 +118,7 @@ def _time_chart(mon, charts, width):
               help="Flush denormal floats to zero while the monitor runs (x86; see docs/diagnostics.md).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, writable=True), default=None,
               metavar="FILE", help="Also write every statistic and verdict as JSON to FILE ('-' prints only the JSON).")
-def diagnose(model, data, samples, steps, optimizer, lr, batch_size, seed, flush_denormals, json_path):
+def diagnose(model, data, samples, seq_len, steps, optimizer, lr, batch_size, seed, flush_denormals, json_path):
     """Gradient health of a saved MODEL (.npz from `nnlab train --save` or Sequential.save) on a dataset.
 
     With --steps 0 (default) runs one loss_and_grads on all samples; with --steps K trains a copy of
@@ -134,7 +137,7 @@ def diagnose(model, data, samples, steps, optimizer, lr, batch_size, seed, flush
     from nnlab import charts
 
     net = nl.load(model)  # ModelFileError: one line, exit 2
-    name, X, y = load_dataset(nl, data, samples, seed)
+    name, X, y = load_dataset(nl, data, samples, seed, seq_len)
     if X.shape[-1] != net.n_in:
         raise click.UsageError(f"the model takes {net.n_in} input feature(s) but dataset {name!r} has "
                                f"{X.shape[-1]}")

@@ -197,3 +197,20 @@ def test_a_residual_model_names_each_layer_with_weights(run, tmp_path):
     assert [(r[1], r[2]) for r in rows] == [("0", "Dense"), ("1.0", "Dense"), ("1.1", "Dense"), ("1", "Dense"),
                                             ("2", "Dense")]
     assert "Residual" in result.output  # the architecture line names the block
+
+
+def test_a_recurrent_model_gets_the_per_step_gradient_chart(run, tmp_path):
+    net = nl.Sequential([nl.LSTM(2, 4), nl.Dense(4, 1)], loss="mse", seed=0)
+    path = tmp_path / "lstm.npz"
+    net.save(path)
+    result = run(str(path), "--data", "adding", "--samples", "32", "--seq-len", "7")
+    assert result.exit_code in (0, 1), result.output
+    assert "sequences of 7 steps" in result.output
+    assert "log10 ‖∂L/∂h_t‖, recurrent layers (rows) x time steps t = 1..T" in result.output
+    line = next(x for x in result.output.splitlines() if x.strip().startswith("0 LSTM: ‖∂L/∂h_1‖"))
+    # the printed ratio is the monitor's first/last per-step norm of the same computation
+    mon = nl.GradientMonitor(net)
+    X, y = nl.datasets.load("adding", n=32, T=7, seed=0)
+    mon.observe(X, y)
+    norms = mon.time_grad_norms()["0 LSTM"]
+    assert f"ratio first/last {norms[0] / norms[-1]:.2e}" in line
