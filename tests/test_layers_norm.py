@@ -630,7 +630,7 @@ def test_a_training_batch_of_one_row_is_refused_before_any_kernel_runs():
 def test_norm_layers_with_a_user_activation():
     """A network with a user-registered activation runs on a rebuilt kernel set; the norm kernels
     are reached through it too."""
-    name = "layers_norm_sin"
+    name = "layers_core_sin"  # the sin of tests/test_layers_core.py: one kernel set for both
     if name not in nl.activations.names():
         nl.activations.register(name, lambda z: math.sin(z), lambda z: math.cos(z))
     net = nl.Sequential([nl.Dense(3, 4), nl.BatchNorm(4), nl.Activation(name), nl.LayerNorm(4), nl.Dense(4, 1)],
