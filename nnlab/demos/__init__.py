@@ -13,13 +13,14 @@ matplotlib). ``nnlab demo NAME`` is built from that: a new demo is a new module 
 ['vanishing', 'meanfield', 'exploding']
 """
 
-from . import dead_relu, ewa, exploding, init, meanfield, optimizers, residual, selu, swish, vanishing
+from . import dead_relu, ewa, exploding, init, lstm, meanfield, optimizers, residual, selu, swish, vanishing
 
 DEMOS = {
     "vanishing": vanishing,
     "meanfield": meanfield,
     "exploding": exploding,
     "residual": residual,
+    "lstm": lstm,
     "dead-relu": dead_relu,
     "optimizers": optimizers,
     "selu": selu,
