@@ -19,6 +19,7 @@ from nnlab.demos import (
     ewa,
     exploding,
     init,
+    lstm,
     meanfield,
     optimizers,
     residual,
@@ -36,6 +37,7 @@ SMALL = {
     "exploding": dict(depth=6, width=16, batch=64, steps=30),
     "residual": dict(depth=16, width=16, samples=100, steps=150),
     "batchnorm": dict(depth=16, width=16, samples=100, steps=150),
+    "lstm": dict(hidden=16, samples=1000, test=500, batch=16, epochs=15),  # held for seeds 0-11
     "dead-relu": dict(depth=4, width=16, steps=100),
     "optimizers": dict(depth=8, width=16, steps=150, samples=100),
     "selu": dict(depth=30, wide=256, narrow=64, batch=128),
@@ -47,6 +49,7 @@ CLI_SMALL = {
     "exploding": ["--depth", "6", "--width", "16", "--batch", "64", "--steps", "30"],
     "residual": ["--depth", "16", "--width", "16", "--samples", "100", "--steps", "150"],
     "batchnorm": ["--depth", "16", "--width", "16", "--samples", "100", "--steps", "150"],
+    "lstm": ["--hidden", "16", "--samples", "1000", "--test", "500", "--batch", "16", "--epochs", "15"],
     "dead-relu": ["--depth", "4", "--width", "16", "--steps", "100"],
     "optimizers": ["--depth", "8", "--width", "16", "--steps", "150", "--samples", "100"],
     "selu": ["--depth", "30", "--batch", "128"],
@@ -59,6 +62,7 @@ NOT_HELD = {  # options under which the claim does not hold: exit 1
     "exploding": ["--scale", "0.5", "--steps", "20", "--depth", "4", "--width", "8"],
     "residual": ["--depth", "4", "--width", "8", "--samples", "50", "--steps", "30"],
     "batchnorm": ["--activation", "tanh", "--depth", "16", "--width", "16", "--samples", "100", "--steps", "150"],
+    "lstm": ["--T", "6", "--samples", "500", "--test", "200", "--epochs", "5", "--batch", "16"],
     "dead-relu": ["--bias", "0", "--steps", "20", "--depth", "3", "--width", "8"],
     "optimizers": ["--depth", "2", "--width", "8", "--steps", "10", "--samples", "20"],
     "selu": ["--depth", "4", "--wide", "64", "--narrow", "64", "--batch", "64"],
@@ -75,8 +79,8 @@ def results():
 
 # ---------------------------------------------------------------- the registry
 def test_registry_lists_every_demo_with_its_interface():
-    assert demos.names() == ["vanishing", "meanfield", "exploding", "residual", "batchnorm", "dead-relu", "optimizers",
-                             "selu", "swish", "init", "ewa"]
+    assert demos.names() == ["vanishing", "meanfield", "exploding", "residual", "batchnorm", "lstm", "dead-relu",
+                             "optimizers", "selu", "swish", "init", "ewa"]
     for name, mod in demos.DEMOS.items():
         assert mod.NAME == name and demos.get(name) is mod
         assert isinstance(mod.CLAIM, str) and len(mod.CLAIM) > 40 and not mod.CLAIM.endswith(".")
@@ -124,6 +128,8 @@ def test_runs_repeat_with_the_seed():
     (meanfield, dict(seeds=0)), (ewa, dict(seed=-1)), (residual, dict(depth=31)), (residual, dict(block=1)),
     (residual, dict(lr=0.0)), (residual, dict(samples=2)), (batchnorm, dict(activation="relu")),
     (batchnorm, dict(depth=1)), (batchnorm, dict(steps=0)), (batchnorm, dict(width=1.5)),
+    (residual, dict(lr=0.0)), (residual, dict(samples=2)), (lstm, dict(T=3)), (lstm, dict(hidden=0)),
+    (lstm, dict(lr=0.0)), (lstm, dict(forget_bias="3")), (lstm, dict(samples=8)), (lstm, dict(epochs=1.5)),
 ])
 def test_bad_arguments_raise_nnlab_errors(module, kwargs):
     with pytest.raises(HyperparameterError) as info:
@@ -427,6 +433,119 @@ def test_batchnorm_not_held_names_the_failed_parts():
     assert "claim held: no" in text and "Activation(\"tanh\")" in text
 
 
+@pytest.fixture
+def one_blas_thread():
+    """The LSTM demo's runs are thousands of small matrix products: on a busy machine BLAS threads that wait
+    for a core stall them (3-10x slower, docs/demos.md), so its longer tests run on one thread."""
+    before = nl.backend.get_num_threads()
+    nl.backend.set_num_threads(1)
+    yield
+    nl.backend.set_num_threads(before or 1)
+
+
+def _check_lstm_numbers(res):
+    """The reported factors, ratios and verdict follow from the reported per-step norms and test MSEs."""
+    for rec in (res.rnn, res.lstm):
+        n = len(rec.test_mse)
+        assert len(rec.norms_by_epoch) == len(rec.probe_loss) == len(rec.fit_points) == n == res.epochs + 1
+        assert len(rec.epoch_loss) == res.epochs and rec.stopped == ""
+        assert all(len(g) == res.T for g in rec.norms_by_epoch)
+        assert rec.init_norms == rec.norms_by_epoch[0] and rec.trained_norms == rec.norms_by_epoch[-1]
+        assert all(math.isfinite(v) and v > 0 for v in rec.init_norms)
+        for g, factor, r2, ratio in [(rec.init_norms, rec.init_factor, rec.init_r2, rec.init_ratio),
+                                     (rec.trained_norms, rec.trained_factor, rec.trained_r2, rec.trained_ratio)]:
+            v = np.asarray(g[:-1])  # t = 1..T-1, positive finite values
+            t = np.arange(1, res.T)[(v > 0) & np.isfinite(v)]
+            y = np.log(v[(v > 0) & np.isfinite(v)])
+            slope, icpt = np.polyfit(t, y, 1)
+            assert factor == pytest.approx(math.exp(-slope), rel=1e-9)
+            assert r2 == pytest.approx(1 - np.sum((y - slope * t - icpt) ** 2) / np.sum((y - y.mean()) ** 2), abs=1e-9)
+            assert ratio == pytest.approx(g[0] / g[-1], rel=1e-12)
+        assert rec.fit_points[0] == res.T - 1
+        assert rec.final_test_mse == rec.test_mse[-1]
+        assert all(math.isfinite(x) for x in rec.test_mse + rec.epoch_loss + rec.probe_loss)
+    r, m = res.rnn, res.lstm
+    parts = [r.init_factor < lstm.RNN_FACTOR_BELOW, r.init_ratio < lstm.RNN_RATIO_BELOW,
+             m.init_factor >= lstm.LSTM_FACTOR_ABOVE, m.init_ratio > lstm.LSTM_RATIO_ABOVE,
+             m.final_test_mse < lstm.SOLVED_BELOW, r.final_test_mse > lstm.UNSOLVED_ABOVE]
+    assert res.held is all(parts)
+    assert f"RNN factor per step {r.init_factor:.3f}" in res.reason
+    assert f"LSTM ratio {C.sci(m.init_ratio)}" in res.reason
+    d = json.loads(json.dumps(res.to_dict(), allow_nan=False))
+    assert d["demo"] == "lstm" and d["thresholds"]["solved_below"] == 0.05 and d["baseline"] == pytest.approx(1 / 6)
+    for key in ("rnn", "lstm"):
+        g = d[key]["init_norms"]
+        assert d[key]["init_ratio"] == pytest.approx(g[0] / g[-1])
+        assert len(d[key]["norms_by_epoch"]) == res.epochs + 1 and len(d[key]["test_mse"]) == res.epochs + 1
+
+
+# the documented numbers (docs/demos.md, lstm): seed -> RNN factor, RNN ratio, LSTM factor, LSTM ratio at initialisation
+LSTM_DOCUMENTED = {0: (0.9022, 6.90e-3, 0.9965, 5.46e-2), 1: (0.8835, 2.97e-3, 1.0206, 1.81e-1),
+                   2: (0.9302, 3.31e-2, 1.0146, 1.53e-1), 3: (0.9074, 9.12e-3, 1.0258, 1.44e-1),
+                   4: (0.9350, 3.96e-2, 1.0169, 1.24e-1)}
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_lstm_claim_holds_for_seeds_0_to_4(seed, one_blas_thread):
+    res = lstm.run(seed=seed)  # the defaults: T 50, hidden 32, 4000 sequences, 15 epochs
+    assert res.held is True, res.reason
+    assert (res.T, res.hidden, res.samples, res.test, res.epochs, res.batch, res.lr, res.forget_bias) == \
+        (50, 32, 4000, 1000, 15, 64, 0.01, 3.0)
+    _check_lstm_numbers(res)
+    rf, rr, lf, lr = LSTM_DOCUMENTED[seed]
+    assert res.rnn.init_factor == pytest.approx(rf, abs=2e-4) and res.rnn.init_ratio == pytest.approx(rr, rel=0.01)
+    assert res.lstm.init_factor == pytest.approx(lf, abs=2e-4) and res.lstm.init_ratio == pytest.approx(lr, rel=0.01)
+    # the RNN's decay is exponential (a straight line in log scale); the trained LSTM still reaches t = 1
+    assert res.rnn.init_r2 > 0.98
+    g = res.rnn.init_norms
+    assert all(a < b for a, b in zip(g[:-1], g[1:]))
+    assert res.lstm.trained_ratio > lstm.LSTM_RATIO_ABOVE and res.lstm.trained_factor > 0.97
+    assert res.baseline_test == pytest.approx(1 / 6, abs=0.02)
+
+
+def test_lstm_norms_are_time_grad_norms_of_a_fresh_net(one_blas_thread):
+    """The step-0 norms equal GradientMonitor.time_grad_norms() of a fresh identical net on the probe sequences."""
+    kw = SMALL["lstm"]
+    res = lstm.run(seed=2, **kw)
+    X, y = nl.datasets.load("adding", n=kw["samples"] + kw["test"], T=res.T, seed=2)
+    Xp, yp = X[:res.probe], y[:res.probe]
+    assert res.probe == 256
+    for rec in (res.rnn, res.lstm):
+        net = lstm.build_net(rec.kind, res.hidden, seed=2, forget_bias=res.forget_bias)
+        mon = nl.GradientMonitor(net)
+        loss = mon.observe(Xp, yp)
+        (label, norms), = mon.time_grad_norms().items()
+        assert label == rec.label and rec.kind in label
+        np.testing.assert_allclose(rec.init_norms, norms, rtol=1e-6)
+        assert rec.probe_loss[0] == pytest.approx(loss, rel=1e-6)
+        pred = net.forward(X[kw["samples"]:]).ravel()
+        assert rec.test_mse[0] == pytest.approx(float(np.mean((pred - y[kw["samples"]:]) ** 2)), rel=1e-6)
+    net = lstm.build_net("LSTM", 4, seed=0, forget_bias=3.0)
+    assert net.params()[2][4:8].tolist() == [3.0] * 4  # the forget slice of b
+
+
+def test_lstm_decay_fit():
+    g = [0.5 ** (10 - t) for t in range(1, 11)]  # halves per step back in time: factor 0.5
+    factor, r2, points = lstm.decay_fit(g)
+    assert factor == pytest.approx(0.5) and r2 == pytest.approx(1.0) and points == 9
+    assert lstm.decay_fit([0.0, 1.0, 2.0, 4.0, 99.0])[0] == pytest.approx(0.5)  # zeros (underflow) left out
+    assert math.isnan(lstm.decay_fit([1.0, 0.0, 2.0, 5.0])[0])
+    assert lstm.span_ratio([1e-3, 1.0, 2.0]) == pytest.approx(5e-4) and math.isnan(lstm.span_ratio([1.0, 0.0]))
+
+
+def test_lstm_not_held_names_the_failed_parts(one_blas_thread):
+    res = lstm.run(T=6, samples=500, test=200, epochs=5, batch=16)  # short sequences: the RNN learns them too
+    assert not res.held
+    assert res.reason.startswith("fails: RNN ratio") and "RNN test MSE" in res.reason.split("(holds")[0]
+    _check_lstm_numbers(res)
+    # nnlab's default forget bias 1: the LSTM's gradient fades faster than the RNN's at initialisation
+    res = lstm.run(forget_bias=1.0, **SMALL["lstm"])
+    assert not res.held and res.lstm.init_factor < res.rnn.init_factor < lstm.RNN_FACTOR_BELOW
+    failed = res.reason.split("(holds")[0]
+    assert "LSTM factor per step" in failed and "not >= 0.97" in failed and "LSTM ratio" in failed
+    _check_lstm_numbers(res)
+
+
 def test_dead_relu_numbers(results):
     res = results["dead-relu"]
     bad, fix, leaky = res.runs[:3]
@@ -589,6 +708,9 @@ def test_cli_plot_with_matplotlib(run, tmp_path):
     ["demo", "residual", "--lr", "0"],
     ["demo", "batchnorm", "--activation", "relu"],
     ["demo", "batchnorm", "--depth", "1"],
+    ["demo", "lstm", "--T", "3"],
+    ["demo", "lstm", "--hidden", "0"],
+    ["demo", "lstm", "--forget-bias", "x"],
 ])
 def test_cli_bad_input_is_one_line(run, args):
     one_line_error(run(*args))

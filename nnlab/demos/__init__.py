@@ -13,7 +13,7 @@ matplotlib). ``nnlab demo NAME`` is built from that: a new demo is a new module 
 ['vanishing', 'meanfield', 'exploding']
 """
 
-from . import batchnorm, dead_relu, ewa, exploding, init, meanfield, optimizers, residual, selu, swish, vanishing
+from . import batchnorm, dead_relu, ewa, exploding, init, lstm, meanfield, optimizers, residual, selu, swish, vanishing
 
 DEMOS = {
     "vanishing": vanishing,
@@ -21,6 +21,7 @@ DEMOS = {
     "exploding": exploding,
     "residual": residual,
     "batchnorm": batchnorm,
+    "lstm": lstm,
     "dead-relu": dead_relu,
     "optimizers": optimizers,
     "selu": selu,
