@@ -10,7 +10,7 @@
 
 Recording runs inside the same compiled call as the training step (``Trainer(..., monitor=mon)``)
 or with :meth:`GradientMonitor.observe` (one ``loss_and_grads`` plus the statistics). Per step and
-per Dense layer it keeps: the loss, ‖∂L/∂W_l‖ (before clipping), ‖∂L/∂b_l‖, ‖E_l‖ (the memoized
+per layer with weights (dense, maxout, RBF, normalisation, recurrent) it keeps: the loss, ‖∂L/∂W_l‖ (before clipping), ‖∂L/∂b_l‖, ‖E_l‖ (the memoized
 layer error), ‖W_l‖, the update-to-weight ratio ‖ΔW_l‖/‖W_l‖, the dead-unit fraction (units whose
 derivative is 0 for every row of the batch), the saturated fraction (entries of a saturating
 activation whose derivative is below ``saturation_ratio`` of its maximum), the count of non-finite
