@@ -193,7 +193,7 @@ def activations(as_json):
 
 # ---------------------------------------------------------------- nnlab gradcheck
 def _network_cases(seed):
-    """Small networks covering the three losses: (label, net, X, y)."""
+    """Small networks covering the three losses and every layer kind: (label, net, X, y)."""
     import numpy as np
 
     import nnlab as nl
@@ -225,6 +225,28 @@ def _network_cases(seed):
          nl.Dense(4, 4, activation="acon_c"),
          nl.Dense(4, 3, activation=nl.activations.get("scaled", base="tanh", a=1.7159, learnable=True)),
          nl.Dense(3, 1)], "mse", X, rng.standard_normal(6))
+    # every other layer kind, in training mode (fixed dropout masks) and in eval mode
+    X = rng.standard_normal((8, 4))
+    for mode in ("train", "eval"):
+        add(f"residual+batchnorm+layernorm+dropout/{mode}",
+            [nl.Dense(4, 5, activation="tanh"), nl.Residual([nl.Dense(5, 5, activation="softplus"), nl.Dense(5, 5)]),
+             nl.BatchNorm(5), nl.Activation("sigmoid"), nl.Dropout(0.3),
+             nl.Residual([nl.Dense(5, 3, activation="tanh")], projection=True), nl.LayerNorm(3),
+             nl.Dense(3, 2)], "mse", X, rng.standard_normal((8, 2)))
+        add(f"highway+maxout+rbf+alpha_dropout/{mode}",
+            [nl.Dense(4, 4, activation="selu", init="lecun_normal"), nl.AlphaDropout(0.2),
+             nl.Highway(4, activation="tanh"),
+             nl.Maxout(4, 3, k=2, bias_init=nl.init.get("normal", std=1.0)), nl.RBF(3, 4, learnable_gamma=True),
+             nl.Dense(4, 3)], "softmax_cross_entropy", X, rng.integers(0, 3, size=8))
+        if mode == "eval":
+            for label, net, _, _ in cases[-2:]:
+                net.eval()
+    S = rng.standard_normal((5, 6, 2))
+    add("rnn+lstm sequences/mse",
+        [nl.RNN(2, 3, return_sequences=True), nl.LSTM(3, 4, return_sequences=True), nl.Dense(4, 1)],
+        "mse", S, rng.standard_normal((5, 6, 1)))
+    add("lstm many-to-one/softmax_cross_entropy", [nl.LSTM(2, 4), nl.Dense(4, 3)],
+        "softmax_cross_entropy", S, rng.integers(0, 3, size=5))
     return cases
 
 

@@ -145,14 +145,32 @@ def _with_value(act, pname, value):
     return clone
 
 
+def _refuse_truncation(net, X):
+    """Truncated BPTT is an approximation of the gradient by design: nothing to check it against."""
+    steps = np.shape(X)[1] if np.ndim(X) == 3 else 1
+    stack = list(enumerate(net.layers))
+    while stack:
+        where, layer = stack.pop()
+        k = getattr(layer, "truncate", None)
+        if layer.sequence_input and k is not None and k < steps:
+            raise _validate.HyperparameterError(
+                f"layer {where} {layer!r} truncates backpropagation through time to {k} of {steps} steps: "
+                f"its gradient is an approximation by design, not the loss's gradient that central "
+                f"differences measure; check the network with truncate=None")
+        stack.extend((f"{where}.{j}", child) for j, child in enumerate(layer.children()))
+
+
 def check_network(net, X, y, eps=EPS, atol=ATOL, rtol=RTOL):
     """Check ``net.loss_and_grads`` against central differences of ``net.loss``, in float64.
 
     A float32 network is checked through a float64 copy (same program, same kernels), in the
     network's current mode (train or eval). In training mode the noise of random activations
-    (rrelu, noisy_relu) is drawn from one fixed seed for every evaluation, so the checked function
+    (rrelu, noisy_relu) and the dropout masks are drawn from one fixed seed for every evaluation, so the checked function
     is deterministic. Returns one :class:`CheckResult` for all parameters, naming the worst one.
+    A recurrent layer that truncates backpropagation through time (``truncate=k`` < T) computes an
+    approximation of the gradient on purpose: such a network is refused with a clear error.
     """
+    _refuse_truncation(net, X)
     net64 = net.copy(dtype="float64")
     net64.fixed_noise_seed = 12345
     flat = net64._flat

@@ -145,3 +145,11 @@ def test_custom_activation_inside_a_residual_block():
                         seed=0)
     X = _data(f=3)
     assert nl.gradcheck.check_network(net, X, X[:, 0]).ok
+
+
+def test_gradcheck_refuses_truncated_backpropagation_through_time():
+    net = nl.Sequential([nl.Residual([nl.LSTM(2, 2, return_sequences=True, truncate=2)]), nl.Dense(2, 1)], seed=0)
+    X = _data(n=3, f=2, steps=4)
+    with pytest.raises(HyperparameterError, match=r"layer 0\.0 LSTM.*truncates .* to 2 of 4 steps"):
+        nl.gradcheck.check_network(net, X, np.zeros((3, 4, 1)))
+    assert nl.gradcheck.check_network(net, X[:, :2], np.zeros((3, 2, 1))).ok  # k >= T: full BPTT
