@@ -239,7 +239,7 @@ def _network_cases(seed):
              nl.Maxout(4, 3, k=2, bias_init=nl.init.get("normal", std=1.0)), nl.RBF(3, 4, learnable_gamma=True),
              nl.Dense(4, 3)], "softmax_cross_entropy", X, rng.integers(0, 3, size=8))
         if mode == "eval":
-            for label, net, _, _ in cases[-2:]:
+            for _, net, _, _ in cases[-2:]:
                 net.eval()
     S = rng.standard_normal((5, 6, 2))
     add("rnn+lstm sequences/mse",
