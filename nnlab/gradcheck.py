@@ -147,7 +147,12 @@ def _with_value(act, pname, value):
 
 def _refuse_truncation(net, X):
     """Truncated BPTT is an approximation of the gradient by design: nothing to check it against."""
-    steps = np.shape(X)[1] if np.ndim(X) == 3 else 1
+    if not getattr(net, "_recurrent", False):
+        return
+    try:
+        steps = np.shape(X)[1] if np.ndim(X) == 3 else 1
+    except ValueError:  # ragged data: the network's own checks name the problem
+        return
     stack = list(enumerate(net.layers))
     while stack:
         where, layer = stack.pop()
