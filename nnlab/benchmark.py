@@ -23,7 +23,8 @@ Further sections (``--skip`` any of them, comma-separated): ``fit`` (per-step ti
 ``Trainer.fit``), ``denormals`` (deep-narrow with flush-to-zero off/on), ``sweeps`` (time per step
 vs depth and vs width), ``memory`` (peak resident memory of one framework per fresh subprocess),
 ``compile`` (nnlab's first call in a fresh process with an empty and with a filled Numba cache),
-``demo`` (wall time of ``nnlab demo vanishing``, twice).
+``demo`` (wall time of ``nnlab demo vanishing``, twice), ``layers`` (an LSTM and a
+BatchNorm/Dropout MLP beside PyTorch: :mod:`nnlab.bench_layers`).
 
 All numbers are measurements, never assertions. The machine is shared: compare ratios within one
 run, not absolute times across runs. See docs/performance.md for what every number means.
@@ -106,7 +107,7 @@ ANCHORS_US = {"tiny": {"torch": 324, "jax": 62, "numpy": 78}, "mnist": {"torch":
               "deep-narrow": {"torch": 22000, "jax": 2900, "numpy": 27800},
               "wide": {"torch": 53700, "jax": 58600, "numpy": 76600}}
 
-SECTIONS = ("fit", "denormals", "sweeps", "memory", "compile", "demo")
+SECTIONS = ("fit", "denormals", "sweeps", "memory", "compile", "demo", "layers")
 FRAMEWORKS = ("nnlab", "nnlab-kernel", "torch", "jax", "numpy")
 
 
@@ -1433,6 +1434,12 @@ def report(results):
               f"import nnlab {fc['warm']['import_s']:.2f} s")
     if demo:
         print(f"nnlab demo vanishing (whole process): {demo['wall_s'][0]:.2f} s, then {demo['wall_s'][1]:.2f} s warm")
+    if results.get("layers"):
+        from . import bench_layers
+
+        print("\nLayers: training steps of networks built from the remedy layers (float32; Trainer.step vs torch eager; "
+              "see nnlab/bench_layers.py)")
+        print(bench_layers.table(results["layers"]))
     print("\nGoals of issue 5 (nnlab = Trainer.step)")
     print(goals_table(goals))
     return goals
@@ -1502,6 +1509,12 @@ def main(argv=None):
         t0 = time.perf_counter()
         results["demo"] = bench_demo()
         sections["demo"] = time.perf_counter() - t0
+    if "layers" not in args.skip:
+        from . import bench_layers
+
+        t0 = time.perf_counter()
+        results["layers"] = bench_layers.run(args.repeat, args.target, time_round_robin, quick=args.quick)
+        sections["layers"] = time.perf_counter() - t0
 
     peak2, peak_load = measured_peak(args.budget)  # again at the end; the better of the two is the peak
     results["sgemm_peak_runs"].append([peak2, peak_load])

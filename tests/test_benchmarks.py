@@ -147,7 +147,7 @@ def test_goal_verdicts_and_tables():
 def test_main_end_to_end_tiny(tmp_path, capsys):
     out = tmp_path / "bench.json"
     res = B.main(["--quick", "--configs", "tiny", "--optimizers", "adam", "--repeat", "1",
-                  "--skip", "fit,denormals,sweeps,memory,compile,demo", "--json", str(out)])
+                  "--skip", "fit,denormals,sweeps,memory,compile,demo,layers", "--json", str(out)])
     printed = capsys.readouterr().out
     assert "Goals of issue 5" in printed and "tiny" in printed
     data = json.loads(out.read_text())
@@ -210,7 +210,7 @@ def test_nnlab_bench_command(tmp_path):
     runner = CliRunner()
     out = tmp_path / "b.json"
     res = runner.invoke(cli, ["bench", "--quick", "--configs", "tiny", "--optimizers", "sgd-momentum", "--repeat", "1",
-                              "--skip", "fit,denormals,sweeps,memory,compile,demo", "--json", str(out)])
+                              "--skip", "fit,denormals,sweeps,memory,compile,demo,layers", "--json", str(out)])
     assert res.exit_code == 0, res.output
     assert "Goals of issue 5" in res.output
     data = json.loads(out.read_text())
@@ -233,7 +233,7 @@ def test_nnlab_bench_json_to_stdout():
     import sys
 
     res = subprocess.run([sys.executable, "-m", "nnlab_cli.main", "bench", "--quick", "--configs", "tiny",
-                          "--optimizers", "adam", "--repeat", "1", "--skip", "fit,denormals,sweeps,memory,compile,demo",
+                          "--optimizers", "adam", "--repeat", "1", "--skip", "fit,denormals,sweeps,memory,compile,demo,layers",
                           "--json", "-"], capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
     data = json.loads(res.stdout)
@@ -250,3 +250,39 @@ def test_bench_optimizers_runs_every_variant(capsys):
     assert list(out) == [name for name, _ in mod.VARIANTS]
     assert all(t > 0 for row in out.values() for t in row.values())
     assert "adamw" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- the layers section
+def test_layer_rows_agree_with_torch_and_a_wrong_step_is_refused(monkeypatch):
+    torch = pytest.importorskip("torch")
+    from nnlab import bench_layers as BL
+
+    for case, opt in BL.ROWS:
+        ok, worst = BL.check(case, opt, torch)
+        assert ok and worst <= BL.RTOL, (case, opt, worst)
+    # a network whose step differs from torch's (another learning rate) is refused
+    real = BL._optimizer
+    monkeypatch.setattr(BL, "_optimizer", lambda nl, opt: nl.optim.Adam(lr=2e-3) if opt == "adam" else real(nl, opt))
+    ok, worst = BL.check("lstm", "adam", torch)
+    assert not ok and worst > BL.RTOL
+
+
+def test_layer_rows_time_both_frameworks_and_judge_the_goals():
+    from nnlab import bench_layers as BL
+
+    calls = []
+
+    def fake_round_robin(runs, repeat, target):
+        calls.append(sorted(runs))
+        for run in runs.values():
+            run(1)  # every runner really takes a training step
+        return {n: {"median_s": 0.004 if n == "nnlab" else 0.01} for n in runs}
+
+    rows = BL.run(3, 0.01, fake_round_robin, quick=True)
+    assert [(r["case"], r["optimizer"]) for r in rows] == list(BL.ROWS)
+    text = BL.table(rows)
+    if "torch" in calls[0]:
+        assert all(r["torch_over_nnlab"] == pytest.approx(2.5) for r in rows)
+        assert "lstm adam: torch/nnlab >= 2x" in text and "MET (margin 1.25x)" in text
+    else:
+        assert "n/a (torch not run)" in text
