@@ -11,7 +11,7 @@ from .main import cli
 
 CONFIGS = ("tiny", "mnist", "deep-narrow", "wide")
 OPTIMIZERS = ("sgd-momentum", "adam")
-SECTIONS = ("fit", "denormals", "sweeps", "memory", "compile", "demo")
+SECTIONS = ("fit", "denormals", "sweeps", "memory", "compile", "demo", "layers")
 
 
 def _names(option, known):
