@@ -70,8 +70,9 @@ def emit(module, res, json_path, plot_path):
 
 
 def _command(name, module):
-    params = [click.Option([o.flag, o.name], type=_click_type(o), default=o.default, show_default=True,
-                           help=o.help) for o in module.OPTIONS]
+    params = [click.Option([o.flag, o.name], is_flag=True, default=o.default, help=o.help) if o.kind == "flag" else
+              click.Option([o.flag, o.name], type=_click_type(o), default=o.default, show_default=True, help=o.help)
+              for o in module.OPTIONS]
     params += [
         click.Option(["--seed"], type=click.IntRange(min=0), default=0, show_default=True,
                      help="Seed of data and weights."),

@@ -772,6 +772,7 @@ def train(ctx, data, samples, seq_len, model_path, layers, activation, init_name
 from . import bench as _bench  # noqa: E402,F401
 from . import demos as _demos  # noqa: E402,F401
 from . import diagnose as _diagnose  # noqa: E402,F401
+from . import sweep as _sweep  # noqa: E402,F401
 
 
 def main():

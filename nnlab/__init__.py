@@ -26,6 +26,7 @@ from . import (  # noqa: E402
     layers,
     losses,
     optim,
+    sweep,
 )
 from .diagnostics import GradientMonitor  # noqa: E402
 from .errors import NnlabError  # noqa: E402
@@ -51,7 +52,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "activations", "backend", "charts", "clip", "datasets", "demos", "diagnostics", "errors", "ewa", "gradcheck",
-    "init", "layers", "losses", "optim", "Sequential", "load", "model_from_json", "Trainer", "History",
+    "init", "layers", "losses", "optim", "sweep", "Sequential", "load", "model_from_json", "Trainer", "History",
     "GradientMonitor", "NnlabError", "__version__",
     "Layer",
     "Activation",

@@ -80,7 +80,7 @@ def results():
 # ---------------------------------------------------------------- the registry
 def test_registry_lists_every_demo_with_its_interface():
     assert demos.names() == ["vanishing", "meanfield", "exploding", "residual", "batchnorm", "lstm", "dead-relu",
-                             "optimizers", "selu", "swish", "init", "ewa"]
+                             "optimizers", "selu", "swish", "init", "ewa", "phase"]
     for name, mod in demos.DEMOS.items():
         assert mod.NAME == name and demos.get(name) is mod
         assert isinstance(mod.CLAIM, str) and len(mod.CLAIM) > 40 and not mod.CLAIM.endswith(".")

@@ -13,7 +13,7 @@ matplotlib). ``nnlab demo NAME`` is built from that: a new demo is a new module 
 ['vanishing', 'meanfield', 'exploding']
 """
 
-from . import batchnorm, dead_relu, ewa, exploding, init, lstm, meanfield, optimizers, residual, selu, swish, vanishing
+from . import batchnorm, dead_relu, ewa, exploding, init, lstm, meanfield, optimizers, phase, residual, selu, swish, vanishing
 
 DEMOS = {
     "vanishing": vanishing,
@@ -28,6 +28,7 @@ DEMOS = {
     "swish": swish,
     "init": init,
     "ewa": ewa,
+    "phase": phase,
 }
 
 __all__ = ["DEMOS", "get", "names", *(m.__name__.rsplit(".", 1)[1] for m in DEMOS.values())]

@@ -29,7 +29,8 @@ from ..errors import HyperparameterError
 class Option:
     """One keyword argument of a demo's ``run``, as the command line shows it (``--name``).
 
-    ``kind`` is ``"int"``, ``"float"``, ``"choice"`` (one of ``choices``) or ``"text"``; ``low`` and
+    ``kind`` is ``"int"``, ``"float"``, ``"choice"`` (one of ``choices``), ``"flag"`` (a boolean, a
+    bare ``--name`` on the command line) or ``"text"``; ``low`` and
     ``high`` bound numbers (inclusive; ``low_open`` excludes ``low``).
     """
 
@@ -61,6 +62,10 @@ class Option:
             if self.high is not None and value > self.high:
                 raise HyperparameterError(f"{self.name} must be <= {self.high:g}; got {value:g}")
             return value
+        if self.kind == "flag":
+            if not isinstance(value, (bool, np.bool_)):
+                raise HyperparameterError(f"{self.name} must be True or False; got {value!r}")
+            return bool(value)
         if self.kind == "choice":
             if value not in self.choices:
                 raise HyperparameterError(f"{self.name} must be one of {', '.join(map(str, self.choices))}; "
