@@ -13,7 +13,21 @@ matplotlib). ``nnlab demo NAME`` is built from that: a new demo is a new module 
 ['vanishing', 'meanfield', 'exploding']
 """
 
-from . import batchnorm, dead_relu, ewa, exploding, init, lstm, meanfield, optimizers, phase, residual, selu, swish, vanishing
+from . import (
+    batchnorm,
+    dead_relu,
+    ewa,
+    exploding,
+    init,
+    lstm,
+    meanfield,
+    optimizers,
+    phase,
+    residual,
+    selu,
+    swish,
+    vanishing,
+)
 
 DEMOS = {
     "vanishing": vanishing,
