@@ -52,14 +52,15 @@ SIGMA_B2 = 0.05
 CLAIM = ("For tanh nets with weights N(0, σ_w²/n_in) and biases N(0, 0.05), trained with SGD on the digits, "
          "'trainable' (training accuracy at least halfway from chance to 1) agrees with the mean-field "
          "prediction 'depth L < 6 ξ_c' at >= 80% of the grid points over σ_w² in [1, 4] and L in [10, 200]")
-GH_NODES_2D = 80
+GH_NODES_2D = 160
+BATCH = 32
 COARSE = (np.linspace(1.0, 4.0, 6).tolist(), [10, 48, 86, 124, 162, 200])
 FULL = (np.linspace(1.0, 4.0, 13).tolist(), list(range(10, 201, 10)))
 
 OPTIONS = (
     C.Option("width", "int", 100, "Units per hidden layer (the claim is for >= 100).", low=8, high=1024),
-    C.Option("steps", "int", 300, "SGD steps per net (batch 64).", low=1, high=100000),
-    C.Option("lr", "float", 0.01, "SGD learning rate.", low=0.0, low_open=True, high=10.0),
+    C.Option("steps", "int", 300, "SGD steps per net (batch 32).", low=1, high=100000),
+    C.Option("lr", "float", 0.02, "SGD learning rate.", low=0.0, low_open=True, high=10.0),
     C.Option("samples", "int", 1000, "Training rows (a fixed subset of the 1797 digits).", low=64, high=1797),
     C.Option("full", "flag", False, "The fine grid: 13 σ_w² × 20 depths (10, 20, ..., 200) instead of 6 × 6."),
     C.Option("scheduler", "text", "", "Address of a Dask scheduler (tcp://host:8786) to run the nets on; "
@@ -214,7 +215,7 @@ def _runner(scheduler, workers):
     return None, n, f"on an embedded Dask cluster of {n} worker process{'es' if n > 1 else ''}"
 
 
-def run(seed=0, width=100, steps=300, lr=0.01, samples=1000, full=False, scheduler="", workers=0, results="",
+def run(seed=0, width=100, steps=300, lr=0.02, samples=1000, full=False, scheduler="", workers=0, results="",
         progress=None):
     """Sweep the grid, compare with 6 ξ_c; see the module docstring."""
     from .. import sweep
@@ -225,7 +226,7 @@ def run(seed=0, width=100, steps=300, lr=0.01, samples=1000, full=False, schedul
     sws, depths = grid(opts["full"])
     sched, nworkers, runner = _runner(opts["scheduler"], opts["workers"])
     fixed = dict(data="digits", samples=opts["samples"], width=opts["width"], activation="tanh", init="meanfield",
-                 sigma_b2=SIGMA_B2, optimizer="sgd", lr=opts["lr"], steps=opts["steps"], batch_size=64,
+                 sigma_b2=SIGMA_B2, optimizer="sgd", lr=opts["lr"], steps=opts["steps"], batch_size=BATCH,
                  dtype="float32", seed=seed, record=["grad_norms"])
     t0 = time.perf_counter()
     rows = sweep.run({"sigma_w2": sws, "depth": depths}, opts["results"] or None, fixed=fixed, scheduler=sched,
@@ -278,7 +279,7 @@ def _cell(a, trainable, predicted):
 def render(res, width=100):
     out = C.header(res, width, (
         f"tanh nets: L hidden Dense({res.width}) layers, W ~ N(0, σ_w²/n_in), b ~ N(0, {SIGMA_B2}), softmax output; "
-        f"{res.steps} SGD steps (lr {res.lr:g}, batch 64, float32) on {res.samples} standardised digits, seed "
+        f"{res.steps} SGD steps (lr {res.lr:g}, batch {BATCH}, float32) on {res.samples} standardised digits, seed "
         f"{res.seed}; ran {res.runner} in {res.wall_time:.1f} s. Trainable: training accuracy >= "
         f"{res.threshold:.2f} (halfway from chance {res.chance:.2f} to 1)."))
     out.append("")

@@ -29,6 +29,16 @@ def _version():
     return __version__
 
 
+def _worker_address():
+    """The Dask worker running this task, or None outside a worker."""
+    if "distributed" not in sys.modules:
+        return None
+    try:
+        return sys.modules["distributed"].get_worker().address
+    except Exception:
+        return None
+
+
 def execute(fn, key, params):
     """Run one point and return its row; an exception becomes a row with status 'failed'."""
     t0 = time.perf_counter()
@@ -45,6 +55,7 @@ def execute(fn, key, params):
         row.update(status="failed", error=f"{type(exc).__name__}: {exc}{at}", metrics=None)
     row["wall_time"] = round(time.perf_counter() - t0, 4)
     row["host"] = socket.gethostname()
+    row["worker"] = _worker_address()
     row["nnlab_version"] = _version()
     return row
 
@@ -219,7 +230,7 @@ def _dask(fn, todo, scheduler=None, workers=None, warm=None):
                 row = fut.result()
             except Exception as exc:  # the task itself failed (e.g. its workers kept dying)
                 row = {"key": key, "params": params, "status": "failed", "error": f"{type(exc).__name__}: {exc}",
-                       "metrics": None, "wall_time": None, "host": None, "nnlab_version": _version()}
+                       "metrics": None, "wall_time": None, "host": None, "worker": None, "nnlab_version": _version()}
             fut.release()
             yield row
     finally:
@@ -243,7 +254,8 @@ def run(grid, results=None, *, fixed=None, fn=None, scheduler=None, workers=None
     NNLAB_QUIET=1).
 
     Each row: ``key``, ``params``, ``status`` ('ok' or 'failed'), ``error``, ``metrics``,
-    ``wall_time`` (s), ``host``, ``nnlab_version``.
+    ``wall_time`` (s), ``host``, ``worker`` (the Dask worker's address; None in this process),
+    ``nnlab_version``.
     """
     from . import point as _point
 
