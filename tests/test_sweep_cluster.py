@@ -100,13 +100,13 @@ def test_real_cluster_survives_a_killed_worker(tmp_path):
         victim.wait(20)
         out, _ = cli.communicate(timeout=600)
         assert cli.returncode == 0, out
-        assert at_kill < 8, "the sweep finished before the worker was killed"
+        assert at_kill < 7, "the sweep finished before the worker was killed"
         rows = rows_of(results)
         keys = [r["key"] for r in rows]
         assert len(keys) == len(set(keys)) == 8  # every point exactly once
         assert all(r["status"] == "ok" for r in rows)
-        survivor = {r["worker"] for r in rows[at_kill:]}
-        assert len(survivor) == 1 and None not in survivor  # after the kill, one worker did the rest
+        later = rows[at_kill + 1:]  # (one row may be the killed worker's last, finished just before)
+        assert later and len({r["worker"] for r in later}) == 1  # after the kill, the survivor did the rest
         expected = {sweep.point_key(p) for p in sweep.load(grid_file).grid.points()}
         assert set(keys) == expected
     finally:
