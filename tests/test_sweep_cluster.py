@@ -82,22 +82,28 @@ def test_real_cluster_survives_a_killed_worker(tmp_path):
                              "--host", "127.0.0.1", "--port", "0", "--dashboard-address", ":0", "--no-show"], log))
         _wait(lambda: os.path.exists(sched_file) and os.path.getsize(sched_file) > 0, 120, "the scheduler")
         address = json.load(open(sched_file))["address"]
-        for _ in range(2):
+        for i in range(2):
             procs.append(_spawn([sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1",
-                                 "--no-nanny", "--host", "127.0.0.1", "--dashboard-address", ":0"], log))
+                                 "--no-nanny", "--host", "127.0.0.1", "--dashboard-address", ":0", "--name", f"w{i}"],
+                                log))
+        grid_file = _grid(tmp_path)
+        sweep.warm(sweep.load(grid_file).grid.points()[:1])  # the kernels in the cache for the workers
+        results = tmp_path / "grid.jsonl"
         with distributed.Client(address, timeout="60s") as client:
             client.wait_for_workers(2, timeout=120)
-            sweep.warm(sweep.load(_grid(tmp_path)).grid.points()[:1])  # the kernels in the cache for the workers
-        grid_file = _grid(tmp_path)
-        results = tmp_path / "grid.jsonl"
-        cli = subprocess.Popen([sys.executable, "-m", "nnlab_cli.main", "sweep", grid_file, "--scheduler", address,
-                                "--quiet"], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        _wait(lambda: results.exists() and len(results.read_text().splitlines()) >= 1 or cli.poll() is not None,
-              300, "the first point")
-        at_kill = len(results.read_text().splitlines())
-        victim = procs[1]
-        os.killpg(victim.pid, signal.SIGKILL)  # a worker dies mid-sweep
-        victim.wait(20)
+            names = {a: w["name"] for a, w in client.scheduler_info()["workers"].items()}
+            cli = subprocess.Popen([sys.executable, "-m", "nnlab_cli.main", "sweep", grid_file, "--scheduler",
+                                    address, "--quiet"], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   text=True)
+            _wait(lambda: results.exists() and len(results.read_text().splitlines()) >= 1 or cli.poll() is not None,
+                  300, "the first point")
+            busy = {a: ks for a, ks in client.processing().items() if ks}
+            assert busy, "no worker is running a point"
+            victim_addr, in_flight = sorted(busy.items())[0]
+            victim = procs[1 + int(names[victim_addr][1:])]
+            at_kill = len(results.read_text().splitlines())
+            os.killpg(victim.pid, signal.SIGKILL)  # a worker dies in the middle of a point
+            victim.wait(20)
         out, _ = cli.communicate(timeout=600)
         assert cli.returncode == 0, out
         assert at_kill < 7, "the sweep finished before the worker was killed"
@@ -105,8 +111,10 @@ def test_real_cluster_survives_a_killed_worker(tmp_path):
         keys = [r["key"] for r in rows]
         assert len(keys) == len(set(keys)) == 8  # every point exactly once
         assert all(r["status"] == "ok" for r in rows)
-        later = rows[at_kill + 1:]  # (one row may be the killed worker's last, finished just before)
-        assert later and len({r["worker"] for r in later}) == 1  # after the kill, the survivor did the rest
+        by_key = {r["key"]: r for r in rows}
+        lost = [k.split("nnlab-point-")[1] for k in in_flight]
+        assert lost and all(by_key[k]["worker"] != victim_addr for k in lost)  # run again by the survivor
+        assert {r["worker"] for r in rows[at_kill + 1:]} == set(names) - {victim_addr}
         expected = {sweep.point_key(p) for p in sweep.load(grid_file).grid.points()}
         assert set(keys) == expected
     finally:
