@@ -297,8 +297,8 @@ def _judge(result):
     result.sigmoid_ratio = None if sig is None else sig.ratio
     result.relu_he_ratio = None if relu is None else relu.ratio
     if sig is None or relu is None:
-        result.held = False
-        result.reason = "not tested: the claim needs a sigmoid configuration and a relu/he_normal one"
+        result.held = None
+        result.reason = "the claim needs a sigmoid configuration and a relu/he_normal one"
         return
     lo, hi = RELU_HE_BAND
     sig_ok = sig.ratio < VANISHING_BELOW
