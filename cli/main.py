@@ -563,7 +563,7 @@ def _model_for(nl, path, X, n_out, loss_name, dtype, seed):
     checked against the data: input features, outputs, loss."""
     import zipfile
 
-    if zipfile.is_zipfile(path):
+    if zipfile.is_zipfile(path) or path.lower().endswith(".npz"):  # a saved model (nl.load names what is wrong)
         net = nl.load(path)
         if dtype is not None and dtype != net.dtype.name:
             net = net.copy(dtype=dtype)

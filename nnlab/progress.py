@@ -22,6 +22,7 @@ import os
 import sys
 import threading
 import time
+import weakref
 
 QUIET_ENV = "NNLAB_QUIET"
 INTERVAL = 2.0   # seconds between plain progress lines on a pipe
@@ -30,7 +31,7 @@ _TICK = 0.1
 
 _enabled = False
 _lock = threading.RLock()
-_active = []       # the open bars and phases, innermost last
+_active = []       # weak references to the open bars and phases, innermost last (a bar dropped unclosed goes)
 _last_line = [0.0]  # monotonic time of the last plain line (or of the start of the outermost item)
 _ticker = [None]
 
@@ -135,7 +136,7 @@ def phase(desc, force=False):
 def write(line):
     """Print ``line`` to stdout, clearing and redrawing any terminal bar around it."""
     with _lock:
-        bars = [b._tqdm for b in _active if b._tqdm is not None]
+        bars = [b._tqdm for b in _items() if b._tqdm is not None]
     if bars:
         from tqdm import tqdm
 
@@ -144,11 +145,18 @@ def write(line):
         print(line, file=sys.stdout, flush=True)
 
 
+def _items():
+    """The live open items (call with the lock held)."""
+    live = [r() for r in _active]
+    _active[:] = [r for r, item in zip(list(_active), live) if item is not None]
+    return [item for item in live if item is not None]
+
+
 def _register(item):
     with _lock:
-        if not _active:
+        if not _items():
             _last_line[0] = time.monotonic()
-        _active.append(item)
+        _active.append(weakref.ref(item))
         if _ticker[0] is None or not _ticker[0].is_alive():
             _ticker[0] = threading.Thread(target=_tick, name="nnlab-progress", daemon=True)
             _ticker[0].start()
@@ -156,8 +164,7 @@ def _register(item):
 
 def _unregister(item):
     with _lock:
-        if item in _active:
-            _active.remove(item)
+        _active[:] = [r for r in _active if r() is not None and r() is not item]
 
 
 def _tick():
@@ -165,16 +172,17 @@ def _tick():
     while True:
         time.sleep(_TICK)
         with _lock:
-            if not _active:
+            items = _items()
+            if not items:
                 _ticker[0] = None
                 return
             now = time.monotonic()
-            bars = [b for b in _active if b._tqdm is not None]
+            bars = [b for b in items if b._tqdm is not None]
             if bars and now - last_refresh >= REFRESH:  # the elapsed time moves while a step runs
                 for b in bars:
                     b._tqdm.refresh()
                 last_refresh = now
-            plain = [b for b in _active if b._tqdm is None]
+            plain = [b for b in items if b._tqdm is None]
             if plain and now - _last_line[0] >= INTERVAL:
                 elapsed = now - plain[0].t0
                 text = " | ".join(b.line() for b in plain) + f" [{elapsed:.0f} s]"

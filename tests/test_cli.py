@@ -160,9 +160,18 @@ def test_demo_vanishing_fits_the_terminal(run, columns):
 
 
 def test_demo_vanishing_not_held_exits_1(run):
-    result = run("demo", "vanishing", "--depth", "2", "--width", "8", "--config", "tanh/xavier_normal")
-    assert result.exit_code == 1
+    # sigmoid does not vanish over 2 layers: the claim is tested and fails
+    result = run("demo", "vanishing", "--depth", "2", "--width", "8", "--config", "sigmoid/xavier_normal",
+                 "--config", "relu/he_normal")
+    assert result.exit_code == 1, result.output
     assert "claim held: no" in result.output
+
+
+def test_demo_vanishing_without_the_claims_configurations_is_not_tested(run):
+    result = run("demo", "vanishing", "--depth", "2", "--width", "8", "--config", "tanh/xavier_normal")
+    assert result.exit_code == 0, result.output
+    assert "claim not tested for these settings" in result.output
+    assert "claim held" not in result.output
 
 
 def test_demo_vanishing_json_file(run, tmp_path):
