@@ -673,7 +673,7 @@ def test_cli_json_file_and_stdout(run, tmp_path):
     assert result.exit_code == 0 and f"wrote {path}" in result.output
     assert json.loads(path.read_text()) == json.loads(json.dumps(swish.run(points=1201).to_dict()))
     result = run("demo", "ewa", "--json", "-", "--seed", "3")
-    data = json.loads(result.output)  # nothing but the JSON
+    data = json.loads(result.stdout)  # nothing but the JSON
     assert data["demo"] == "ewa" and data["seed"] == 3 and len(data["raw"]) == 100
 
 
@@ -754,7 +754,7 @@ def test_a_new_demo_slots_in_with_one_registry_line(monkeypatch, run):
     try:
         assert run("demo", "toy").exit_code == 0
         assert run("demo", "toy", "--n", "2").exit_code == 1
-        assert json.loads(run("demo", "toy", "--json", "-").output)["n"] == 3
+        assert json.loads(run("demo", "toy", "--json", "-").stdout)["n"] == 3
         one_line_error(run("demo", "toy", "--n", "0"))
     finally:
         group.commands.pop("toy", None)
