@@ -19,6 +19,7 @@ The environment variable ``NNLAB_QUIET=1`` turns all of it off, whatever was ask
 """
 
 import os
+import shutil
 import sys
 import threading
 import time
@@ -185,7 +186,9 @@ def _tick():
             plain = [b for b in items if b._tqdm is None]
             if plain and now - _last_line[0] >= INTERVAL:
                 elapsed = now - plain[0].t0
-                text = " | ".join(b.line() for b in plain) + f" [{elapsed:.0f} s]"
+                text = " | ".join(b.line() for b in plain)
+                room = shutil.get_terminal_size((100, 24)).columns - 8  # fit the lines around it
+                text = (text if len(text) <= room else text[:max(room - 3, 10)] + "...") + f" [{elapsed:.0f} s]"
                 try:
                     print(text, file=plain[-1].stream, flush=True)
                 except (OSError, ValueError):  # a closed stream: nothing left to tell
