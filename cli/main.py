@@ -455,6 +455,9 @@ def vanishing(depth, width, batch, seed, configs, dtype, json_path, plot_path):
     """
     from nnlab.demos import vanishing as demo_vanishing
 
+    twice = sorted({c for c in configs if configs.count(c) > 1}, key=configs.index)
+    if twice:
+        raise click.BadParameter(f"{', '.join(map(repr, twice))} given twice", param_hint="'--config'")
     _demos.check_demo_outputs(json_path, plot_path)
     from nnlab.demos import _sizes
 

@@ -287,6 +287,7 @@ def test_diagnose_json_is_checked_first(small_model, tmp_path):
     (["--threads", "100000", "activations"], "more than this machine's"),
     (["bench", "--configs", "tiny,tiny"], "'tiny' given twice"),
     (["bench", "--optimizers", "adam,adam"], "'adam' given twice"),
+    (["demo", "vanishing", "--config", "relu/he_normal", "--config", "relu/he_normal"], "'relu/he_normal' given twice"),
     (["bench", "--report", "{report}", "--quick"], "--quick would have no effect"),
     (["bench", "--report", "{report}", "--configs", "tiny"], "--configs would have no effect"),
 ])
