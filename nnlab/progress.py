@@ -60,6 +60,13 @@ def _isatty(stream):
         return False
 
 
+def _columns(stream):
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, ValueError, OSError):
+        return 0
+
+
 class Bar:
     """A counter of ``total`` units (or of none: a phase) named ``desc``; see the module docstring.
     ``update(n, postfix)`` counts; ``close()`` (or leaving the ``with`` block) removes it. A bar
@@ -79,8 +86,9 @@ class Bar:
             from tqdm import tqdm
 
             fmt = None if self.total is not None else "{desc} [{elapsed}]{postfix}"
+            sized = _columns(self.stream) > 0  # a terminal that reports no size gets 100 columns
             self._tqdm = tqdm(total=self.total, desc=desc, unit=unit, file=self.stream, leave=False,
-                              dynamic_ncols=True, mininterval=0.1, bar_format=fmt)
+                              dynamic_ncols=sized, ncols=None if sized else 100, mininterval=0.1, bar_format=fmt)
         _register(self)
 
     def update(self, n=1, postfix=None):
