@@ -68,7 +68,7 @@ def bench(ctx, quick, configs, optimizers, repeat, skip, wait_quiet, json_path, 
         if others:
             raise click.UsageError(f"--report only prints a saved file's tables; {', '.join(others)} would have no "
                                    "effect")
-    from .main import check_outputs
+    from .main import check_outputs, progress
 
     check_outputs((json_path, "--json"))
     from nnlab import benchmark
@@ -89,9 +89,11 @@ def bench(ctx, quick, configs, optimizers, repeat, skip, wait_quiet, json_path, 
             argv += [flag, value]
     if repeat is not None:
         argv += ["--repeat", str(repeat)]
+    phase = progress().phase("nnlab bench")
     if not to_stdout:
-        benchmark.main(argv)
+        with phase:
+            benchmark.main(argv)
         return
-    with contextlib.redirect_stdout(sys.stderr):  # `--json -`: the tables to stderr, the JSON alone on stdout
+    with contextlib.redirect_stdout(sys.stderr), phase:  # `--json -`: the tables to stderr, the JSON alone on stdout
         results = benchmark.main(argv)
     click.echo(json.dumps(results, indent=2, default=str))

@@ -378,15 +378,20 @@ def gradcheck(as_json, seed):
     from nnlab import gradcheck as gc
 
     results = []  # (kind, CheckResult)
-    with _slow_notice(COMPILING):
-        for _label, name, params in _activation_cases():
+    act_cases, net_cases = _activation_cases(), _network_cases(seed)
+    with _slow_notice(COMPILING), progress().bar(len(act_cases) + len(net_cases), "gradient checks", "check") as bar:
+        for label, name, params in act_cases:
+            bar.set(label)
             act = acts.get(name, **params)
             for r in gc.check_activation(act):
                 results.append(("activation", r))
-        for label, net, X, y in _network_cases(seed):
+            bar.update()
+        for label, net, X, y in net_cases:
+            bar.set(f"network {label}")
             r = gc.check_network(net, X, y)
             r.name = f"network {label} ({net.n_params} params)"
             results.append(("network", r))
+            bar.update()
     n_fail = sum(not r.ok for _, r in results)
     n_pass = len(results) - n_fail
     summary = f"{n_pass} passed, {n_fail} failed"
