@@ -207,15 +207,13 @@ def _parse_configs(configs):
 
 
 def _check_size(depth, width, batch, dtype):
-    from ..errors import HyperparameterError
+    from .. import limits
 
     n_params = depth * width * (width + 1) + width + 1
     n_ws = batch * (2 * width * (depth + 1) + 2 * width + 2)
     nbytes = np.dtype(dtype).itemsize * (3 * n_params + 2 * n_ws)
-    if nbytes > MAX_BYTES:
-        raise HyperparameterError(
-            f"depth={depth}, width={width}, batch={batch} needs about {nbytes / 2**30:.1f} GiB per network; "
-            f"the demo allows {MAX_BYTES / 2**30:.0f} GiB")
+    limits.require(nbytes, f"depth={depth}, width={width}, batch={batch} (per network)", "depth, width or batch",
+                   available=min(MAX_BYTES, limits.available_bytes() or MAX_BYTES))
 
 
 def data(width, batch, seed, dtype="float64"):
