@@ -8,7 +8,7 @@ import pytest
 
 import nnlab as nl
 from nnlab.demos import vanishing
-from nnlab.errors import DTypeError, HyperparameterError, NnlabError, UnknownNameError
+from nnlab.errors import DTypeError, HyperparameterError, NnlabError, ResourceError, UnknownNameError
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +167,7 @@ def test_seeded_runs_repeat():
     (dict(configs=[("relu", "he_normal", 3)]), HyperparameterError),
     (dict(configs=[("relu", "he_normal"), ("nope", "he_normal")]), UnknownNameError),
     (dict(configs=[("relu", "he_normal"), ("relu", "nope")]), UnknownNameError),
-    (dict(width=100_000), HyperparameterError),
+    (dict(width=100_000), ResourceError),
 ])
 def test_bad_arguments_raise_before_building(monkeypatch, kwargs, exc):
     def boom(*a, **k):
