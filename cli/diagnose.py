@@ -147,7 +147,8 @@ def diagnose(ctx, model, data, samples, seq_len, steps, optimizer, lr, batch_siz
         unused = [f"--{n.replace('_', '-')}" for n in ("optimizer", "lr", "batch_size")
                   if ctx.get_parameter_source(n) is not click.core.ParameterSource.DEFAULT]
         if unused:
-            raise click.UsageError(f"{', '.join(unused)} only act on training steps; add --steps K (or drop them)")
+            raise click.UsageError(f"{', '.join(unused)} {'acts' if len(unused) == 1 else 'act'} only on training "
+                                   f"steps; add --steps K (or drop {'it' if len(unused) == 1 else 'them'})")
     check_outputs((json_path, "--json"))
 
     import numpy as np

@@ -497,7 +497,7 @@ def _write_text(path, text):
 # ---------------------------------------------------------------- nnlab train
 _LAYER_TOKEN = re.compile(r"\s*(\d+)\s*(?:[x×*]\s*(\d+))?\s*")
 MAX_HIDDEN_LAYERS = 1000
-MAX_SAMPLES = 10**8     # --samples: beyond this the data alone need gigabytes
+MAX_SAMPLES = 10**7     # --samples: beyond this the data need gigabytes and an epoch minutes
 MAX_SEQ_LEN = 100_000   # --seq-len
 MAX_EPOCHS = 10**6      # --epochs
 

@@ -301,7 +301,12 @@ def test_options_without_effect_are_errors(tmp_path, args, needle):
 @pytest.mark.parametrize("extra", [["--lr", "0.1"], ["--optimizer", "sgd"], ["--batch-size", "8"]])
 def test_diagnose_training_options_need_steps(small_model, extra):
     line = one_line_error(_invoke("diagnose", small_model, "--data", "xor", *extra))
-    assert f"{extra[0]} only act on training steps; add --steps K" in line
+    assert f"{extra[0]} acts only on training steps; add --steps K (or drop it)" in line
+
+
+def test_diagnose_names_every_option_without_effect(small_model):
+    line = one_line_error(_invoke("diagnose", small_model, "--data", "xor", "--lr", "0.1", "--batch-size", "8"))
+    assert "--lr, --batch-size act only on training steps" in line
 
 
 # ---------------------------------------------------------------- files that are not models
