@@ -222,8 +222,9 @@ class Trainer:
         ``h.detach()``). A batch starts from zeros. ``epoch_loss`` weights each window's loss by
         its steps. k >= T is plain training.
 
-        ``progress=True`` shows a bar of the steps on stderr (plain lines every few seconds when
-        stderr is not a terminal; see :mod:`nnlab.progress`); ``NNLAB_QUIET=1`` silences it.
+        ``progress=True`` (or a label for the bar) shows a bar of the steps on stderr (plain lines
+        every few seconds when stderr is not a terminal; see :mod:`nnlab.progress`);
+        ``NNLAB_QUIET=1`` silences it.
         """
         self._bar = None
         try:
@@ -273,7 +274,8 @@ class Trainer:
                         f"{prog.width} workspace elements per row)", "batch_size or the network's size")
         if progress:
             per_epoch = -(-n // batch_size) * (1 if window is None else -(-(X.shape[1] // net.n_in) // window))
-            self._bar = _progress.bar(epochs * per_epoch, "training", "step", force=True)
+            desc = progress if isinstance(progress, str) else "training"
+            self._bar = _progress.bar(epochs * per_epoch, desc, "step", force=True)
         history = History()
         clock = time.perf_counter
         # the epoch kernel is worth compiling for the cached built-in kernel set only (a set with

@@ -114,6 +114,8 @@ def test_fit_progress_true_counts_every_step(fast_ticks, slow_steps, capsys):
     assert counts and counts == sorted(counts), err
     trainer.fit(X, y, epochs=1, batch_size=8)  # progress=False: silent
     assert "training" not in capsys.readouterr().err
+    trainer.fit(X, y, epochs=1, batch_size=8, progress="the small net")  # a label names the bar
+    assert re.search(r"^the small net: \d/4 steps", capsys.readouterr().err, re.M)
 
 
 def test_demo_piped_names_its_phase(fast_ticks, monkeypatch):

@@ -230,7 +230,7 @@ def _train(kind, net, Xtr, ytr, Xte, yte, probe, epochs, batch, lr, seed):
         return False
 
     history = trainer.fit(Xtr, ytr, epochs=epochs, batch_size=batch, seed=seed, callback=after_epoch,
-                          progress=_progress.enabled())
+                          progress=_progress.enabled() and f"training the {kind}")
     f0, r0, _ = decay_fit(norms[0])
     f1, r1, _ = decay_fit(norms[-1])
     return NetRecord(kind, label, norms, probe_loss, norms[0], f0, r0, span_ratio(norms[0]), norms[-1], f1, r1,
