@@ -2,7 +2,6 @@
 
 import contextlib
 import json
-import os
 import sys
 
 import click
@@ -26,6 +25,9 @@ def _names(option, known):
         if bad or not names:
             raise click.BadParameter(f"{', '.join(map(repr, bad)) or 'nothing given'}; choose from {', '.join(known)}",
                                      param_hint=option)
+        twice = sorted({v for v in names if names.count(v) > 1}, key=names.index)
+        if twice:
+            raise click.BadParameter(f"{', '.join(map(repr, twice))} given twice", param_hint=option)
         return ",".join(names)
 
     return check
@@ -48,7 +50,8 @@ def _names(option, known):
               help="Write every number to this file ('-': JSON alone on stdout, the tables on stderr).")
 @click.option("--report", "report_path", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Only print the tables of a saved --json file.")
-def bench(quick, configs, optimizers, repeat, skip, wait_quiet, json_path, report_path):
+@click.pass_context
+def bench(ctx, quick, configs, optimizers, repeat, skip, wait_quiet, json_path, report_path):
     """Time nnlab's fused training step beside PyTorch, JAX and NumPy.
 
     For each configuration (tiny, mnist-like, deep-narrow, wide; float32) and optimizer, every
@@ -59,6 +62,15 @@ def bench(quick, configs, optimizers, repeat, skip, wait_quiet, json_path, repor
     importable is reported as n/a. The machine should be quiet; compare ratios within one run.
     See docs/performance.md.
     """
+    if report_path is not None:
+        others = [f"--{n.replace('_path', '').replace('_', '-')}" for n in ctx.params
+                  if n != "report_path" and ctx.get_parameter_source(n) is not click.core.ParameterSource.DEFAULT]
+        if others:
+            raise click.UsageError(f"--report only prints a saved file's tables; {', '.join(others)} would have no "
+                                   "effect")
+    from .main import check_outputs, progress
+
+    check_outputs((json_path, "--json"))
     from nnlab import benchmark
 
     if report_path is not None:
@@ -69,10 +81,6 @@ def bench(quick, configs, optimizers, repeat, skip, wait_quiet, json_path, repor
                                      f"({type(exc).__name__}: {exc})", param_hint="--report") from None
         return
     to_stdout = json_path == "-"
-    if json_path is not None and not to_stdout:
-        folder = os.path.dirname(os.path.abspath(json_path))
-        if not os.path.isdir(folder):
-            raise click.BadParameter(f"no such directory: {folder}", param_hint="--json")
     argv = ["--wait-quiet", str(wait_quiet)]
     argv += ["--quick"] if quick else []
     for flag, value in (("--configs", configs), ("--optimizers", optimizers), ("--skip", skip),
@@ -81,9 +89,11 @@ def bench(quick, configs, optimizers, repeat, skip, wait_quiet, json_path, repor
             argv += [flag, value]
     if repeat is not None:
         argv += ["--repeat", str(repeat)]
+    phase = progress().phase("nnlab bench")
     if not to_stdout:
-        benchmark.main(argv)
+        with phase:
+            benchmark.main(argv)
         return
-    with contextlib.redirect_stdout(sys.stderr):  # `--json -`: the tables to stderr, the JSON alone on stdout
+    with contextlib.redirect_stdout(sys.stderr), phase:  # `--json -`: the tables to stderr, the JSON alone on stdout
         results = benchmark.main(argv)
     click.echo(json.dumps(results, indent=2, default=str))

@@ -1,7 +1,8 @@
 """``nnlab demo ...`` commands beyond ``vanishing`` (which lives in main.py): one command per entry
 of the registry :data:`nnlab.demos.DEMOS`, built from the demo module's ``OPTIONS``. Each calls the
 module's ``run``, prints ``render(result)``, writes ``--json``/``--plot`` on request, and exits 0
-when the demo's claim held, 1 when it did not (bad input: one line, exit 2).
+when the demo's claim held or was not tested for the given settings, 1 when it did not hold (bad
+input: one line, exit 2).
 
 The registry lives in nnlab, which imports Numba; so that ``nnlab --help`` stays instant the
 commands are added when the ``demo`` group is first used (or at once if nnlab is already imported).
@@ -11,11 +12,11 @@ import sys
 
 import click
 
-from .main import COMPILING, _check_out_folder, _dump_json, _slow_notice, _term_width, _write_text, demo
+from .main import COMPILING, _dump_json, _slow_notice, _term_width, _write_text, check_outputs, demo, progress
 
 COMMON_HELP = (
-    "Prints the claim, tables and terminal charts, and whether the claim held; exits 0 when it held, "
-    "1 when it did not. --json FILE writes every number ('-' prints only the JSON); --plot FILE.png "
+    "Prints the claim, tables and terminal charts, and whether the claim held; exits 0 when it held "
+    "(or when these settings do not test it: the output says so), 1 when it did not. --json FILE writes every number ('-' prints only the JSON); --plot FILE.png "
     "draws the pictures with matplotlib (pip install 'nnlab[plot]'). Details: docs/demos.md."
 )
 
@@ -31,11 +32,17 @@ def _click_type(opt):
     return str
 
 
+def check_demo_outputs(json_path, plot_path):
+    """One-line errors for a bad --json or --plot before any work."""
+    check_outputs((json_path, "--json"), (plot_path, "--plot"))
+    check_plot_path(plot_path)
+
+
 def check_plot_path(path):
     """One-line errors for a bad --plot before any work: folder, suffix, matplotlib present."""
     if not path:
         return
-    _check_out_folder(path, "--plot")
+    check_outputs((path, "--plot"))
     if not path.lower().endswith(".png"):
         raise click.BadParameter(f"{path!r} must end in .png", param_hint="'--plot'")
     from nnlab import charts
@@ -65,7 +72,7 @@ def emit(module, res, json_path, plot_path):
         write_plot(module, res, plot_path)
         if not quiet:
             click.echo(f"wrote {plot_path}")
-    if not res.held:
+    if res.held is False:  # None: these settings do not test the claim (the output says so), exit 0
         raise click.exceptions.Exit(1)
 
 
@@ -83,9 +90,11 @@ def _command(name, module):
     ]
 
     def callback(seed, json_path, plot_path, **options):
-        _check_out_folder(json_path, "--json")
-        check_plot_path(plot_path)
-        with _slow_notice(COMPILING):
+        check_demo_outputs(json_path, plot_path)
+        from nnlab.demos import _sizes
+
+        _sizes.check(name, options)
+        with _slow_notice(COMPILING), progress().phase(f"demo {name}"):
             res = module.run(seed=seed, **options)
         emit(module, res, json_path, plot_path)
 

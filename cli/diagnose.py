@@ -1,14 +1,26 @@
 """``nnlab diagnose``: the gradient-health monitor on a saved model and a dataset."""
 
 import math
-import os
 import sys
 
 import click
 
-from .main import COMPILING, _dump_json, _slow_notice, _term_width, _write_text, cli, load_dataset
+from .main import (
+    COMPILING,
+    MAX_SAMPLES,
+    MAX_SEQ_LEN,
+    _dump_json,
+    _slow_notice,
+    _term_width,
+    _write_text,
+    check_outputs,
+    cli,
+    load_dataset,
+    progress,
+)
 
 EXIT_FIRED = 1
+MAX_STEPS = 1_000_000  # --steps: the monitor keeps every step's statistics
 
 
 def _optimizer(nl, optimizer, lr):
@@ -100,25 +112,28 @@ def _time_chart(mon, charts, width):
 @click.option("--data", required=True, metavar="NAME",
               help="Dataset: digits, xor, spirals, moons (classification), sine (regression) or adding "
                    "(sequences, regression).")
-@click.option("--samples", type=click.IntRange(min=4), default=None, metavar="N",
-              help="Samples to generate for xor/spirals/moons/sine (default: the dataset's own).")
-@click.option("--seq-len", type=click.IntRange(min=2), default=None, metavar="T",
+@click.option("--samples", type=click.IntRange(min=4, max=MAX_SAMPLES), default=None, metavar="N",
+              help=f"Samples to generate for xor/spirals/moons/sine (default: the dataset's own; at most "
+                   f"{MAX_SAMPLES:,}).")
+@click.option("--seq-len", type=click.IntRange(min=2, max=MAX_SEQ_LEN), default=None, metavar="T",
               help="Time steps per sequence of a sequence dataset (adding; default 50).")
-@click.option("--steps", type=click.IntRange(min=0), default=0, show_default=True, metavar="K",
-              help="0: one loss_and_grads on all samples; K > 0: K training steps on a copy of the model.")
+@click.option("--steps", type=click.IntRange(min=0, max=MAX_STEPS), default=0, show_default=True, metavar="K",
+              help="0: one loss_and_grads on all samples; K > 0: K training steps on a copy of the model "
+                   f"(at most {MAX_STEPS:,}: the monitor keeps every step).")
 @click.option("--optimizer", default="adam", show_default=True, metavar="NAME",
-              help="Optimizer of the training steps (sgd, adam, rmsprop, ...).")
+              help="Optimizer of the training steps (sgd, adam, rmsprop, ...; with --steps only).")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, metavar="LR",
-              help="Learning rate of the training steps.  [default: the optimizer's]")
+              help="Learning rate of the training steps (with --steps only).  [default: the optimizer's]")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, metavar="B",
-              help="Rows per training step (with --steps).")
+              help="Rows per training step (with --steps only).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, metavar="S",
               help="Seed of the generated data and of the batch order.")
 @click.option("--flush-denormals", is_flag=True,
               help="Flush denormal floats to zero while the monitor runs (x86; see docs/diagnostics.md).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, writable=True), default=None,
               metavar="FILE", help="Also write every statistic and verdict as JSON to FILE ('-' prints only the JSON).")
-def diagnose(model, data, samples, seq_len, steps, optimizer, lr, batch_size, seed, flush_denormals, json_path):
+@click.pass_context
+def diagnose(ctx, model, data, samples, seq_len, steps, optimizer, lr, batch_size, seed, flush_denormals, json_path):
     """Gradient health of a saved MODEL (.npz from `nnlab train --save` or Sequential.save) on a dataset.
 
     With --steps 0 (default) runs one loss_and_grads on all samples; with --steps K trains a copy of
@@ -128,15 +143,23 @@ def diagnose(model, data, samples, seq_len, steps, optimizer, lr, batch_size, se
     with its evidence, fired ones with their remedy. Exit 0 when no verdict fired, 1 when one did,
     2 on bad input (a missing or unreadable model file, data that does not fit the model).
     """
-    if json_path and json_path != "-" and not os.path.isdir(os.path.dirname(os.path.abspath(json_path))):
-        raise click.BadParameter(f"folder of {json_path!r} does not exist", param_hint="'--json'")
+    if steps == 0:
+        unused = [f"--{n.replace('_', '-')}" for n in ("optimizer", "lr", "batch_size")
+                  if ctx.get_parameter_source(n) is not click.core.ParameterSource.DEFAULT]
+        if unused:
+            raise click.UsageError(f"{', '.join(unused)} {'acts' if len(unused) == 1 else 'act'} only on training "
+                                   f"steps; add --steps K (or drop {'it' if len(unused) == 1 else 'them'})")
+    check_outputs((json_path, "--json"))
 
     import numpy as np
 
     import nnlab as nl
-    from nnlab import charts
+    from nnlab import charts, limits
 
     net = nl.load(model)  # ModelFileError: one line, exit 2
+    if samples is not None:
+        limits.require(limits.dataset_bytes(data.lower(), samples, seq_len or 50), f"{samples:,} samples of {data}",
+                       "--samples")
     name, X, y = load_dataset(nl, data, samples, seed, seq_len)
     if X.shape[-1] != net.n_in:
         raise click.UsageError(f"the model takes {net.n_in} input feature(s) but dataset {name!r} has "
@@ -144,11 +167,19 @@ def diagnose(model, data, samples, seq_len, steps, optimizer, lr, batch_size, se
     X = X.astype(net.dtype)
     opt = _optimizer(nl, optimizer, lr) if steps else None
     net._prepare(X, y)  # labels that do not fit the model's outputs raise here (exit 2)
+    prog = net._program(X.shape[1] if X.ndim == 3 else 1)
+    n_layers = len(prog.watched)
+    rows = len(X) if steps == 0 else min(batch_size, len(X))
+    limits.require(limits.network_bytes(net.n_params, prog.width, rows, net.dtype.itemsize,
+                                        monitor_layers=n_layers, steps=max(steps, 1)),
+                   f"the monitor over {max(steps, 1):,} step(s) of {rows:,} rows ({n_layers} layers)",
+                   "--steps or --batch-size" if steps else "--samples")
 
     quiet = json_path == "-"
     say = (lambda line="": None) if quiet else click.echo
     stopped = ""
-    with nl.backend.flush_denormals(flush_denormals), _slow_notice(COMPILING):
+    bar = progress().bar(steps, "monitored training") if steps else progress().phase("gradients of all samples")
+    with nl.backend.flush_denormals(flush_denormals), _slow_notice(COMPILING), bar:
         if steps == 0:
             mon = nl.GradientMonitor(net)
             mon.observe(X, y)
@@ -166,6 +197,7 @@ def diagnose(model, data, samples, seq_len, steps, optimizer, lr, batch_size, se
                 idx = order[pos:pos + batch_size]
                 pos += batch_size
                 trainer.step(np.ascontiguousarray(X[idx]), np.ascontiguousarray(y[idx]))
+                bar.update(1, f"loss {trainer.last.loss:.4g}")
                 if not trainer.last.applied:
                     stopped = (f"stopped at step {mon.steps}: non-finite "
                                f"{'loss' if not math.isfinite(trainer.last.loss) else 'gradient'} "

@@ -61,6 +61,12 @@ class NnlabGroup(click.Group):
         except click.Abort:
             click.echo("Aborted!", err=True)
             sys.exit(1)
+        except MemoryError as exc:  # an estimate fell short: still one line, never 'internal error'
+            if _debug():
+                raise
+            click.echo(f"Error: out of memory{': ' + _one_line(exc) if str(exc) else ''} -- the run needs more "
+                       "memory than the machine has; reduce its sizes (see the command's --help)", err=True)
+            sys.exit(EXIT_USAGE)
         except Exception as exc:
             base = _nnlab_error_type()
             if base is not None and isinstance(exc, base):
@@ -128,13 +134,23 @@ def _dump_json(obj):
 @click.group(cls=NnlabGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="nnlab")
 @click.option("--threads", type=click.IntRange(min=1), default=None, metavar="N",
-              help="Threads for the matrix products (OpenBLAS); 1 on a machine whose cores are busy.  "
-                   "[default: OpenBLAS's own: all cores, or $OPENBLAS_NUM_THREADS]")
-def cli(threads):
+              help="Threads for the matrix products (OpenBLAS), at most the machine's cores; 1 on a machine whose "
+                   "cores are busy.  [default: OpenBLAS's own: all cores, or $OPENBLAS_NUM_THREADS]")
+@click.option("-q", "--quiet", is_flag=True,
+              help="No progress bars, progress lines or notices on stderr (the same as NNLAB_QUIET=1); "
+                   "results and errors are still printed.")
+@click.pass_context
+def cli(ctx, threads, quiet):
     """nnlab: see, measure and fix vanishing and exploding gradients.
 
     Errors print one line and exit 2 (bad input) or 1 (internal); set NNLAB_DEBUG=1 for tracebacks.
+    Progress goes to stderr (a bar on a terminal, a line every few seconds otherwise), results to
+    stdout; --quiet turns progress off.
     """
+    cores = os.cpu_count() or 1
+    if threads is not None and threads > cores:
+        raise click.BadParameter(f"{threads} is more than this machine's {cores} cores", param_hint="'--threads'")
+    _set_progress(ctx, quiet)
     if threads is not None:
         # read by OpenBLAS when NumPy (and SciPy) load it -- later, when a command imports nnlab,
         # and in the subprocesses a command starts
@@ -143,6 +159,78 @@ def cli(threads):
             from nnlab import backend
 
             backend.set_num_threads(threads)
+
+
+_PROGRESS = {"on": False}
+
+
+def _set_progress(ctx, quiet):
+    """Progress on for this command (off with --quiet, which sets NNLAB_QUIET=1 for the compile
+    notices and the subprocesses too); both undone when the command ends."""
+    before = os.environ.get("NNLAB_QUIET")
+    if quiet:
+        os.environ["NNLAB_QUIET"] = "1"
+    _PROGRESS["on"] = True
+
+    def restore():
+        _PROGRESS["on"] = False
+        if before is None:
+            os.environ.pop("NNLAB_QUIET", None)
+        else:
+            os.environ["NNLAB_QUIET"] = before
+        mod = sys.modules.get("nnlab.progress")
+        if mod is not None:
+            mod.enable(False)
+
+    ctx.call_on_close(restore)
+
+
+def progress():
+    """nnlab.progress, turned on for this command (imports nnlab: call it inside a command)."""
+    from nnlab import progress as mod
+
+    mod.enable(_PROGRESS["on"])
+    return mod
+
+
+def _check_out_folder(path, option):
+    """One-line error before any work when ``path`` cannot be written: a missing folder, a folder
+    that is a file or that refuses a new file, a path that is a folder or an unwritable file."""
+    if not path or path == "-":
+        return
+    import tempfile
+
+    full = os.path.abspath(os.path.expanduser(path))
+    hint = f"'{option}'"
+    if os.path.isdir(full):
+        raise click.BadParameter(f"{path!r} is a directory; give a file name", param_hint=hint)
+    folder = os.path.dirname(full)
+    if not os.path.exists(folder):
+        raise click.BadParameter(f"folder of {path!r} does not exist", param_hint=hint)
+    if not os.path.isdir(folder):
+        raise click.BadParameter(f"{folder!r}, the folder of {path!r}, is not a directory", param_hint=hint)
+    if os.path.exists(full) and not os.access(full, os.W_OK):
+        raise click.BadParameter(f"{path!r} is not writable", param_hint=hint)
+    try:  # the files are written atomically: a temporary file in the same folder, then renamed
+        fd, tmp = tempfile.mkstemp(prefix=".nnlab-check-", dir=folder)
+    except OSError as exc:
+        raise click.BadParameter(f"cannot write {path!r}: folder {folder!r}: {exc.strerror or exc}",
+                                 param_hint=hint) from None
+    os.close(fd)
+    os.unlink(tmp)
+
+
+def check_outputs(*pairs):
+    """Check every (path, option) pair with :func:`_check_out_folder`, and that no two name the same file."""
+    seen = {}
+    for path, option in pairs:
+        if not path or path == "-":
+            continue
+        _check_out_folder(path, option)
+        key = os.path.realpath(os.path.expanduser(path))
+        if key in seen:
+            raise click.UsageError(f"{seen[key]} and {option} name the same file {path!r}")
+        seen[key] = option
 
 
 # ---------------------------------------------------------------- nnlab activations
@@ -290,15 +378,20 @@ def gradcheck(as_json, seed):
     from nnlab import gradcheck as gc
 
     results = []  # (kind, CheckResult)
-    with _slow_notice(COMPILING):
-        for _label, name, params in _activation_cases():
+    act_cases, net_cases = _activation_cases(), _network_cases(seed)
+    with _slow_notice(COMPILING), progress().bar(len(act_cases) + len(net_cases), "gradient checks", "check") as bar:
+        for label, name, params in act_cases:
+            bar.set(label)
             act = acts.get(name, **params)
             for r in gc.check_activation(act):
                 results.append(("activation", r))
-        for label, net, X, y in _network_cases(seed):
+            bar.update()
+        for label, net, X, y in net_cases:
+            bar.set(f"network {label}")
             r = gc.check_network(net, X, y)
             r.name = f"network {label} ({net.n_params} params)"
             results.append(("network", r))
+            bar.update()
     n_fail = sum(not r.ok for _, r in results)
     n_pass = len(results) - n_fail
     summary = f"{n_pass} passed, {n_fail} failed"
@@ -362,14 +455,19 @@ def vanishing(depth, width, batch, seed, configs, dtype, json_path, plot_path):
     Builds DEPTH hidden layers per activation/initializer, runs one forward/backward pass on a seeded
     batch, and prints ‖∂L/∂W_l‖ for every layer as a table and a log-scale chart, the mean-field
     prediction of the per-layer gradient ratio (χ = σ_w²·E[φ'(h)²]) beside the measured one, the
-    ratio first/last layer with its verdict, and whether the claim held (exit 0 if it did, 1 if not).
+    ratio first/last layer with its verdict, and whether the claim held (exit 0 if it did, 1 if not;
+    0 with "claim not tested" when the --config list lacks the configurations the claim is about).
     """
     from nnlab.demos import vanishing as demo_vanishing
 
-    if json_path and json_path != "-" and not os.path.isdir(os.path.dirname(os.path.abspath(json_path))):
-        raise click.BadParameter(f"folder of {json_path!r} does not exist", param_hint="'--json'")
-    _demos.check_plot_path(plot_path)
-    with _slow_notice(COMPILING):
+    twice = sorted({c for c in configs if configs.count(c) > 1}, key=configs.index)
+    if twice:
+        raise click.BadParameter(f"{', '.join(map(repr, twice))} given twice", param_hint="'--config'")
+    _demos.check_demo_outputs(json_path, plot_path)
+    from nnlab.demos import _sizes
+
+    _sizes.check("vanishing", dict(depth=depth, width=width, batch=batch))
+    with _slow_notice(COMPILING), progress().phase("demo vanishing"):
         res = demo_vanishing.run(depth=depth, width=width, batch=batch, seed=seed,
                                  configs=list(configs) or None, dtype=dtype)
     _demos.emit(demo_vanishing, res, json_path, plot_path)
@@ -399,11 +497,17 @@ def _write_text(path, text):
 # ---------------------------------------------------------------- nnlab train
 _LAYER_TOKEN = re.compile(r"\s*(\d+)\s*(?:[x×*]\s*(\d+))?\s*")
 MAX_HIDDEN_LAYERS = 1000
+MAX_SAMPLES = 10**7     # --samples: beyond this the data need gigabytes and an epoch minutes
+MAX_SEQ_LEN = 100_000   # --seq-len
+MAX_EPOCHS = 10**6      # --epochs
 
 
 def _parse_layers(text):
-    """'64,64' -> [64, 64]; '64x20' -> twenty 64s; '128,64x3' mixes both; '' or 'none' -> []."""
-    if text.strip().lower() in ("", "none"):
+    """'64,64' -> [64, 64]; '64x20' -> twenty 64s; '128,64x3' mixes both; 'none' -> []."""
+    if not text.strip():
+        raise click.BadParameter("'' gives no layer widths; write 'none' for a network without hidden layers",
+                                 param_hint="'--layers'")
+    if text.strip().lower() == "none":
         return []
     widths = []
     for token in text.split(","):
@@ -434,11 +538,6 @@ def _layers_text(widths):
         parts.append(f"{widths[k]}x{j - k}" if j - k >= 3 else ",".join([str(widths[k])] * (j - k)))
         k = j
     return ",".join(parts)
-
-
-def _check_out_folder(path, option):
-    if path and path != "-" and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
-        raise click.BadParameter(f"folder of {path!r} does not exist", param_hint=f"'{option}'")
 
 
 def _finite_or_none(x):
@@ -472,7 +571,7 @@ def _model_for(nl, path, X, n_out, loss_name, dtype, seed):
     checked against the data: input features, outputs, loss."""
     import zipfile
 
-    if zipfile.is_zipfile(path):
+    if zipfile.is_zipfile(path) or path.lower().endswith(".npz"):  # a saved model (nl.load names what is wrong)
         net = nl.load(path)
         if dtype is not None and dtype != net.dtype.name:
             net = net.copy(dtype=dtype)
@@ -515,62 +614,15 @@ def _pct(x):
     return "-" if x is None else f"{100 * x:6.2f}%"
 
 
-class _Progress:
-    """A click progress bar on stderr (terminals only; redrawn at most every 0.1 s) that the
-    per-epoch lines on stdout cut into, and the 'compiling' notice while the first step runs."""
-
-    def __init__(self, total, enabled):
-        self.total, self.enabled = total, enabled
-        self.bar, self.pending, self.item, self.last = None, 0, "", 0.0
-        self._notice = ExitStack()
-        self._notice.enter_context(_slow_notice(COMPILING))
-
-    def step(self, epoch, step, loss):
-        if step == 1:
-            self._notice.close()
-        if not self.enabled:
-            return
-        self.pending += 1
-        self.item = f"epoch {epoch + 1}, loss {loss:.4g}"
-        if self.bar is None:
-            self.bar = click.progressbar(length=self.total, label="training", file=sys.stderr, show_pos=True,
-                                         width=24, item_show_func=lambda item: item)
-        now = time.monotonic()
-        if now - self.last >= 0.1 or step == self.total:
-            self._flush()
-            self.last = now
-
-    def echo(self, line):
-        if self.bar is not None:
-            click.echo("\r\x1b[K", nl=False, err=True)  # erase the bar, print the line, redraw the bar
-        click.echo(line)
-        if self.bar is not None:
-            self.bar._last_line = None
-            self._flush()
-
-    def _flush(self):
-        if self.pending:
-            self.bar.update(self.pending, self.item)
-            self.pending = 0
-        else:
-            self.bar.render_progress()
-
-    def close(self):
-        self._notice.close()
-        if self.bar is not None:
-            self._flush()
-            self.bar.render_finish()  # a newline, and the cursor shown again
-            self.bar = None
-
-
 @cli.command()
 @click.option("--data", default="digits", show_default=True, metavar="NAME",
               help="Dataset: digits, xor, spirals, moons (classification), sine (regression) or adding "
                    "(sequences (N, T, 2), regression; needs --model with a recurrent network).")
-@click.option("--samples", type=click.IntRange(min=4), default=None, metavar="N",
-              help="Samples to generate for xor/spirals/moons/sine/adding (default: the dataset's own).")
-@click.option("--seq-len", type=click.IntRange(min=2), default=None, metavar="T",
-              help="Time steps per sequence of a sequence dataset (adding; default 50).")
+@click.option("--samples", type=click.IntRange(min=4, max=MAX_SAMPLES), default=None, metavar="N",
+              help="Samples to generate for xor/spirals/moons/sine/adding (default: the dataset's own; "
+                   f"at most {MAX_SAMPLES:,}).")
+@click.option("--seq-len", type=click.IntRange(min=2, max=MAX_SEQ_LEN), default=None, metavar="T",
+              help=f"Time steps per sequence of a sequence dataset (adding; default 50; at most {MAX_SEQ_LEN:,}).")
 @click.option("--model", "model_path", type=click.Path(dir_okay=False), default=None, metavar="FILE",
               help="Build the network from FILE instead of --layers/--activation/--init: a JSON model "
                    "description (the format Sequential.to_json and save write; see docs/layers.md) or a "
@@ -596,7 +648,7 @@ class _Progress:
               help="Scale each gradient tensor to L2 norm <= C.")
 @click.option("--clip-value", type=click.FloatRange(min=0, min_open=True), default=None, metavar="C",
               help="Clamp every gradient element to [-C, C].")
-@click.option("--epochs", type=click.IntRange(min=1), default=20, show_default=True, metavar="N",
+@click.option("--epochs", type=click.IntRange(min=1, max=MAX_EPOCHS), default=20, show_default=True, metavar="N",
               help="Passes over the training set.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, metavar="B",
               help="1 = online training; >= the training set = full batch.")
@@ -636,10 +688,14 @@ def train(ctx, data, samples, seq_len, model_path, layers, activation, init_name
         if clash:
             raise click.UsageError(f"--model describes the whole network; drop {', '.join(clash)}")
     widths = _parse_layers(layers)
-    _check_out_folder(json_path, "--json")
-    _check_out_folder(save_path, "--save")
+    if model_path is None and not widths and given("activation"):
+        raise click.UsageError("--activation sets the hidden layers' activation, and --layers none has none")
+    check_outputs((json_path, "--json"), (save_path, "--save"))
+
+    import numpy as np
 
     import nnlab as nl
+    from nnlab import limits
 
     opt_cls = nl.optim.REGISTRY.get(optimizer.lower()) if isinstance(optimizer, str) else None
     if opt_cls is None:
@@ -654,6 +710,9 @@ def train(ctx, data, samples, seq_len, model_path, layers, activation, init_name
         hyper[key] = value
     opt = nl.optim.get(optimizer, **hyper)
 
+    if samples is not None:
+        limits.require(limits.dataset_bytes(data.lower(), samples, seq_len or 50),
+                       f"{samples:,} samples of {data}", "--samples")
     name, X, y = load_dataset(nl, data, samples, seed, seq_len)
     if X.ndim != 2 and model_path is None:
         raise click.BadParameter(f"{name} is a sequence dataset {X.shape}; --layers builds dense networks: give "
@@ -669,6 +728,11 @@ def train(ctx, data, samples, seq_len, model_path, layers, activation, init_name
                          seed if given("seed") else None)
         dtype = net.dtype.name
     else:
+        sizes = [X.shape[1], *widths, n_out]
+        limits.require(limits.network_bytes(limits.dense_params(sizes), limits.dense_workspace(sizes),
+                                            min(batch_size, len(X)) + min(len(X), 4096), np.dtype(dtype).itemsize),
+                       f"the network {_layers_text(widths)} with batch {batch_size}",
+                       "--layers (widths or count) or --batch-size")
         dense, n_in = [], X.shape[1]
         for w in widths:
             dense.append(nl.Dense(n_in, w, activation=activation, init=init_name))
@@ -676,10 +740,14 @@ def train(ctx, data, samples, seq_len, model_path, layers, activation, init_name
         dense.append(nl.Dense(n_in, n_out, init=init_name))
         net = nl.Sequential(dense, loss=loss_name, seed=seed, dtype=dtype)
     clip = clips[0] if clips else None
+    prog = net._program(X.shape[1] if X.ndim == 3 else 1)
+    limits.require(limits.network_bytes(net.n_params, prog.width, min(batch_size, len(X)) + min(len(X), 4096),
+                                        net.dtype.itemsize),
+                   f"training with batch {batch_size} ({prog.width:,} workspace elements per row)",
+                   "--batch-size" + (" or --seq-len" if X.ndim == 3 else ""))
     trainer = nl.Trainer(net, opt, clip=clip)
 
     steps_per_epoch = -(-len(X_train) // batch_size)
-    total_steps = steps_per_epoch * epochs
     quiet = json_path == "-"
     say = (lambda line: None) if quiet else click.echo
     opt_text = f"{opt_cls.__name__} lr={opt.lr:g}" + "".join(f", {k}={v:g}" for k, v in hyper.items() if k != "lr")
@@ -696,7 +764,13 @@ def train(ctx, data, samples, seq_len, model_path, layers, activation, init_name
         f"({steps_per_epoch} steps/epoch); {epochs} epochs; seed {seed}")
 
     ew = len(str(epochs))
-    progress = _Progress(total_steps, enabled=sys.stderr.isatty())
+    bars = progress()
+    notice = ExitStack()
+    notice.enter_context(_slow_notice(COMPILING))
+
+    def first_step(epoch, step, loss):
+        if step == 1:
+            notice.close()
 
     def epoch_line(epoch, hist):
         parts = [f"epoch {epoch + 1:>{ew}}/{epochs}", f"loss {hist.epoch_loss[-1]:.4f}"]
@@ -706,14 +780,15 @@ def train(ctx, data, samples, seq_len, model_path, layers, activation, init_name
             parts.append(f"test loss {hist.val_loss[-1]:.4f}")
         parts.append(f"{hist.epoch_time[-1]:.2f} s")
         if not quiet:
-            progress.echo("  ".join(parts))
+            bars.write("  ".join(parts))
 
     t0 = time.perf_counter()
     try:
         history = trainer.fit(X_train, y_train, epochs=epochs, batch_size=batch_size, shuffle=True, seed=seed,
-                              validation_data=(X_test, y_test), callback=epoch_line, step_callback=progress.step)
+                              validation_data=(X_test, y_test), callback=epoch_line, step_callback=first_step,
+                              progress=bars.enabled())
     finally:
-        progress.close()
+        notice.close()
     wall = time.perf_counter() - t0
     if history.stopped:
         click.echo(f"training stopped: {history.stopped}", err=True)

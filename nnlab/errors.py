@@ -36,3 +36,8 @@ class ActivationCompileError(NnlabError, ValueError):
 
 class ModelFileError(NnlabError, ValueError):
     """A saved model file is missing, corrupt, or not an nnlab model."""
+
+
+class ResourceError(NnlabError, ValueError):
+    """A run would need more memory than the machine has (or than a documented bound allows); raised
+    before anything large is allocated, naming what to reduce."""

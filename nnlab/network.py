@@ -21,6 +21,7 @@ import tempfile
 import numpy as np
 
 from . import _validate
+from . import limits as _limits
 from . import losses as _losses
 from .errors import HyperparameterError, ModelFileError, NnlabError, ShapeError
 from .kernels import kernels_for
@@ -142,6 +143,8 @@ class Sequential:
                 self._buffer_shapes.append((offset, tuple(int(d) for d in shape), float(value)))
                 offset += int(np.prod(shape))
             self._buffer_offsets[id(layer)] = offs
+        _limits.require(2 * offset * self.dtype.itemsize, f"a network of {n_params:,} parameters",
+                        "the layer widths or the number of layers")
         self._store = np.zeros(offset, dtype=self.dtype)
         self._flat = self._store[:n_params]
         self._views = [self._flat[o:o + int(np.prod(s))].reshape(s) for o, s in self._shapes]
@@ -277,6 +280,8 @@ class Sequential:
             if need <= size <= max(2 * need, need + 1024 * width):
                 return ws
         self._ws.clear()
+        _limits.require(2 * need * self.dtype.itemsize, f"a batch of {n:,} rows ({width:,} workspace elements per "
+                        f"row, forward and backward)", "the batch size (rows per call) or the network's size")
         ws = self._ws[need] = (np.zeros(need, self.dtype), np.zeros(need, self.dtype))
         return ws
 
@@ -466,7 +471,10 @@ class Sequential:
             raise ModelFileError(f"cannot save {path}: no such directory {directory}")
         if os.path.isdir(path):
             raise ModelFileError(f"cannot save {path}: it is a directory")
-        fd, tmp = tempfile.mkstemp(prefix=".nnlab-", suffix=".npz", dir=directory)
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=".nnlab-", suffix=".npz", dir=directory)
+        except OSError as exc:
+            raise ModelFileError(f"cannot save {path}: {exc.strerror or exc}") from None
         try:
             os.chmod(tmp, _file_mode(path))  # mkstemp makes 0600; give the file ordinary permissions
             members = {"params": self._flat,
@@ -551,6 +559,14 @@ def model_from_json(source, dtype=None, seed=None):
         raise ModelFileError(f"{name}: bad model description ({type(exc).__name__}: {exc})") from None
 
 
+def _load_reason(exc):
+    """Why NumPy could not read a file, without NumPy's advice to load pickled data unsafely."""
+    text = str(exc)
+    if "pickle" in text:
+        return "it holds pickled Python objects, which nnlab never writes nor loads"
+    return f"{type(exc).__name__}: {text}"
+
+
 def load(path):
     """Load a network written by :meth:`Sequential.save`.
 
@@ -558,11 +574,22 @@ def load(path):
     another program's ``.npz``, a corrupt configuration) raises :class:`ModelFileError`.
     """
     try:
-        data = np.load(os.fspath(path), allow_pickle=False)
+        with open(os.fspath(path), "rb") as fh:
+            magic = fh.read(6)
     except FileNotFoundError:
         raise ModelFileError(f"no such model file: {path}") from None
+    except IsADirectoryError:
+        raise ModelFileError(f"{path} is a directory, not an nnlab model file") from None
+    except OSError as exc:
+        raise ModelFileError(f"cannot read model file {path}: {exc.strerror or exc}") from None
+    if not magic.startswith((b"PK\x03\x04", b"PK\x05\x06", b"\x93NUMPY")):
+        # anything else NumPy would try to read as a pickle: never offer that
+        raise ModelFileError(f"{path} is not an nnlab model file (not an .npz archive; nnlab saves models with "
+                             f"Sequential.save or 'nnlab train --save')")
+    try:
+        data = np.load(os.fspath(path), allow_pickle=False)
     except Exception as exc:  # OSError, ValueError, EOFError (empty file), zipfile.BadZipFile, ...
-        raise ModelFileError(f"{path} is not an nnlab model file ({type(exc).__name__}: {exc})") from None
+        raise ModelFileError(f"{path} is not an nnlab model file ({_load_reason(exc)})") from None
     if not isinstance(data, np.lib.npyio.NpzFile):  # a plain .npy array
         raise ModelFileError(f"{path} is not an nnlab model file (a single .npy array, not an .npz archive)")
     try:
@@ -571,7 +598,7 @@ def load(path):
             flat = np.array(data["params"])
             buffers = np.array(data["buffers"]) if "buffers" in data.files else None
     except Exception as exc:  # missing members, pickled members, bad JSON/UTF-8, truncated members
-        raise ModelFileError(f"{path} is not an nnlab model file ({type(exc).__name__}: {exc})") from None
+        raise ModelFileError(f"{path} is not an nnlab model file ({_load_reason(exc)})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ModelFileError(f"{path} is not an nnlab model file")
     version = meta.get("version", 0)

@@ -33,7 +33,9 @@ import numpy as np
 
 from . import _validate
 from . import clip as _clip
+from . import limits as _limits
 from . import optim as _optim
+from . import progress as _progress
 from .errors import HyperparameterError, NonFiniteError, ShapeError
 from .kernels import cpu as CK
 from .kernels import optim_cpu as OK
@@ -114,6 +116,7 @@ class Trainer:
         self._no_monitor = (np.zeros(1, net.dtype), np.zeros((1, 2)), np.zeros((1, 1)))
         self._labels = {}  # batch size -> ((N, 1) buffer, its flat view): float labels for step's fast path
         self.last = None
+        self._bar = None
 
     def step(self, X, y):
         """One fused compiled training step on the batch (X, y); returns its (pre-update) loss."""
@@ -200,7 +203,7 @@ class Trainer:
         return loss, _accuracy(net._loss_code, out.reshape(X2.shape[0], -1), Y)
 
     def fit(self, X, y, epochs=1, batch_size=32, shuffle=True, seed=0, validation_split=0.0,
-            validation_data=None, callback=None, step_callback=None, tbptt=None):
+            validation_data=None, callback=None, step_callback=None, tbptt=None, progress=False):
         """Train for ``epochs`` passes; batch_size=1 is online training, batch_size >= N full-batch.
 
         Each epoch visits the rows in the order ``np.random.default_rng(seed).permutation(N)`` (a
@@ -218,7 +221,22 @@ class Trainer:
         end of a window starts the next one, with no gradient across the border (torch's
         ``h.detach()``). A batch starts from zeros. ``epoch_loss`` weights each window's loss by
         its steps. k >= T is plain training.
+
+        ``progress=True`` (or a label for the bar) shows a bar of the steps on stderr (plain lines
+        every few seconds when stderr is not a terminal; see :mod:`nnlab.progress`);
+        ``NNLAB_QUIET=1`` silences it.
         """
+        self._bar = None
+        try:
+            return self._fit(X, y, epochs, batch_size, shuffle, seed, validation_split, validation_data, callback,
+                             step_callback, tbptt, progress)
+        finally:
+            if self._bar is not None:
+                self._bar.close()
+            self._bar = None
+
+    def _fit(self, X, y, epochs, batch_size, shuffle, seed, validation_split, validation_data, callback,
+             step_callback, tbptt, progress):
         net = self.net
         X, Y = net._prepare(X, y)
         window = self._tbptt_window(X, tbptt)
@@ -250,6 +268,14 @@ class Trainer:
         for rows in {min(batch_size, n), n % batch_size}:  # every batch size the epochs will see
             if rows:
                 prog.check_batch(rows, net.training)
+        _limits.require(_limits.network_bytes(net.n_params, prog.width, min(batch_size, n) + min(n, self.eval_chunk),
+                                              net.dtype.itemsize),
+                        f"training with batch_size={batch_size} ({net.n_params:,} parameters, "
+                        f"{prog.width} workspace elements per row)", "batch_size or the network's size")
+        if progress:
+            per_epoch = -(-n // batch_size) * (1 if window is None else -(-(X.shape[1] // net.n_in) // window))
+            desc = progress if isinstance(progress, str) else "training"
+            self._bar = _progress.bar(epochs * per_epoch, desc, "step", force=True)
         history = History()
         clock = time.perf_counter
         # the epoch kernel is worth compiling for the cached built-in kernel set only (a set with
@@ -261,7 +287,10 @@ class Trainer:
             order = rng.permutation(n) if shuffle else np.arange(n)
             total = 0.0
             if compiled:
+                done = len(history.loss)
                 total = self._epoch(X, Y, order, batch_size, epoch, history)
+                if self._bar is not None:
+                    self._bar.update(len(history.loss) - done, f"epoch {epoch + 1}/{epochs}, loss {total / n:.4g}")
                 if history.stopped:
                     break
             for start in range(0, n, batch_size) if not compiled else ():
@@ -295,6 +324,8 @@ class Trainer:
             history.stopped = (f"non-finite {'loss' if not math.isfinite(loss) else 'gradient'} at "
                                f"epoch {epoch + 1}, step {len(history.loss)}; weights kept")
             return False
+        if self._bar is not None:
+            self._bar.update(1, f"epoch {epoch + 1}, loss {loss:.4g}")
         if step_callback is not None:
             step_callback(epoch, len(history.loss), loss)
         return True

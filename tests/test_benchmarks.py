@@ -219,7 +219,7 @@ def test_nnlab_bench_command(tmp_path):
     assert again.exit_code == 0 and "Goals of issue 5" in again.output
     for args, word in ((["--configs", "tiny,huge"], "huge"), (["--optimizers", "lbfgs"], "lbfgs"),
                        (["--skip", "everything"], "everything"), (["--repeat", "0"], "repeat"),
-                       (["--json", str(tmp_path / "no" / "x.json")], "no such directory")):
+                       (["--json", str(tmp_path / "no" / "x.json")], "does not exist")):
         assert word in one_line_error(runner.invoke(cli, ["bench"] + args)), args
     junk = tmp_path / "junk.json"
     junk.write_text('{"hello": 1}')

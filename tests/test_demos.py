@@ -8,7 +8,7 @@ import pytest
 
 import nnlab as nl
 from nnlab.demos import vanishing
-from nnlab.errors import DTypeError, HyperparameterError, NnlabError, UnknownNameError
+from nnlab.errors import DTypeError, HyperparameterError, NnlabError, ResourceError, UnknownNameError
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +141,8 @@ def test_to_dict_is_json(default_result):
 def test_custom_configs_and_aliases():
     r = vanishing.run(depth=3, width=4, batch=8, configs=["tanh/glorot_normal", ("gelu", "kaiming_uniform")])
     assert [(c.activation, c.init) for c in r.rows] == [("tanh", "xavier_normal"), ("gelu", "he_uniform")]
-    assert r.held is False and "not tested" in r.reason
+    assert r.held is None and "needs a sigmoid configuration" in r.reason
+    assert "claim not tested for these settings" in vanishing.render(r) and "claim held" not in vanishing.render(r)
     assert r.sigmoid_ratio is None and r.relu_he_ratio is None
 
 
@@ -166,7 +167,7 @@ def test_seeded_runs_repeat():
     (dict(configs=[("relu", "he_normal", 3)]), HyperparameterError),
     (dict(configs=[("relu", "he_normal"), ("nope", "he_normal")]), UnknownNameError),
     (dict(configs=[("relu", "he_normal"), ("relu", "nope")]), UnknownNameError),
-    (dict(width=100_000), HyperparameterError),
+    (dict(width=100_000), ResourceError),
 ])
 def test_bad_arguments_raise_before_building(monkeypatch, kwargs, exc):
     def boom(*a, **k):

@@ -106,7 +106,7 @@ def test_json_file_and_json_only(run, models, tmp_path):
     assert record["optimizer"]["name"] == "adam"
     only = run(models["deep"], "--data", "moons", "--samples", "100", "--json", "-")
     assert only.exit_code == 1
-    data = json.loads(only.output)  # nothing but the JSON on stdout
+    data = json.loads(only.stdout)  # nothing but the JSON on stdout
     assert data["fired"] == ["gradient_vanishing"] and data["monitor"]["steps"] == 1
 
 

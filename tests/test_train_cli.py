@@ -180,7 +180,6 @@ def test_nnlab_errors_name_the_problem(run):
     ("64x20", [64] * 20, "64x20"),
     ("128, 64x3 ,16", [128, 64, 64, 64, 16], "128,64x3,16"),
     ("none", [], "none"),
-    ("", [], "none"),
     ("7", [7], "7"),
 ])
 def test_parse_layers(text, widths, back):

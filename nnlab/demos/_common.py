@@ -5,8 +5,9 @@ A demo is a module of :mod:`nnlab.demos` with
 * ``NAME`` (the command: ``nnlab demo NAME``), ``CLAIM`` (the sentence it tests), ``SUMMARY`` (one
   line for ``--help`` listings) and ``OPTIONS`` (a tuple of :class:`Option`, the keyword arguments
   of ``run`` that the command line exposes; ``seed`` is always there and not listed);
-* ``run(seed=0, **options)`` returning a result object with ``claim``, ``held``, ``reason`` and
-  ``to_dict()`` (every number, JSON-safe: non-finite floats become ``None``);
+* ``run(seed=0, **options)`` returning a result object with ``claim``, ``held`` (True, False, or
+  None when the settings do not test the claim), ``reason`` and ``to_dict()`` (every number,
+  JSON-safe: non-finite floats become ``None``);
 * ``render(result, width=100)`` -- the text the command prints (tables and terminal charts);
 * ``plot(result, path)`` -- the same as a PNG through matplotlib (``pip install nnlab[plot]``).
 
@@ -137,7 +138,10 @@ def header(result, width, setup):
 
 
 def verdict_lines(result, width):
-    """The closing line: whether the claim held, and why."""
+    """The closing line: whether the claim held, and why; ``held`` None means these settings do not
+    test the claim (the command then exits 0)."""
+    if result.held is None:
+        return wrap(f"claim not tested for these settings ({result.reason})", width)
     return wrap(f"claim held: {'yes' if result.held else 'no'} ({result.reason})", width)
 
 
@@ -170,3 +174,24 @@ def table(headers, rows, align=None):
         parts = [c.ljust(w) if a == "l" else c.rjust(w) for c, w, a in zip(r, widths, align)]
         lines.append("  ".join(parts).rstrip())
     return lines
+
+
+def train_steps(trainer, X, y, steps, label):
+    """``steps`` full-batch steps of ``trainer`` on (X, y); their losses. Shows a progress bar
+    named ``label`` when progress is on (see :mod:`nnlab.progress`)."""
+    from .. import progress
+
+    losses = []
+    with progress.bar(steps, label) as bar:
+        for _ in range(steps):
+            losses.append(float(trainer.step(X, y)))
+            bar.update()
+    return losses
+
+
+def check_sizes(name, options):
+    """Refuse (:class:`~nnlab.errors.ResourceError`) options that need more memory than available or
+    more work than a demo runs (see :mod:`nnlab.demos._sizes`)."""
+    from . import _sizes
+
+    _sizes.check(name, options)

@@ -234,7 +234,7 @@ def train_net(kind, net, X, y, steps, lr):
 
     mon = GradientMonitor(net)
     trainer = Trainer(net, Adam(lr=lr), monitor=mon)
-    losses = [float(trainer.step(X, y)) for _ in range(steps)]
+    losses = C.train_steps(trainer, X, y, steps, f"{kind} net")
     final, acc = trainer.evaluate(X, y)
     train_loss = net.loss(X, y, training=True)  # the batch's statistics; moves no running statistic
     dense = [i for i, layer in enumerate(mon.layers) if layer.kind == "Dense"]
@@ -258,6 +258,7 @@ def run(depth=30, width=32, samples=200, steps=200, lr=0.01, activation="sigmoid
 
     o = C.check_options(OPTIONS, dict(depth=depth, width=width, samples=samples, steps=steps, lr=lr,
                                       activation=activation))
+    C.check_sizes(NAME, o)
     seed = C.check_seed(seed)
     res = BatchNormResult(CLAIM, o["depth"], o["width"], o["samples"], o["steps"], o["lr"], o["activation"], seed)
     X, y = datasets.moons(n=res.samples, seed=seed)

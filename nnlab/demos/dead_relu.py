@@ -108,7 +108,7 @@ def _train(label, activation, bias, X, y, depth, width, steps, lr, seed):
     net = Sequential(layers, loss="softmax_cross_entropy", seed=seed)
     mon = GradientMonitor(net)
     trainer = Trainer(net, Adam(lr=lr), monitor=mon)
-    losses = [float(trainer.step(X, y)) for _ in range(steps)]
+    losses = C.train_steps(trainer, X, y, steps, label)
     final, acc = trainer.evaluate(X, y)
     dead = mon.series("dead_fraction")[:, :depth]
     fired = [{"name": v.name, "step": v.step, "evidence": v.evidence} for v in mon.verdicts() if v.fired]
@@ -121,6 +121,7 @@ def run(depth=6, width=32, bias=-1.0, fix_bias=0.1, steps=200, lr=0.01, seed=0):
     from .. import datasets
 
     o = C.check_options(OPTIONS, dict(depth=depth, width=width, bias=bias, fix_bias=fix_bias, steps=steps, lr=lr))
+    C.check_sizes(NAME, o)
     seed = C.check_seed(seed)
     res = DeadReluResult(CLAIM, o["depth"], o["width"], o["bias"], o["fix_bias"], o["steps"], o["lr"], seed)
     X, y = datasets.moons(seed=seed)

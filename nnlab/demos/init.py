@@ -113,6 +113,7 @@ def run(depth=20, width=128, batch=256, seed=0):
     from . import vanishing
 
     o = C.check_options(OPTIONS, dict(depth=depth, width=width, batch=batch))
+    C.check_sizes(NAME, o)
     seed = C.check_seed(seed)
     res = InitResult(CLAIM, o["depth"], o["width"], o["batch"], seed)
     X, y = vanishing.data(res.width, res.batch, seed)

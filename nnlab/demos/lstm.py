@@ -75,6 +75,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import progress as _progress
 from . import _common as C
 
 NAME = "lstm"
@@ -228,7 +229,8 @@ def _train(kind, net, Xtr, ytr, Xte, yte, probe, epochs, batch, lr, seed):
         record()
         return False
 
-    history = trainer.fit(Xtr, ytr, epochs=epochs, batch_size=batch, seed=seed, callback=after_epoch)
+    history = trainer.fit(Xtr, ytr, epochs=epochs, batch_size=batch, seed=seed, callback=after_epoch,
+                          progress=_progress.enabled() and f"training the {kind}")
     f0, r0, _ = decay_fit(norms[0])
     f1, r1, _ = decay_fit(norms[-1])
     return NetRecord(kind, label, norms, probe_loss, norms[0], f0, r0, span_ratio(norms[0]), norms[-1], f1, r1,
@@ -242,6 +244,7 @@ def run(T=50, hidden=32, samples=4000, test=1000, epochs=15, batch=64, lr=0.01, 
 
     o = C.check_options(OPTIONS, dict(T=T, hidden=hidden, samples=samples, test=test, epochs=epochs, batch=batch,
                                       lr=lr, forget_bias=forget_bias))
+    C.check_sizes(NAME, o)
     seed = C.check_seed(seed)
     res = LstmResult(CLAIM, o["T"], o["hidden"], o["samples"], o["test"], o["epochs"], o["batch"], o["lr"],
                      o["forget_bias"], seed)

@@ -284,6 +284,7 @@ def _parse_configs(configs):
 def run(depth=30, width=256, batch=128, seeds=2, seed=0, configs=None, tolerance=TOLERANCE):
     """Predict and measure every configuration; see the module docstring."""
     opts = C.check_options(OPTIONS, dict(depth=depth, width=width, batch=batch, seeds=seeds))
+    C.check_sizes(NAME, opts)
     seed = C.check_seed(seed)
     tolerance = C._validate.real_scalar(tolerance, "tolerance", positive=True)
     configs = _parse_configs(DEFAULT_CONFIGS if configs is None else configs)
@@ -306,7 +307,7 @@ def run(depth=30, width=256, batch=128, seeds=2, seed=0, configs=None, tolerance
                                      bool(rel <= tolerance), first_norms))
     bad = [r for r in res.rows if not r.within]
     worst = max(res.rows, key=lambda r: r.rel_error)
-    res.held = bool(width >= 256 and not bad)
+    res.held = None if width < 256 else not bad
     if width < 256:
         res.reason = f"width {width} < 256: the claim is about wide nets (worst error {worst.rel_error:.1%})"
     elif bad:

@@ -118,7 +118,7 @@ def _train(label, name, hyper, X, y, depth, width, steps, seed):
     net = Sequential(layers, loss="softmax_cross_entropy", seed=seed)
     mon = GradientMonitor(net)
     trainer = Trainer(net, optim.get(name, **hyper), monitor=mon)
-    losses = [float(trainer.step(X, y)) for _ in range(steps)]
+    losses = C.train_steps(trainer, X, y, steps, label)
     final, acc = trainer.evaluate(X, y)
     ur = mon.update_ratio()
     g = mon.series("grad_norm")
@@ -133,6 +133,7 @@ def run(depth=10, width=32, steps=300, samples=200, seed=0):
     from .. import datasets
 
     o = C.check_options(OPTIONS, dict(depth=depth, width=width, steps=steps, samples=samples))
+    C.check_sizes(NAME, o)
     seed = C.check_seed(seed)
     res = OptimizersResult(CLAIM, o["depth"], o["width"], o["steps"], o["samples"], seed)
     X, y = datasets.moons(n=res.samples, seed=seed)

@@ -168,7 +168,7 @@ def _train(kind, net, X, y, steps, lr):
 
     mon = GradientMonitor(net)
     trainer = Trainer(net, Adam(lr=lr), monitor=mon)
-    losses = [float(trainer.step(X, y)) for _ in range(steps)]
+    losses = C.train_steps(trainer, X, y, steps, f"{kind} net")
     final, acc = trainer.evaluate(X, y)
     g = mon.series("grad_norm")[0].tolist()  # step 1: computed before the first update
     e = mon.series("error_norm")[0].tolist()
@@ -183,6 +183,7 @@ def run(depth=30, block=2, width=32, samples=200, steps=200, lr=0.01, seed=0):
     from .. import datasets
 
     o = C.check_options(OPTIONS, dict(depth=depth, block=block, width=width, samples=samples, steps=steps, lr=lr))
+    C.check_sizes(NAME, o)
     seed = C.check_seed(seed)
     if o["depth"] % o["block"]:
         raise HyperparameterError(f"depth must be a multiple of block (the residual net groups the layers into "

@@ -86,6 +86,7 @@ def run(depth=32, wide=256, narrow=64, batch=512, seed=0):
     from ..network import Dense, Sequential
 
     o = C.check_options(OPTIONS, dict(depth=depth, wide=wide, narrow=narrow, batch=batch))
+    C.check_sizes(NAME, o)
     seed = C.check_seed(seed)
     res = SeluResult(CLAIM, o["depth"], o["wide"], o["narrow"], o["batch"], seed)
     res.widths = [res.wide] + [res.narrow if l % 2 == 0 else res.wide for l in range(res.depth)]

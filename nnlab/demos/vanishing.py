@@ -207,15 +207,13 @@ def _parse_configs(configs):
 
 
 def _check_size(depth, width, batch, dtype):
-    from ..errors import HyperparameterError
+    from .. import limits
 
     n_params = depth * width * (width + 1) + width + 1
     n_ws = batch * (2 * width * (depth + 1) + 2 * width + 2)
     nbytes = np.dtype(dtype).itemsize * (3 * n_params + 2 * n_ws)
-    if nbytes > MAX_BYTES:
-        raise HyperparameterError(
-            f"depth={depth}, width={width}, batch={batch} needs about {nbytes / 2**30:.1f} GiB per network; "
-            f"the demo allows {MAX_BYTES / 2**30:.0f} GiB")
+    limits.require(nbytes, f"depth={depth}, width={width}, batch={batch} (per network)", "depth, width or batch",
+                   available=min(MAX_BYTES, limits.available_bytes() or MAX_BYTES))
 
 
 def data(width, batch, seed, dtype="float64"):
@@ -297,8 +295,8 @@ def _judge(result):
     result.sigmoid_ratio = None if sig is None else sig.ratio
     result.relu_he_ratio = None if relu is None else relu.ratio
     if sig is None or relu is None:
-        result.held = False
-        result.reason = "not tested: the claim needs a sigmoid configuration and a relu/he_normal one"
+        result.held = None
+        result.reason = "the claim needs a sigmoid configuration and a relu/he_normal one"
         return
     lo, hi = RELU_HE_BAND
     sig_ok = sig.ratio < VANISHING_BELOW
