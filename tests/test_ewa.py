@@ -1,4 +1,4 @@
-"""nnlab.ewa: V_t = βV_{t−1} + (1−β)θ_t with optional bias correction V_t/(1−βᵗ) (seed 001)."""
+"""nnlab.ewa: V_t = βV_{t−1} + (1−β)θ_t with optional bias correction V_t/(1−βᵗ) ([S1])."""
 
 import numpy as np
 import pytest

@@ -1,8 +1,8 @@
 """Demo: exploding gradients from too-large initial weights, caught by the monitor; clipping fixes it.
 
-The claim, from the source texts (seed 000: the signs of an exploding gradient are a high loss,
+The claim, from the source texts ([S0]: the signs of an exploding gradient are a high loss,
 loss jumps, a NaN loss, exponentially growing or NaN weights; the remedy is clipping the gradient's
-norm, keeping its direction; seed 001: weights initialised too large make the back-propagated
+norm, keeping its direction; [S1]: weights initialised too large make the back-propagated
 product overflow, "in the extreme the weights overflow to NaN and can no longer be updated"):
 *a deep ReLU net whose initial weights are too large diverges to a non-finite loss under plain
 SGD, and the gradient monitor's exploding verdict fires at the first bad step with its evidence;

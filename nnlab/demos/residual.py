@@ -1,6 +1,6 @@
 """Demo: residual blocks carry the gradient through a deep sigmoid stack that a plain net loses, and train it.
 
-The claim, from the source texts (seed 000, "Residual blocks": a unit's output goes both to the next
+The claim, from the source texts ([S0], "Residual blocks": a unit's output goes both to the next
 unit and to the unit 2-3 layers further on, which adds it to its own input, and this "lets the
 gradient act directly on layers further away" during backpropagation): *in a deep sigmoid net,
 residual blocks keep the first layer's gradient within a factor of 10 of the last hidden layer's,
