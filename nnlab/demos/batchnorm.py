@@ -364,7 +364,7 @@ def plot(res, path):
         dict(kind="lines", series={"plain": p.grad_norms, "BatchNorm": b.grad_norms}, logy=True, xlabel="layer",
              ylabel="‖∂L/∂W_l‖",
              title=f"batchnorm: {res.activation}, depth {res.depth} + in/out, width {res.width}, seed {res.seed}, "
-                   f"at initialisation"),
+                   f"at initialisation", output_layer=True),
         dict(kind="lines", series={"plain": p.loss, "BatchNorm": b.loss}, logy=True, xlabel="step", ylabel="loss",
              title=f"training loss, Adam lr {res.lr:g}",
              hlines={"chance ln 2": res.chance_loss, "0.5·ln 2": TRAINED_BELOW * res.chance_loss}),

@@ -247,15 +247,25 @@ def render(res, width=100):
     return C.finish(out, res, width)
 
 
+def panels(res):
+    """The PNG's panels: both runs' losses (each in its own panel, so neither hides the other), the
+    plain run's per-layer norms at step 1, the clipped run's per-layer gradient norms per step."""
+    p, c = res.plain, res.clipped
+    stop = next((i + 1 for i, v in enumerate(p.loss) if not math.isfinite(v)), None)
+    plain_title = ("exploding: loss per step, plain SGD" + (f" (non-finite from step {stop}: the run stops)"
+                                                           if stop else ""))
+    return [
+        dict(kind="lines", series={"plain SGD": p.loss}, logy=True, xlabel="step", ylabel="loss", title=plain_title),
+        dict(kind="lines", series={f"clipped (global norm {res.clip:g})": c.loss}, logy=True, xlabel="step",
+             ylabel="loss", title="the same net and data with global-norm clipping: loss per step"),
+        dict(kind="lines", series={"‖∂L/∂W_l‖": p.layer_grad_norms[0], "‖E_l‖": p.error_norms[0]}, logy=True,
+             xlabel="layer", title="plain run, step 1: per-layer gradient and error norms", output_layer=True),
+        dict(kind="heat", matrix=np.asarray(c.layer_grad_norms).T, xlabel="step", ylabel="layer",
+             title="clipped run: log10 ‖∂L/∂W_l‖ before clipping", output_layer=True),
+    ]
+
+
 def plot(res, path):
     from .. import charts
 
-    p, c = res.plain, res.clipped
-    return charts.save_panels(path, [
-        dict(kind="lines", series={"plain SGD": p.loss, f"clipped ({res.clip:g})": c.loss}, logy=True,
-             xlabel="step", ylabel="loss", title="exploding: loss per step (plain stops at the first non-finite)"),
-        dict(kind="lines", series={"‖∂L/∂W_l‖": p.layer_grad_norms[0], "‖E_l‖": p.error_norms[0]}, logy=True,
-             xlabel="layer", title="plain run, step 1: per-layer gradient and error norms"),
-        dict(kind="heat", matrix=np.asarray(c.layer_grad_norms).T, xlabel="step", ylabel="layer",
-             title="clipped run: log10 ‖∂L/∂W_l‖ before clipping"),
-    ])
+    return charts.save_panels(path, panels(res))

@@ -290,7 +290,8 @@ def plot(res, path):
     return charts.save_panels(path, [
         dict(kind="lines", series={"plain": p.grad_norms, "residual": r.grad_norms}, logy=True, xlabel="layer",
              ylabel="‖∂L/∂W_l‖",
-             title=f"residual: depth {res.depth} + in/out, width {res.width}, seed {res.seed}, at initialisation"),
+             title=f"residual: depth {res.depth} + in/out, width {res.width}, seed {res.seed}, at initialisation",
+             output_layer=True),
         dict(kind="lines", series={"plain": p.loss, "residual": r.loss}, logy=True, xlabel="step", ylabel="loss",
              title=f"training loss, Adam lr {res.lr:g}",
              hlines={"chance ln 2": res.chance_loss, "0.5·ln 2": TRAINED_BELOW * res.chance_loss}),
