@@ -27,7 +27,7 @@ What the source texts say about batch normalisation (quoted, with a translation)
 So the texts claim that BN is a remedy for the vanishing gradient of sigmoid (and tanh) nets, and
 that with every layer's outputs normalised gradient descent works (more efficiently). They do not
 claim that BN allows larger learning rates, reduces the dependence on the initialisation or
-regularises: those are the cited paper's claims, which this demo does not test. Seeds 000 and 002
+regularises: those are the cited paper's claims, which this demo does not test. [S0] and [S2]
 do not mention it.
 
 The claim tested: *in a deep sigmoid net, a BatchNorm before every sigmoid keeps the first layer's
