@@ -9,7 +9,7 @@ Rules the pages follow (docs/design.md, "Documentation that runs"):
   optionally ``| head -N`` or ``> FILE``; ``echo $?`` (the previous command's exit code);
   ``head -N FILE`` and ``cat FILE``. A page's console blocks share its working directory, so a
   ``--save`` or ``--json`` file written by one command is there for the next.
-- Commands run as on a terminal of 100 columns.
+- Commands run as on a terminal of 100 columns, with one BLAS thread (``nnlab --threads 1``).
 - In a sample output a line ``...`` (or ``[...]``) stands for any number of lines, and ``…`` for any text within
   one line (timings, machine-dependent numbers). Trailing spaces do not count.
 - A block that cannot run as written carries ``<!-- not run: REASON -->`` on the line before its
@@ -213,7 +213,7 @@ def check_console_blocks(page, update=False):
 
     With ``update`` the page is rewritten with the actual outputs where they differ."""
     problems, n, edits = [], 0, {}
-    with in_temp_dir():
+    with in_temp_dir(), _one_blas_thread():
         shell = Shell()
         for b in blocks(page):
             if not b.is_console or b.not_run:
@@ -229,6 +229,21 @@ def check_console_blocks(page, update=False):
     if update and edits:
         _apply(page, edits)
     return n, problems
+
+
+@contextlib.contextmanager
+def _one_blas_thread():
+    """The samples are recorded as `nnlab --threads 1 ...` runs (same numbers, faster on a busy machine)."""
+    from nnlab import backend
+
+    old = backend.get_num_threads()
+    if old is not None:
+        backend.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if old is not None:
+            backend.set_num_threads(old)
 
 
 def _merge(expected, actual):
