@@ -225,7 +225,8 @@ def render(res, width=100):
     n = len(p.layer_grad_norms[0])
     labels = [str(l + 1) if l + 1 < n else f"{n} out" for l in range(n)]
     e = p.error_norms[0]
-    out += C.wrap(f"run 1, step 1: the backpropagated error grows towards the input, ‖E_1‖/‖E_{n}‖ = "
+    out += C.wrap(f"run 1, step 1: the backpropagated error E_l = ∂L/∂Z_l (Z_l layer l's pre-activation) grows "
+                  f"towards the input, ‖E_1‖/‖E_{n}‖ = "
                   f"{C.sci(e[0] / e[-1]) if e[-1] > 0 else '-'} ({C.sci((e[0] / e[-1]) ** (1 / max(1, n - 1)))} per "
                   f"layer), while the activations grow towards the output, so every ‖∂L/∂W_l‖ = ‖A_{{l-1}}ᵀ E_l‖ "
                   f"is huge:", width, indent="  ")
