@@ -2,7 +2,6 @@
 
 ``FASTMATH`` is an explicit LLVM flag set: it never contains ``nnan``/``ninf``, so NaN and Inf
 detection and gradient checks stay exact. ``JIT`` is what every module-level ``@njit`` gets.
-The reasons (fast math, the kernel cache and its guard) are in docs/design.md.
 """
 
 FASTMATH = frozenset()  # e.g. {"contract", "arcp"}; never "fast", "nnan" or "ninf"
