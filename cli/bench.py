@@ -57,7 +57,7 @@ def bench(ctx, quick, configs, optimizers, repeat, skip, wait_quiet, json_path, 
     For each configuration (tiny, mnist-like, deep-narrow, wide; float32) and optimizer, every
     framework first runs one step from the same weights and is checked against a float64
     reference; then steps are timed in round-robin blocks. Prints medians, ratios, GFLOP/s, the
-    goals of issue 5 as MET/MISSED, and more sections (fit, denormals, depth/width sweeps, memory,
+    speed goals of docs/performance.md as MET/MISSED, and more sections (fit, denormals, depth/width sweeps, memory,
     cold/warm compile, the demo's start-up). PyTorch and JAX are optional: a framework that is not
     importable is reported as n/a. The machine should be quiet; compare ratios within one run.
     See docs/performance.md.

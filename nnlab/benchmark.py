@@ -1,5 +1,6 @@
 """Benchmark: one whole training step (forward, loss, backward, optimizer update) per call -- nnlab's
-fused compiled step beside PyTorch eager, JAX jit and plain NumPy (issue 5).
+fused compiled step beside PyTorch eager, JAX jit and plain NumPy, against the speed goals of
+docs/performance.md (section "Goals").
 
     nnlab bench [--quick] [--configs tiny,mnist,deep-narrow,wide]
         [--optimizers sgd-momentum,adam] [--repeat N] [--json out.json] [--skip SECTIONS]
@@ -17,7 +18,7 @@ an idle gap before every framework's turn; see time_round_robin), and prints the
 step -- nnlab's ``Trainer.step``, the bare compiled call it makes, PyTorch, JAX, NumPy and a "GEMM
 floor" of the step's matrix products alone -- the ratios other/nnlab (> 1: nnlab is faster),
 nnlab's achieved GFLOP/s against a measured float32 GEMM peak, the CPU load other processes put on
-the machine meanwhile, and the issue's goals as met / missed.
+the machine meanwhile, and the speed goals (docs/performance.md#goals) as met / missed.
 
 Further sections (``--skip`` any of them, comma-separated): ``fit`` (per-step time of
 ``Trainer.fit``), ``denormals`` (deep-narrow with flush-to-zero off/on), ``sweeps`` (time per step
@@ -91,18 +92,20 @@ CONFIGS = {
     "tiny": Spec("tiny", (8, 16, 16, 1), 16, "tanh", "mse", "xavier_normal"),
     "mnist": Spec("mnist", (784, 256, 256, 10), 128, "relu", "softmax_cross_entropy", "he_normal"),
     # PyTorch's default nn.Linear init: the backward signal shrinks ~0.14x per layer and the lower
-    # layers' float32 gradients go subnormal -- the situation of the issue's anchor numbers.
+    # layers' float32 gradients go subnormal -- the situation the reference timings below were measured in.
     "deep-narrow": Spec("deep-narrow", (64,) + (64,) * 50 + (10,), 64, "sigmoid", "softmax_cross_entropy",
                         "torch_default"),
     "wide": Spec("wide", (1024, 2048, 2048, 10), 256, "relu", "softmax_cross_entropy", "he_normal"),
 }
 
-# Goals of issue 5, on the SGD-momentum rows: (config, other framework, minimum other/nnlab).
+# The speed goals (docs/performance.md#goals), on the SGD-momentum rows: (config, other framework,
+# minimum other/nnlab).
 GOALS = (("tiny", "torch", 10.0), ("tiny", "jax", 2.0), ("mnist", "torch", 1.5), ("mnist", "jax", 1.2),
          ("deep-narrow", "jax", 1.5), ("deep-narrow", "torch", 5.0), ("wide", "torch", 1.0))
 DEMO_GOAL_S = 5.0
 
-# Issue 5's anchors (SGD-momentum, one earlier run on this machine), for orientation only.
+# Reference timings of the other frameworks (SGD-momentum, microseconds, measured once on a 2-core x86
+# machine), for orientation only.
 ANCHORS_US = {"tiny": {"torch": 324, "jax": 62, "numpy": 78}, "mnist": {"torch": 2220, "jax": 1830, "numpy": 2290},
               "deep-narrow": {"torch": 22000, "jax": 2900, "numpy": 27800},
               "wide": {"torch": 53700, "jax": 58600, "numpy": 76600}}
@@ -1216,7 +1219,7 @@ def _verdict(r, need, nn, other_s):
 
 
 def evaluate_goals(cases, demo, denormals=None):
-    """[(goal text, measured, verdict text, met or None)] for the issue's goals (SGD-momentum rows,
+    """[(goal text, measured, verdict text, met or None)] for the speed goals (SGD-momentum rows,
     every framework with its default denormal policy); with the denormals section, the deep-narrow
     goals again with nnlab's flush-to-zero on (against torch with and without it)."""
     by = {(c["config"], c["optimizer"]): c for c in cases}
@@ -1440,7 +1443,7 @@ def report(results):
         print("\nLayers: training steps of networks built from the remedy layers (float32; Trainer.step vs torch eager; "
               "see nnlab/bench_layers.py)")
         print(bench_layers.table(results["layers"]))
-    print("\nGoals of issue 5 (nnlab = Trainer.step)")
+    print("\nSpeed goals (docs/performance.md#goals; nnlab = Trainer.step)")
     print(goals_table(goals))
     return goals
 

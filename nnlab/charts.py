@@ -203,14 +203,30 @@ def save_png(path, series, title="", xlabel="layer", ylabel="", logy=True, heat=
     return path
 
 
+_STYLES = [("-", "o"), ("--", "s"), (":", "^"), ("-.", "x"), ((0, (5, 1, 1, 1)), "d"), ((0, (1, 3)), "v")]
+
+
 def save_panels(path, panels, title=None):
-    """Write a PNG of stacked panels. Each panel is a dict with ``kind``:
+    """Write a PNG of stacked panels (see :func:`figure`)."""
+    plt = _pyplot()
+    fig = figure(panels, title)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def figure(panels, title=None):
+    """A matplotlib figure of stacked panels. Each panel is a dict with ``kind``:
 
     * ``"lines"``: ``series`` (label -> y values), optional ``x`` (shared x values, default 1..n),
       ``logy``, ``logx``, ``xlabel``, ``ylabel``, ``title``, ``hlines`` (label -> y of a dashed line);
+      every series gets its own line style and marker, so series that coincide stay visible;
     * ``"heat"``: ``matrix`` (rows × columns, drawn as log10 unless ``log`` is False), ``xlabel``,
       ``ylabel``, ``title``;
     * ``"bars"``: ``labels``, ``values`` (log scale when ``logy``), ``ylabel``, ``title``.
+
+    ``output_layer=True`` on a panel whose x axis (lines) or rows (heat) are layers marks the last
+    layer as the output layer.
     """
     plt = _pyplot()
     fig, axes = plt.subplots(len(panels), 1, figsize=(8, 3.6 * len(panels)), squeeze=False)
@@ -223,15 +239,22 @@ def save_panels(path, panels, title=None):
             big = [float(np.max(np.abs(v[np.isfinite(v)]))) for v in series.values() if np.isfinite(v).any()]
             # beyond ~1e300 matplotlib's log axis overflows: plot log10 of the values on a linear axis
             log10_axis = logy and big and max(big) > 1e250
-            for label, ys in series.items():
+            last_x = None
+            for k, (label, ys) in enumerate(series.items()):
                 xv = np.arange(1, ys.size + 1) if xs is None else np.asarray(xs, dtype=np.float64)
+                if xv.size:
+                    last_x = xv[-1] if last_x is None else max(last_x, xv[-1])
                 keep = np.isfinite(ys) & ((ys > 0) if logy else True)
                 yv = np.where(keep, ys, np.nan)
                 if log10_axis:
                     yv = np.log10(yv)
-                ax.plot(xv, yv, marker="o" if ys.size <= 60 else None, markersize=3, label=str(label))
+                style, marker = _STYLES[k % len(_STYLES)]
+                ax.plot(xv, yv, linestyle=style, marker=marker if ys.size <= 60 else None, markersize=3,
+                        markevery=None if ys.size <= 60 else max(1, ys.size // 30), label=str(label))
             for label, yv in panel.get("hlines", {}).items():
                 ax.axhline(yv, linestyle="--", linewidth=1, color="gray", label=str(label))
+            if panel.get("output_layer") and last_x is not None:
+                ax.axvline(last_x, linestyle=":", linewidth=1.2, color="black", label=f"output layer ({last_x:g})")
             if log10_axis:
                 panel = {**panel, "ylabel": f"log10 {panel.get('ylabel', '')}".strip()}
             elif logy:
@@ -248,6 +271,9 @@ def save_panels(path, panels, title=None):
             im = ax.imshow(img, aspect="auto", origin="lower", interpolation="nearest",
                            extent=(0.5, img.shape[1] + 0.5, 0.5, img.shape[0] + 0.5))
             fig.colorbar(im, ax=ax, label="log10" if log else "")
+            if panel.get("output_layer") and img.shape[0]:
+                ax.axhline(img.shape[0] - 0.5, linestyle=":", linewidth=1.2, color="white")
+                ax.text(0.6, img.shape[0], " output layer", color="white", fontsize=7, va="center")
         elif kind == "bars":
             vals = np.asarray(panel["values"], dtype=np.float64)
             ax.bar([str(v) for v in panel["labels"]], np.where(np.isfinite(vals), vals, np.nan))
@@ -255,6 +281,7 @@ def save_panels(path, panels, title=None):
                 ax.set_yscale("log")
             ax.tick_params(axis="x", labelsize=7)
         else:
+            plt.close(fig)
             raise NnlabError(f"unknown panel kind {kind!r}")
         ax.set_xlabel(panel.get("xlabel", ""))
         if panel.get("xlabel", "") in ("layer", "step"):
@@ -265,6 +292,4 @@ def save_panels(path, panels, title=None):
     if title:
         fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return fig

@@ -1,4 +1,4 @@
-"""Exponentially weighted average (EWA), as in the source text (seed 001)::
+"""Exponentially weighted average (EWA), as in the source text ([S1])::
 
     V_0 = 0
     V_t = β·V_{t−1} + (1 − β)·θ_t

@@ -149,13 +149,13 @@ def test_main_end_to_end_tiny(tmp_path, capsys):
     res = B.main(["--quick", "--configs", "tiny", "--optimizers", "adam", "--repeat", "1",
                   "--skip", "fit,denormals,sweeps,memory,compile,demo,layers", "--json", str(out)])
     printed = capsys.readouterr().out
-    assert "Goals of issue 5" in printed and "tiny" in printed
+    assert "Speed goals (docs/performance.md#goals" in printed and "tiny" in printed
     data = json.loads(out.read_text())
     case = data["cases"][0]
     assert case["check"]["nnlab"]["agree"] and "nnlab" in case["time"]
     assert res["sgemm_peak_gflops"] > 0
     again = B.main(["--report", str(out)])  # re-prints the tables from the JSON
-    assert again["cases"][0]["config"] == "tiny" and "Goals of issue 5" in capsys.readouterr().out
+    assert again["cases"][0]["config"] == "tiny" and "Speed goals (docs/performance.md#goals" in capsys.readouterr().out
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads /proc")
@@ -212,11 +212,11 @@ def test_nnlab_bench_command(tmp_path):
     res = runner.invoke(cli, ["bench", "--quick", "--configs", "tiny", "--optimizers", "sgd-momentum", "--repeat", "1",
                               "--skip", "fit,denormals,sweeps,memory,compile,demo,layers", "--json", str(out)])
     assert res.exit_code == 0, res.output
-    assert "Goals of issue 5" in res.output
+    assert "Speed goals (docs/performance.md#goals" in res.output
     data = json.loads(out.read_text())
     assert [c["config"] for c in data["cases"]] == ["tiny"] and data["cases"][0]["check"]["nnlab"]["agree"]
     again = runner.invoke(cli, ["bench", "--report", str(out)])
-    assert again.exit_code == 0 and "Goals of issue 5" in again.output
+    assert again.exit_code == 0 and "Speed goals (docs/performance.md#goals" in again.output
     for args, word in ((["--configs", "tiny,huge"], "huge"), (["--optimizers", "lbfgs"], "lbfgs"),
                        (["--skip", "everything"], "everything"), (["--repeat", "0"], "repeat"),
                        (["--json", str(tmp_path / "no" / "x.json")], "does not exist")):
@@ -238,7 +238,7 @@ def test_nnlab_bench_json_to_stdout():
     assert res.returncode == 0, res.stderr[-2000:]
     data = json.loads(res.stdout)
     assert [c["config"] for c in data["cases"]] == ["tiny"]
-    assert "Goals of issue 5" in res.stderr and "Goals of issue 5" not in res.stdout
+    assert "Speed goals (docs/performance.md#goals" in res.stderr and "Speed goals (docs/performance.md#goals" not in res.stdout
 
 
 def test_bench_optimizers_runs_every_variant(capsys):

@@ -177,3 +177,77 @@ def test_bad_arguments_raise_before_building(monkeypatch, kwargs, exc):
     with pytest.raises(exc) as info:
         vanishing.run(**kwargs)
     assert isinstance(info.value, NnlabError)
+
+
+# ---------------------------------------------------------------- the printed terms and the pictures
+def test_output_explains_its_terms(default_result):
+    """E_l, σ_w², q*, χ*, ½logχ*, layerwise and measured are defined in the output where they first appear."""
+    text = vanishing.render(default_result)
+    mean_field = text.index("mean-field prediction")
+    for term, definition in [("E_l", "= ∂L/∂Z_l, the error of hidden layer l"), ("σ_w²", "fan_in·mean(W²)"),
+                             ("q*", "the fixed point of the variance map"), ("χ*", "< 1 the gradient"),
+                             ("½logχ*", "the predicted log(‖E_l‖/‖E_{l+1}‖)"),
+                             ("layerwise", "½·log χ_l averaged over layers"), ("measured", "minus the slope")]:
+        line = next((ln for ln in text.splitlines() if ln.strip().startswith(term + " ")), None)
+        assert line is not None and definition in text[text.index(line):], term
+        assert text.index(line) > mean_field
+    # the definitions come before the table that uses them, and nothing uses E_l before its definition
+    assert text.index("  E_l        = ") < text.index("config                  σ_w²")
+    assert "E_l" not in text[:mean_field] and "q*" not in text[:mean_field]
+
+
+def test_output_says_why_q_star_is_zero(default_result):
+    rows = {r.label: r.meanfield for r in default_result.rows}
+    assert rows["tanh/xavier_normal"].q_star == 0.0 and rows["relu/he_normal"].q_star == 0.0
+    assert rows["sigmoid/xavier_normal"].q_star > 0
+    text = vanishing.render(default_result)
+    assert "q* = 0 for tanh/xavier_normal: with σ_b² = 0 and tanh(0) = 0" in " ".join(text.split())
+    assert "q* = 0 for relu/he_normal: with σ_b² = 0 relu's map is linear" in " ".join(text.split())
+    assert "q* = 0 for sigmoid" not in text and "q* = 0 for selu" not in text
+
+
+def _lines_of(fig):
+    return [(ax.get_title(), [ln.get_label() for ln in ax.get_lines()], ax) for ax in fig.axes]
+
+
+def test_plots_mark_the_output_layer(default_result):
+    pytest.importorskip("matplotlib")
+    from nnlab import charts
+
+    captured = {}
+    real = charts.figure
+    try:
+        charts.figure = lambda panels, title=None: captured.setdefault("fig", real(panels, title))
+        vanishing.plot(default_result, "/dev/null")
+    finally:
+        charts.figure = real
+    axes = _lines_of(captured["fig"])
+    assert len(axes) == 2
+    for _, labels, _ax in axes:
+        assert f"output layer ({default_result.n_layers})" in labels
+        assert any(lab.startswith("sigmoid/") for lab in labels)
+
+
+def test_exploding_picture_shows_both_runs():
+    pytest.importorskip("matplotlib")
+    from nnlab import charts
+    from nnlab.demos import exploding
+
+    res = exploding.run(depth=6, width=16, steps=20, batch=32)
+    fig = charts.figure(exploding.panels(res))
+    try:
+        found = {}
+        for _title, _labels, ax in _lines_of(fig):
+            for line in ax.get_lines():
+                y = np.asarray(line.get_ydata(), dtype=float)
+                if line.get_label() in ("plain SGD",) or line.get_label().startswith("clipped"):
+                    found[line.get_label().split(" (")[0]] = (ax, int(np.isfinite(y).sum()))
+        assert set(found) == {"plain SGD", "clipped"}
+        (ax_plain, n_plain), (ax_clip, n_clip) = found["plain SGD"], found["clipped"]
+        assert ax_plain is not ax_clip  # separate panels: neither series hides the other
+        assert n_plain >= 1 and n_clip >= 1
+        assert any("output layer" in lab for _, labels, _ in _lines_of(fig) for lab in labels)
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)

@@ -766,3 +766,15 @@ def test_top_level_help_does_not_import_nnlab():
             "print('NNLAB' if 'nnlab' in sys.modules else 'LAZY')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout
     assert out.strip().endswith("LAZY") and "demo" in out
+
+
+def test_meanfield_defines_its_terms_and_says_why_q_star_is_zero(results):
+    text = " ".join(meanfield.render(results["meanfield"]).split())
+    for definition in ["E_l = ∂L/∂Z_l", "q* = the fixed point of the variance map", "χ* = σ_w²·E[φ'(h)²] at q*",
+                       "layerwise = ½·log χ_l averaged", "measured = minus the slope", "error = |measured − ½log χ*|"]:
+        assert definition in text
+        assert text.index(definition) < text.index("act σ_w² σ_b²")  # before the table that uses it
+    zero = [r.label for r in results["meanfield"].rows if r.prediction.q_star == 0.0]
+    assert zero == ["tanh σ_w²=0.5 σ_b²=0"]
+    assert f"q* = 0 for {zero[0]}: with σ_b² = 0 and φ(0) = 0" in text
+    assert text.count("q* = 0 for") == 1

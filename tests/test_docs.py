@@ -1,8 +1,10 @@
-"""The docs are generated or checked against the code: no stale activation table, no undocumented name."""
+"""The docs are generated from the code or run as tests: no stale activation table, no undocumented name,
+every ```python block runs and every command sample prints what it shows (tests/doc_examples.py)."""
 
 import re
 from pathlib import Path
 
+import doc_examples
 import pytest
 
 import nnlab as nl
@@ -74,13 +76,62 @@ def test_every_activation_is_documented(name):
     assert re.search(rf"`{re.escape(name)}`", _all_docs_text()), f"activation {name!r} is not in the docs"
 
 
-@pytest.mark.parametrize("page", ["backprop.md", "activations.md", "layers.md"])
-def test_code_blocks_run(page):
-    blocks = _python_blocks(DOCS / page)
-    assert blocks, f"docs/{page} has no python example"
-    ns = {}
-    for block in blocks:
-        exec(compile(block, f"docs/{page}", "exec"), ns)  # noqa: S102 - our own documentation
+PAGES = doc_examples.pages()
+MAX_NOT_RUN = 2  # blocks marked `<!-- not run: ... -->`: keep them rare
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_python_blocks_run_as_written(page):
+    """Every ```python block runs: a page's blocks in order in one namespace, in a fresh working
+    directory; the README's blocks each on their own (a reader copies one of them)."""
+    expected = sum(1 for b in doc_examples.blocks(page) if b.is_python and not b.not_run)
+    with doc_examples.in_temp_dir():
+        assert doc_examples.run_python_blocks(page, standalone=page == "README.md") == expected
+
+
+@pytest.mark.parametrize("page", [p for p in PAGES if any(b.is_console for b in doc_examples.blocks(p))])
+def test_sample_outputs_match_the_commands(page):
+    """Every `$ nnlab ...` sample in the docs prints what the docs show (`...` and `…` as placeholders)."""
+    n, problems = doc_examples.check_console_blocks(page)
+    assert n > 0
+    assert not problems, ("\n\n".join(problems)
+                          + f"\n(after an intended change: python tests/doc_examples.py --update {page})")
+
+
+def test_blocks_not_run_are_marked_and_rare():
+    marked, marks = [], 0
+    for page in PAGES:
+        marked += [f"{b.page}:{b.line} ({b.not_run})" for b in doc_examples.blocks(page) if b.not_run]
+        marks += sum(1 for line in (ROOT / page).read_text(encoding="utf-8").splitlines()
+                     if line.lstrip().startswith("<!--") and doc_examples.NOT_RUN.search(line))
+    assert marks == len(marked), "a `<!-- not run: ... -->` mark must stand on the line before a fence"
+    assert len(marked) <= MAX_NOT_RUN, f"too many blocks are not run: {marked}"
+
+
+def test_every_command_sample_is_in_a_checked_block():
+    """A `$ ` line only appears in blocks the tests run, and python code only in ```python fences."""
+    for page in PAGES:
+        for b in doc_examples.blocks(page):
+            if b.is_python or b.is_console:
+                continue
+            assert not any(line.startswith("$ ") for line in b.lines), f"{page}:{b.line}: a command sample " \
+                "must start its block (first line `$ ...`) to be compared"
+            assert b.lang not in ("py", "pycon", "python3", "ipython"), f"{page}:{b.line}: use ```python"
+
+
+@pytest.mark.parametrize("expected, actual, ok", [
+    (["a", "b"], "a\nb\n", True),
+    (["a", "b"], "a\nc\n", False),
+    (["a", "..."], "a\nb\nc\n", True),
+    (["a", "[...]", "c"], "a\nc\n", True),
+    (["a", "...", "c"], "a\nb\nd\n", False),
+    (["took … s"], "took 1.25 s\n", True),
+    (["took … s"], "took 1.25 ms\n", False),
+    (["x  "], "x\n", True),
+    (["a"], "a\nb\n", False),
+])
+def test_sample_output_placeholders(expected, actual, ok):
+    assert doc_examples.matches(expected, actual) is ok
 
 
 def test_backprop_page_states_the_equations():

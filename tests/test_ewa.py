@@ -1,4 +1,4 @@
-"""nnlab.ewa: V_t = βV_{t−1} + (1−β)θ_t with optional bias correction V_t/(1−βᵗ) (seed 001)."""
+"""nnlab.ewa: V_t = βV_{t−1} + (1−β)θ_t with optional bias correction V_t/(1−βᵗ) ([S1])."""
 
 import numpy as np
 import pytest
@@ -56,7 +56,7 @@ def test_arrays_and_series_shapes():
 
 
 def test_larger_beta_is_smoother_but_lags():
-    """Seed 001: β = 0.98 averages ~50 values (smooth, shifted right), β = 0.5 follows quickly."""
+    """[S1]: β = 0.98 averages ~50 values (smooth, shifted right), β = 0.5 follows quickly."""
     t = np.arange(365)
     temp = 15 + 10 * np.sin(2 * np.pi * t / 365) + np.random.default_rng(0).normal(0, 3, size=t.size)
     smooth, quick = nl.ewa.ewa(temp, 0.98, True), nl.ewa.ewa(temp, 0.5, True)

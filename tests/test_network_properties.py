@@ -211,7 +211,7 @@ def test_executor_matches_numpy_reference(problem):
 @settings(deadline=None, max_examples=50)
 @given(problems())
 def test_memoized_layer_errors_obey_the_backprop_recurrences(problem):
-    """SPEC 2: E_l = (E_{l+1} W_{l+1}^T) * f_l'(Z_l), dW_l = A_{l-1}^T E_l, db_l = sum_rows E_l,
+    """docs/backprop.md: E_l = (E_{l+1} W_{l+1}^T) * f_l'(Z_l), dW_l = A_{l-1}^T E_l, db_l = sum_rows E_l,
     and E_L = dL/dZ_L -- read off the public API only (layer_errors, layer_inputs, params)."""
     net, X, y = problem
     _, grads = net.loss_and_grads(X, y)

@@ -2,12 +2,12 @@
 
 What the source texts say about batch normalisation (quoted, with a translation):
 
-* seed 001, under "梯度消失和爆炸" (vanishing and exploding gradients), whose causes include the
+* [S1], under "梯度消失和爆炸" (vanishing and exploding gradients), whose causes include the
   sigmoid's derivative below one ("导数小于一,因此累乘会逐渐变小": the derivative is below one, so
   the product keeps shrinking): "解决:(1)用ReLU、Leaky-ReLU、P-ReLU、R-ReLU、Maxout等替代sigmoid函数。
   (2)用Batch Normalization。" -- "Solutions: (1) replace the sigmoid with ReLU, Leaky-ReLU, P-ReLU,
   R-ReLU, Maxout, ...; (2) use Batch Normalization" (then LSTM, clipping, regularisation, fewer layers).
-* seed 003, a question on training nets "com não linearidades que sofrem com o desaparecimento"
+* [S3], a question on training nets "com não linearidades que sofrem com o desaparecimento"
   (with nonlinearities that suffer from the vanishing gradient): "Sei que a maneira padrão (atual) é
   usar a normalização de lote [BN] ou simplesmente abandonar a não linearidade e usar as unidades
   ReLu" -- "I know the standard (current) way is to use batch normalisation [BN], or simply to drop
@@ -17,7 +17,7 @@ What the source texts say about batch normalisation (quoted, with a translation)
   funciona para sigmóides" -- "most of the research is to show that it works for sigmoids"
   (citing Ioffe and Szegedy 2015, "Batch normalization: accelerating deep network training by
   reducing internal covariate shift").
-* seed 004: "Было бы классно, если бы после каждого слоя, внутри нашей сетки, данные оказывались
+* [S4]: "Было бы классно, если бы после каждого слоя, внутри нашей сетки, данные оказывались
   нормализованы. Тогда бы градиентный спуск работал эффективнее. [...] Она называется нормализацией
   по батчам." -- "It would be great if after every layer, inside our net, the data came out
   normalised [mean subtracted, divided by the standard deviation]. Then gradient descent would work
@@ -27,7 +27,7 @@ What the source texts say about batch normalisation (quoted, with a translation)
 So the texts claim that BN is a remedy for the vanishing gradient of sigmoid (and tanh) nets, and
 that with every layer's outputs normalised gradient descent works (more efficiently). They do not
 claim that BN allows larger learning rates, reduces the dependence on the initialisation or
-regularises: those are the cited paper's claims, which this demo does not test. Seeds 000 and 002
+regularises: those are the cited paper's claims, which this demo does not test. [S0] and [S2]
 do not mention it.
 
 The claim tested: *in a deep sigmoid net, a BatchNorm before every sigmoid keeps the first layer's
@@ -365,7 +365,7 @@ def plot(res, path):
         dict(kind="lines", series={"plain": p.grad_norms, "BatchNorm": b.grad_norms}, logy=True, xlabel="layer",
              ylabel="‖∂L/∂W_l‖",
              title=f"batchnorm: {res.activation}, depth {res.depth} + in/out, width {res.width}, seed {res.seed}, "
-                   f"at initialisation"),
+                   f"at initialisation", output_layer=True),
         dict(kind="lines", series={"plain": p.loss, "BatchNorm": b.loss}, logy=True, xlabel="step", ylabel="loss",
              title=f"training loss, Adam lr {res.lr:g}",
              hlines={"chance ln 2": res.chance_loss, "0.5·ln 2": TRAINED_BELOW * res.chance_loss}),

@@ -1,9 +1,9 @@
 """Demo: a negative bias initialisation kills ReLU units; a positive bias or leaky_relu fixes it.
 
-The claim, from the source texts (seed 004: "if b is initialised with a negative number, the neuron
+The claim, from the source texts ([S4]: "if b is initialised with a negative number, the neuron
 dies at once; to prevent it, initialise b with a positive number"; leaky ReLU "insures against all
-outputs becoming zero"; seed 002: a unit whose gradient is 0 is dead because its weights never
-change, and leaky ReLU keeps the gradient from falling to zero; seed 001: dead ReLU comes from too
+outputs becoming zero"; [S2]: a unit whose gradient is 0 is dead because its weights never
+change, and leaky ReLU keeps the gradient from falling to zero; [S1]: dead ReLU comes from too
 many negative inputs -- change the initialisation): *ReLU layers whose biases start negative are
 mostly dead (every unit outputs 0 for every sample, so no gradient flows) and training stalls;
 with a small positive bias (0.1) or with leaky_relu the units live and the loss falls.*

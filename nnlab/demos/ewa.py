@@ -1,6 +1,6 @@
 """Demo: the exponentially weighted average and its bias correction.
 
-The claim, from the source text (seed 001: V_t = β·V_{t−1} + (1 − β)·θ_t "does not fit the first
+The claim, from the source text ([S1]: V_t = β·V_{t−1} + (1 − β)·θ_t "does not fit the first
 few days well, hence the bias correction V_t / (1 − βᵗ)"; β = 0.9 averages about the last 10
 values, β = 0.98 about 50): *started from V_0 = 0, the uncorrected average's first values are
 biased towards 0 -- E[V_t] = (1 − βᵗ)·μ for a series of mean μ, so V_1 ≈ (1 − β)·θ_1 -- while the

@@ -1,8 +1,8 @@
 """Demo: exploding gradients from too-large initial weights, caught by the monitor; clipping fixes it.
 
-The claim, from the source texts (seed 000: the signs of an exploding gradient are a high loss,
+The claim, from the source texts ([S0]: the signs of an exploding gradient are a high loss,
 loss jumps, a NaN loss, exponentially growing or NaN weights; the remedy is clipping the gradient's
-norm, keeping its direction; seed 001: weights initialised too large make the back-propagated
+norm, keeping its direction; [S1]: weights initialised too large make the back-propagated
 product overflow, "in the extreme the weights overflow to NaN and can no longer be updated"):
 *a deep ReLU net whose initial weights are too large diverges to a non-finite loss under plain
 SGD, and the gradient monitor's exploding verdict fires at the first bad step with its evidence;
@@ -225,7 +225,8 @@ def render(res, width=100):
     n = len(p.layer_grad_norms[0])
     labels = [str(l + 1) if l + 1 < n else f"{n} out" for l in range(n)]
     e = p.error_norms[0]
-    out += C.wrap(f"run 1, step 1: the backpropagated error grows towards the input, ‖E_1‖/‖E_{n}‖ = "
+    out += C.wrap(f"run 1, step 1: the backpropagated error E_l = ∂L/∂Z_l (Z_l layer l's pre-activation) grows "
+                  f"towards the input, ‖E_1‖/‖E_{n}‖ = "
                   f"{C.sci(e[0] / e[-1]) if e[-1] > 0 else '-'} ({C.sci((e[0] / e[-1]) ** (1 / max(1, n - 1)))} per "
                   f"layer), while the activations grow towards the output, so every ‖∂L/∂W_l‖ = ‖A_{{l-1}}ᵀ E_l‖ "
                   f"is huge:", width, indent="  ")
@@ -247,15 +248,25 @@ def render(res, width=100):
     return C.finish(out, res, width)
 
 
+def panels(res):
+    """The PNG's panels: both runs' losses (each in its own panel, so neither hides the other), the
+    plain run's per-layer norms at step 1, the clipped run's per-layer gradient norms per step."""
+    p, c = res.plain, res.clipped
+    stop = next((i + 1 for i, v in enumerate(p.loss) if not math.isfinite(v)), None)
+    plain_title = ("exploding: loss per step, plain SGD" + (f" (non-finite from step {stop}: the run stops)"
+                                                           if stop else ""))
+    return [
+        dict(kind="lines", series={"plain SGD": p.loss}, logy=True, xlabel="step", ylabel="loss", title=plain_title),
+        dict(kind="lines", series={f"clipped (global norm {res.clip:g})": c.loss}, logy=True, xlabel="step",
+             ylabel="loss", title="the same net and data with global-norm clipping: loss per step"),
+        dict(kind="lines", series={"‖∂L/∂W_l‖": p.layer_grad_norms[0], "‖E_l‖": p.error_norms[0]}, logy=True,
+             xlabel="layer", title="plain run, step 1: per-layer gradient and error norms", output_layer=True),
+        dict(kind="heat", matrix=np.asarray(c.layer_grad_norms).T, xlabel="step", ylabel="layer",
+             title="clipped run: log10 ‖∂L/∂W_l‖ before clipping", output_layer=True),
+    ]
+
+
 def plot(res, path):
     from .. import charts
 
-    p, c = res.plain, res.clipped
-    return charts.save_panels(path, [
-        dict(kind="lines", series={"plain SGD": p.loss, f"clipped ({res.clip:g})": c.loss}, logy=True,
-             xlabel="step", ylabel="loss", title="exploding: loss per step (plain stops at the first non-finite)"),
-        dict(kind="lines", series={"‖∂L/∂W_l‖": p.layer_grad_norms[0], "‖E_l‖": p.error_norms[0]}, logy=True,
-             xlabel="layer", title="plain run, step 1: per-layer gradient and error norms"),
-        dict(kind="heat", matrix=np.asarray(c.layer_grad_norms).T, xlabel="step", ylabel="layer",
-             title="clipped run: log10 ‖∂L/∂W_l‖ before clipping"),
-    ])
+    return charts.save_panels(path, panels(res))

@@ -1,8 +1,8 @@
 """Demo: what the initialiser does to per-layer activations and gradients (the Glorot & Bengio picture).
 
-The claim, from the source texts and the papers they point to (seed 000: weight initialisation and
-the choice of activation are remedies for vanishing gradients; seed 001: initialise with mean 0 and
-standard deviation √(2/fan_in) for ReLU; seed 002: initialising the weights so that the gradients do
+The claim, from the source texts and the papers they point to ([S0]: weight initialisation and
+the choice of activation are remedies for vanishing gradients; [S1]: initialise with mean 0 and
+standard deviation √(2/fan_in) for ReLU; [S2]: initialising the weights so that the gradients do
 not vanish is a remedy; Glorot & Bengio 2010 for tanh, He et al. 2015 for ReLU): *in a deep net,
 zero init gives no gradient to any weight (every hidden unit computes the same 0 and the network
 cannot break the symmetry), a small normal init (std 0.01) makes the activations and the gradients

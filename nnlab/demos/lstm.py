@@ -1,10 +1,10 @@
 """Demo: a plain RNN's gradient fades exponentially back in time, an LSTM's does not, and only the LSTM learns.
 
-The claim, from the source texts (seed 001: "the structure of the LSTM also eases the vanishing
+The claim, from the source texts ([S1]: "the structure of the LSTM also eases the vanishing
 gradient in RNNs"; an RNN's total gradient does not vanish, but the part from distant steps does, so
 the gradient is dominated by the near steps and the model can hardly learn long-range dependencies;
 where the forget gate is near 1 -- "e.g. by initialising the forget bias to a large positive number,
-so that the forget gate saturates" -- the distant gradient does not vanish; seed 000: truncated
+so that the forget gate saturates" -- the distant gradient does not vanish; [S0]: truncated
 backpropagation through time for recurrent nets): *on the adding problem with T = 50 steps, at
 initialisation the tanh RNN's ‖∂L/∂h_t‖ shrinks exponentially going back in time while the LSTM's,
 its forget bias at 3, does not; trained the same way, the LSTM solves the task and the RNN stays at

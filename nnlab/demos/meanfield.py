@@ -330,6 +330,17 @@ def render(res, width=100):
         f"layers {res.bulk[0]}..{res.bulk[1]}. log ratio = log(‖E_l‖/‖E_{{l+1}}‖) per layer: < 0 the gradient "
         "shrinks towards the input, > 0 it grows."))
     out.append("")
+    out += C.wrap("terms: E_l = ∂L/∂Z_l, the error of layer l that backpropagation memoizes; q* = the fixed point "
+                  "of the variance map q_{l+1} = σ_w²·E[φ(h)²] + σ_b², h ~ N(0, q_l); χ* = σ_w²·E[φ'(h)²] at q*, the "
+                  "per-layer gain of ‖E_l‖² (< 1 vanishes, > 1 explodes); layerwise = ½·log χ_l averaged over the "
+                  "fitted layers, q_l iterated from the data's variance; measured = minus the slope of log ‖E_l‖, "
+                  "mean over the seeds; error = |measured − ½log χ*| / |½log χ*|", width, indent="  ")
+    for r in res.rows:
+        if r.prediction.q_star == 0.0 and r.sigma_b2 == 0.0:
+            out += C.wrap(f"q* = 0 for {r.label}: with σ_b² = 0 and φ(0) = 0, q = 0 is a fixed point, and it "
+                          f"attracts at σ_w² = {r.sigma_w2:g} (for tanh: tanh²h < h², so q shrinks when σ_w² <= 1); "
+                          "χ* is the limit q -> 0, σ_w²·φ'(0)²", width, indent="  ")
+    out.append("")
     rows = []
     for r in res.rows:
         p = r.prediction

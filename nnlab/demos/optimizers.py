@@ -1,9 +1,9 @@
 """Demo: optimizers whose step ignores the gradient's magnitude cope with vanishing gradients.
 
-The claim, from the source texts (seed 003: "the short answer to vanishing or exploding gradients
+The claim, from the source texts ([S3]: "the short answer to vanishing or exploding gradients
 is simply -- don't use the magnitude of the gradient!", with RMSProp/Rprop as the examples; "an
 optimizer that handles the vanishing gradient intrinsically ... if a layer is closer to the input,
-the learning step should be larger"; seed 001: Adagrad makes the step larger for parameters with
+the learning step should be larger"; [S1]: Adagrad makes the step larger for parameters with
 small gradients, RMSProp and Adam normalise by a running average of g²): *on a deep sigmoid net,
 where the gradient reaching the first layer is many orders of magnitude smaller than at the output,
 plain SGD barely moves the first layer (its update/weight ratio there is tiny) and the loss hardly

@@ -1,6 +1,6 @@
 """Demo: residual blocks carry the gradient through a deep sigmoid stack that a plain net loses, and train it.
 
-The claim, from the source texts (seed 000, "Residual blocks": a unit's output goes both to the next
+The claim, from the source texts ([S0], "Residual blocks": a unit's output goes both to the next
 unit and to the unit 2-3 layers further on, which adds it to its own input, and this "lets the
 gradient act directly on layers further away" during backpropagation): *in a deep sigmoid net,
 residual blocks keep the first layer's gradient within a factor of 10 of the last hidden layer's,
@@ -291,7 +291,8 @@ def plot(res, path):
     return charts.save_panels(path, [
         dict(kind="lines", series={"plain": p.grad_norms, "residual": r.grad_norms}, logy=True, xlabel="layer",
              ylabel="‖∂L/∂W_l‖",
-             title=f"residual: depth {res.depth} + in/out, width {res.width}, seed {res.seed}, at initialisation"),
+             title=f"residual: depth {res.depth} + in/out, width {res.width}, seed {res.seed}, at initialisation",
+             output_layer=True),
         dict(kind="lines", series={"plain": p.loss, "residual": r.loss}, logy=True, xlabel="step", ylabel="loss",
              title=f"training loss, Adam lr {res.lr:g}",
              hlines={"chance ln 2": res.chance_loss, "0.5·ln 2": TRAINED_BELOW * res.chance_loss}),

@@ -1,6 +1,6 @@
 """Demo: SELU keeps each layer's activations at mean 0, variance 1 with LeCun-normal init.
 
-The claim, from the source texts (seed 004: "SELU is self-normalising: the outputs of every layer
+The claim, from the source texts ([S4]: "SELU is self-normalising: the outputs of every layer
 are distributed with mean zero and variance one ... if you use SELU, don't forget LeCun's
 initialiser"): *through 30+ SELU layers with LeCun-normal weights (Var W = 1/fan_in) the
 per-layer mean and variance of the activations stay near 0 and 1; with initialisers whose variance

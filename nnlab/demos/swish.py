@@ -1,6 +1,6 @@
 """Demo: swish_β(z) = z·σ(βz) interpolates between z/2 (β → 0) and ReLU (β → ∞).
 
-The claim, from the source text (seed 004: "as β → 0 we get the linear function z/2; as β → ∞ the
+The claim, from the source text ([S4]: "as β → 0 we get the linear function z/2; as β → ∞ the
 sigmoid becomes a step, 0 or 1, and multiplied by z gives ReLU"; Swish is "a smooth ReLU with a
 gate"): *over a grid of z, the largest gap between swish_β and z/2 shrinks as β decreases, and the
 largest gap to ReLU shrinks as β grows; at β = 1 swish has its minimum −0.2785 at z ≈ −1.2785.*

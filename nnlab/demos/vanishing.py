@@ -49,6 +49,7 @@ does not depend on them (``nnlab demo meanfield`` checks them on wide nets).
 """
 
 import math
+import textwrap
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -315,6 +316,45 @@ def _f(x, fmt="+.3f"):
     return "-" if x is None or not math.isfinite(x) else format(x, fmt)
 
 
+def _terms(first, last):
+    """(term, one-line definition) for the mean-field table, in the order the table uses them."""
+    return [
+        ("E_l", "= ∂L/∂Z_l, the error of hidden layer l (Z_l its pre-activation) that backpropagation "
+                "memoizes; ∂L/∂W_l = A_{l-1}ᵀ E_l"),
+        ("σ_w²", "fan_in·mean(W²) of the hidden weights as drawn (1 for Xavier/LeCun, 2 for He); σ_b² = 0"),
+        ("q*", "the fixed point of the variance map q_{l+1} = σ_w²·E[φ(h)²] + σ_b², h ~ N(0, q_l): the "
+               "pre-activation variance a wide net settles to with depth (inf: none is finite)"),
+        ("χ*", "σ_w²·E[φ'(h)²] at q*: the per-layer gain of ‖E_l‖² at the fixed point; < 1 the gradient "
+               "vanishes towards the input, > 1 it explodes"),
+        ("½logχ*", "the predicted log(‖E_l‖/‖E_{l+1}‖) per layer"),
+        ("layerwise", "the same, ½·log χ_l averaged over layers "
+                      f"{first}..{last}, with q_l iterated from the data's variance instead of q* (for nets "
+                      "whose q_l has not reached q*)"),
+        ("measured", f"minus the slope of a line fitted to log ‖E_l‖ over hidden layers {first}..{last}"),
+    ]
+
+
+def _why_q_zero(rows):
+    """One line per activation whose q* is 0: why the variance map sends q to 0 there."""
+    out = []
+    for r in rows:
+        m = r.meanfield
+        if m.q_star != 0.0:
+            continue
+        if r.activation == "relu":
+            out.append(f"q* = 0 for {r.label}: with σ_b² = 0 relu's map is linear, q_{{l+1}} = (σ_w²/2)·q_l, so q "
+                       f"decays to 0 when σ_w² < 2 (here {m.sigma_w2:.3f}; He's 2 keeps every q, above 2 it grows "
+                       "to inf); χ = σ_w²/2 whatever q")
+        elif r.activation == "tanh":
+            out.append(f"q* = 0 for {r.label}: with σ_b² = 0 and tanh(0) = 0, q = 0 is a fixed point, and as "
+                       f"tanh²h < h² the map shrinks every q > 0 when σ_w² <= 1 (here {m.sigma_w2:.3f}), slowly "
+                       "(about 1/l); χ* = σ_w²·tanh'(0)² = σ_w²")
+        else:
+            out.append(f"q* = 0 for {r.label}: with σ_b² = 0 and φ(0) = 0, q = 0 is a fixed point, and the map "
+                       f"shrinks q towards it at σ_w² = {m.sigma_w2:.3f}; χ* is the limit q -> 0")
+    return out
+
+
 def render(res, width=100):
     """The text ``nnlab demo vanishing`` prints: table, chart, mean-field comparison, verdicts."""
     from ..charts import bar
@@ -352,15 +392,18 @@ def render(res, width=100):
         from . import meanfield as mf
 
         first, last = mfs[0].meanfield.bulk
-        out += C.wrap("mean-field prediction (Poole et al. 2016, Schoenholz et al. 2017): per-layer "
-                      "log(‖E_l‖/‖E_{l+1}‖) = ½·log χ, χ = σ_w²·E[φ'(h)²], h ~ N(0, q*); measured: line fitted "
-                      f"to log ‖E_l‖ over hidden layers {first}..{last}", width, indent="  ")
+        out += C.wrap("mean-field prediction (Poole et al. 2016, Schoenholz et al. 2017) of how the error E_l "
+                      "changes from layer to layer, beside the measured change:", width, indent="  ")
+        out += [f"  {k:<9}  {line}" if i == 0 else f"  {'':<9}  {line}"
+                for k, text in _terms(first, last) for i, line in enumerate(textwrap.wrap(text, width - 13))]
         table = [[r.label, f"{r.meanfield.sigma_w2:.3f}", mf.qtext(r.meanfield.q_star), f"{r.meanfield.chi_star:.4f}",
                   _f(r.meanfield.log_ratio_star), _f(r.meanfield.layerwise), _f(r.meanfield.measured)]
                  for r in mfs]
         out += C.table(["config", "σ_w²", "q*", "χ*", "½logχ*", "layerwise", "measured"], table)
-        out += C.wrap("(layerwise: ½·log χ_l along the iterated q_l, for nets whose q_l has not reached q*; "
-                      "narrow nets fluctuate -- 'nnlab demo meanfield' checks wide ones)", width, indent=" ")
+        for text in _why_q_zero(mfs):
+            out += C.wrap(text, width, indent="  ")
+        out += C.wrap("(narrow nets fluctuate around the prediction -- 'nnlab demo meanfield' checks wide ones)",
+                      width, indent=" ")
         out.append("")
     # ratios and verdicts
     lw = max(len(r.label) for r in rows)
@@ -378,7 +421,8 @@ def plot(res, path):
 
     return charts.save_panels(path, [
         dict(kind="lines", series={r.label: r.grad_norms for r in res.rows}, logy=True, xlabel="layer",
-             ylabel="‖∂L/∂W_l‖", title=f"vanishing: depth {res.depth}, width {res.width}, seed {res.seed}"),
+             ylabel="‖∂L/∂W_l‖", title=f"vanishing: depth {res.depth}, width {res.width}, seed {res.seed}",
+             output_layer=True),
         dict(kind="lines", series={r.label: r.error_norms for r in res.rows}, logy=True, xlabel="layer",
-             ylabel="‖E_l‖", title="backpropagated error per layer"),
+             ylabel="‖E_l‖ = ‖∂L/∂Z_l‖", title="backpropagated error per layer", output_layer=True),
     ])

@@ -214,7 +214,7 @@ class Adam(Optimizer):
     matches this one exactly only while ε is negligible. ``bias_correction=False`` gives the
     source texts' plain form p ← p − γ·m_t/(√v_t + ε) (an nnlab option; torch has none).
     Because m_t/√v̂_t is a ratio of averages of g and g², the step is (nearly) independent of
-    the gradient's scale: |Δp| ≲ γ whatever the magnitude of g (the point of seed 003).
+    the gradient's scale: |Δp| ≲ γ whatever the magnitude of g (the point of [S3]).
 
     State rows: ``exp_avg`` (m), ``exp_avg_sq`` (v), ``max_exp_avg_sq`` (amsgrad only).
     """
