@@ -20,8 +20,9 @@ model file too (``nnlab.load`` reads its network), with these members besides ``
 
 - ``checkpoint``: a JSON header: the nnlab version, the network's noise generator state and mode,
   the optimizer's name, hyperparameters, step count and scalar state, the trainer's clipping,
-  regularizer and non-finite policy, a GradientMonitor's settings, and the position of the run
-  (epoch, batch, the shuffle generator's state, the data fingerprint, the fit's settings);
+  regularizer and non-finite policy, a GradientMonitor's settings, the position of the run
+  (epoch, batch, the shuffle generator's state, the data fingerprint, the fit's settings) and
+  ``trainer.checkpoint_metadata``;
 - ``optimizer.state.<k>``: the optimizer's state arrays;
 - ``run.order``: the current epoch's row order (when the run stopped mid-epoch);
 - ``history.<field>``: the run's :class:`~nnlab.History` lists as float64 arrays.
@@ -103,6 +104,7 @@ def save_checkpoint(path, trainer):
         "monitor": None if mon is None else {"saturation_ratio": float(mon.saturation_ratio),
                                              "thresholds": dataclasses.asdict(mon.thresholds)},
         "run": None,
+        "metadata": trainer.checkpoint_metadata,
     }
     run = trainer._run
     if run is not None:
@@ -116,7 +118,11 @@ def save_checkpoint(path, trainer):
             members["run.order"] = np.asarray(run.order, dtype=np.int64)
         for name in _HISTORY_FLOATS:
             members[f"history.{name}"] = np.asarray(getattr(run.history, name), dtype=np.float64)
-    members["checkpoint"] = _files.json_member(header)
+    try:
+        members["checkpoint"] = _files.json_member(header)
+    except (TypeError, ValueError) as exc:
+        raise NnlabError(f"cannot save checkpoint {os.fspath(path)}: trainer.checkpoint_metadata is not "
+                         f"JSON-ready ({exc})") from None
     _files.write_npz(path, members)
 
 
@@ -244,6 +250,8 @@ def load_checkpoint(path):
             raise
         except Exception as exc:
             raise ModelFileError(f"{path}: corrupt checkpoint (trainer: {type(exc).__name__}: {exc})") from None
+        meta = _field(head, "metadata", dict, "the header", path, optional=True)
+        trainer.checkpoint_metadata = meta or {}
         if td.get("compiled_epochs") is False:
             trainer.compiled_epochs = False
 

@@ -501,6 +501,8 @@ def model_from_json(source, dtype=None, seed=None):
                 text = fh.read()
         except OSError as exc:
             raise ModelFileError(f"cannot read model description {name}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            raise ModelFileError(f"{name} is not a JSON model description (not UTF-8 text)") from None
     try:
         cfg = json.loads(text)
     except ValueError as exc:

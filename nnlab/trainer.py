@@ -140,6 +140,9 @@ class Trainer:
         self.last = None
         self._run = None       # the current (or last) fit run: what save_checkpoint records
         self._restored = None  # a run restored from a checkpoint, continued by the next fit
+        self.checkpoint_metadata = {}
+        """JSON-ready values saved with every checkpoint and restored with it (e.g. how the data
+        were made), for the caller's own use."""
 
     def save_checkpoint(self, path):
         """Write this trainer's complete state to ``path`` (see :func:`nnlab.save_checkpoint`)."""
