@@ -209,6 +209,41 @@ def test_sigkill_during_save_keeps_the_old_file_and_leaves_no_temporary_file(tmp
     assert os.listdir(tmp_path) == [os.path.basename(path)]
 
 
+def _train_on(path, t, pipe, epochs):
+    pipe.send("ready")
+    t.fit(X, Y, **{**FIT, "epochs": epochs}, checkpoint=path, checkpoint_every=1)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_sigkilled_training_resumes_to_the_uninterrupted_result(tmp_path, dtype):
+    """A training process killed (SIGKILL) at random moments, each time continued by a new process
+    from the checkpoint the killed one left: the final weights, optimizer state, noise generator and
+    history are those of one uninterrupted run."""
+    epochs = 20  # 100 steps, a checkpoint after each
+    full = _trainer("adamax", dtype)
+    h_full = full.fit(X, Y, **{**FIT, "epochs": epochs})
+    ctx = multiprocessing.get_context("fork")
+    path = str(tmp_path / "run.npz")
+    rng = random.Random(1)
+    t, positions = _trainer("adamax", dtype), []
+    for _ in range(4):
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(target=_train_on, args=(path, t, child, epochs))
+        proc.start()
+        assert parent.recv() == "ready"
+        time.sleep(rng.uniform(0.02, 0.2))
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.join()
+        if os.path.exists(path):
+            t = nl.load_checkpoint(path)
+            positions.append(len(t._run.history.loss))
+    assert any(0 < p < 5 * epochs for p in positions), positions  # killed mid-run at least once
+    h = t.fit(X, Y, **{**FIT, "epochs": epochs})
+    _assert_same(full, h_full, t, h)
+    assert [f for f in os.listdir(tmp_path) if _files.TMP_TAG in f] == []
+    print(f"{dtype}: killed at steps {positions}, resumed to {len(h.loss)} steps, bit-identical")
+
+
 def test_stale_temporary_files_of_live_processes_and_other_paths_are_kept(tmp_path):
     path = tmp_path / "m.npz"
     mine = tmp_path / f".m.npz{_files.TMP_TAG}{os.getpid()}-99"
