@@ -90,7 +90,10 @@ def kernel_cache_dirs(root=None):
     out = []
     for d in KERNEL_DIRS:
         py_file = os.path.join(root, d, "__init__.py")
-        classes = [(caching.InTreeCacheLocator, not config.CACHE_DIR), (caching.UserWideCacheLocator, False)]
+        pycache = os.path.join(root, d, "__pycache__")
+        in_tree = os.access(pycache if os.path.isdir(pycache) else os.path.join(root, d), os.W_OK)
+        classes = [(caching.InTreeCacheLocator, not config.CACHE_DIR and in_tree),
+                   (caching.UserWideCacheLocator, not config.CACHE_DIR and not in_tree)]
         if config.CACHE_DIR:
             classes.insert(0, (caching.UserProvidedCacheLocator, True))
         for cls, used in classes:

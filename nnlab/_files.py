@@ -121,15 +121,18 @@ class NpzReader:
     def __init__(self, path, kind="nnlab model file"):
         self.path = os.fspath(path) if isinstance(path, (str, bytes, os.PathLike)) else path
         self.kind = kind
+        if not isinstance(self.path, (str, bytes)) and not hasattr(self.path, "read"):
+            raise ModelFileError(f"an {kind} is read from a path or a binary file object; got {type(path).__name__}")
         try:
-            self.size = os.stat(self.path).st_size
+            self.size = os.stat(self.path).st_size if isinstance(self.path, (str, bytes)) else None
             self.zip = zipfile.ZipFile(self.path)
         except FileNotFoundError:
-            raise ModelFileError(f"no such {kind}: {path}") from None
+            noun = "checkpoint" if "checkpoint" in kind else "model file"
+            raise ModelFileError(f"no such {noun}: {path}") from None
         except IsADirectoryError:
             raise ModelFileError(f"{path} is not an {kind} (it is a directory)") from None
         except Exception as exc:  # OSError, BadZipFile, an empty file, a plain .npy, ...
-            if _is_npy(self.path):
+            if isinstance(self.path, (str, bytes)) and _is_npy(self.path):
                 raise ModelFileError(f"{path} is not an {kind} (a single .npy array, not an .npz archive)") from None
             raise ModelFileError(f"{path} is not an {kind} ({type(exc).__name__}: {exc})") from None
         try:
@@ -193,7 +196,8 @@ class NpzReader:
                                                   and info.compress_size != info.file_size):
             self.fail(f"{label} declares {nbytes} bytes of data but the archive holds "
                       f"{max(info.file_size - offset, 0)} (truncated or corrupt)")
-        if info.compress_type == zipfile.ZIP_STORED and info.header_offset + info.compress_size > self.size:
+        if (self.size is not None and info.compress_type == zipfile.ZIP_STORED
+                and info.header_offset + info.compress_size > self.size):
             self.fail(f"{label} runs past the end of the file (truncated)")
         try:
             with self.zip.open(info) as fh:

@@ -22,7 +22,7 @@ import numpy as np
 
 from . import _files, _validate
 from . import losses as _losses
-from .errors import HyperparameterError, ModelFileError, NnlabError, ShapeError
+from .errors import HyperparameterError, ModelFileError, NnlabError, ShapeError, UnknownNameError
 from .kernels import kernels_for
 from .kernels.layout import (
     F_A,
@@ -559,10 +559,10 @@ def _read_model(reader):
         raise ModelFileError(f"{path} was written by a newer nnlab (format {meta['version']})")
     try:
         n_params, n_buf = _store_sizes(meta)
-    except ModelFileError as exc:  # a layer description without a required field, or with a foreign one
-        raise ModelFileError(f"{path}: corrupt model configuration ({exc})") from None
-    except NnlabError:  # e.g. UnknownNameError for an activation that is not registered here
+    except UnknownNameError:  # a layer type or activation that is not registered here
         raise
+    except NnlabError as exc:  # a layer description without a required field, widths that do not chain
+        raise ModelFileError(f"{path}: corrupt model configuration ({exc})") from None
     except Exception as exc:  # missing or mistyped configuration fields
         raise ModelFileError(f"{path}: corrupt model configuration ({type(exc).__name__}: {exc})") from None
     p_shape, p_dtype, _ = reader.header("params")

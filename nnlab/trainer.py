@@ -297,7 +297,7 @@ class Trainer:
                 raise ModelFileError(f"cannot save checkpoint {checkpoint}: it is a directory")
         elif every is not None:
             raise HyperparameterError("checkpoint_every needs checkpoint=PATH (where to save)")
-        if resume not in (None, True, False):
+        if resume is not None and not isinstance(resume, bool):
             raise HyperparameterError(f"resume must be None, True or False; got {resume!r}")
         split = _validate.real_scalar(validation_split, "validation_split")
         if not 0.0 <= split < 1.0:
@@ -319,7 +319,7 @@ class Trainer:
         for rows in {min(batch_size, n), n % batch_size}:  # every batch size the epochs will see
             if rows:
                 prog.check_batch(rows, net.training)
-        run = self._begin_run(X, Y, batch_size, shuffle, seed, tbptt, resume)
+        run = self._begin_run(X, Y, batch_size, shuffle, seed, None if tbptt is None else int(tbptt), resume)
         history = run.history
         clock = time.perf_counter
         # the epoch kernel is worth compiling for the cached built-in kernel set only (a set with

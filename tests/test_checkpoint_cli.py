@@ -101,3 +101,45 @@ def test_debug_shows_the_traceback(tmp_path):
 def test_help_lists_the_checkpoint_options(flag):
     result = CliRunner().invoke(cli, ["train", "--help"])
     assert flag in result.output
+
+
+def _bad_model_files(tmp_path):
+    """Corrupt model files, each with a word its error must contain."""
+    good = tmp_path / "good.npz"
+    net = nl.Sequential([nl.Dense(2, 4, activation="tanh"), nl.BatchNorm(4), nl.Dense(4, 2)],
+                        loss="softmax_cross_entropy", seed=0)
+    net.save(good)
+    with np.load(good) as d:
+        members = {k: d[k] for k in d.files}
+    meta = json.loads(bytes(members["config"]).decode())
+
+    def npz(name, **change):
+        path = tmp_path / name
+        with open(path, "wb") as fh:
+            np.savez(fh, **{**members, **change})
+        return path
+
+    nan = members["params"].copy()
+    nan[0] = np.nan
+    huge = dict(meta, layers=[{"type": "Dense", "n_in": 2, "n_out": 10**7}, {"type": "Dense", "n_in": 10**7, "n_out": 2}])
+    chain = dict(meta, layers=[{"type": "Dense", "n_in": 2, "n_out": 10**7}, *meta["layers"][1:]])
+    text = lambda obj: np.frombuffer(json.dumps(obj).encode(), np.uint8)  # noqa: E731
+    (tmp_path / "empty.npz").write_bytes(b"")
+    (tmp_path / "cut.npz").write_bytes(good.read_bytes()[:400])
+    return {
+        "empty": (tmp_path / "empty.npz", "empty.npz"),
+        "truncated": (tmp_path / "cut.npz", "cut.npz"),
+        "NaN parameters": (npz("nan.npz", params=nan), "non-finite"),
+        "huge architecture": (npz("huge.npz", config=text(huge)), "do not match"),
+        "no buffers": (npz("nobuf.npz", buffers=np.zeros(0)), "buffers"),
+        "widths that do not chain": (npz("chain.npz", config=text(chain)), "chain.npz"),
+        "pickled": (npz("pickled.npz", params=np.array([{"x": 1}], dtype=object)), "pickled"),
+    }
+
+
+def test_corrupt_model_files_are_one_line_errors_in_every_command(tmp_path):
+    for label, (path, needle) in _bad_model_files(tmp_path).items():
+        for args in (["train", "--data", "xor", "--samples", "16", "--model", str(path), "--epochs", "1"],
+                     ["diagnose", str(path), "--data", "xor", "--samples", "16"]):
+            line = one_line_error(CliRunner().invoke(cli, args))
+            assert needle in line, (label, args[0], line)
