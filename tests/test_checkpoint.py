@@ -389,3 +389,28 @@ def test_non_finite_parameters_are_refused(tmp_path):
     buffers[0] = -np.inf
     with pytest.raises(ModelFileError, match="buffers .*non-finite"):
         nl.load(_rewrite(path, tmp_path / "b.npz", buffers=buffers))
+
+
+@pytest.mark.parametrize("tbptt", [None, 3])
+def test_recurrent_run_resumes_bit_identically(tmp_path, tbptt):
+    """An LSTM sequence model, plain and with truncated BPTT (3 windows a batch): a run stopped
+    inside an epoch continues to the same bits."""
+    rng = np.random.default_rng(0)
+    Xs, Ys = rng.normal(size=(10, 7, 2)), rng.normal(size=(10, 7, 1))
+
+    def make():
+        net = nl.Sequential([nl.LSTM(2, 4, return_sequences=True), nl.Dense(4, 1)], loss="mse", seed=2)
+        return nl.Trainer(net, nl.optim.Adam(lr=0.01))
+
+    fit = dict(epochs=3, batch_size=4, seed=1, tbptt=tbptt)  # 3 batches an epoch
+    full = make()
+    h_full = full.fit(Xs, Ys, **fit)
+    path = tmp_path / "lstm.npz"
+    stop = 4 if tbptt is None else 11  # mid-epoch 2 (with tbptt: after the batch that reaches step 11)
+    h_part = make().fit(Xs, Ys, **fit, max_steps=stop, checkpoint=path, checkpoint_every=2)
+    assert h_part.stopped.startswith("reached max_steps") and "epoch 2" in h_part.stopped
+    resumed = nl.load_checkpoint(path)
+    h = resumed.fit(Xs, Ys, **fit)
+    _assert_same(full, h_full, resumed, h)
+    with pytest.raises(HyperparameterError, match="tbptt"):
+        nl.load_checkpoint(path).fit(Xs, Ys, **{**fit, "tbptt": 2})
