@@ -662,10 +662,19 @@ def _pct(x):
               metavar="FILE", help="Save the trained network to FILE (.npz; load with nnlab.load).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, writable=True), default=None,
               metavar="FILE", help="Also write history and results as JSON to FILE ('-' prints only the JSON).")
+@click.option("--checkpoint", "checkpoint_path", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="Save the complete training state (network, optimizer, random generators, position in the "
+                   "epoch, history) to FILE every --checkpoint-every steps and at the end; continue with --resume.")
+@click.option("--checkpoint-every", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Steps between checkpoints.  [default: every epoch]")
+@click.option("--resume", "resume_path", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="Continue the run saved in checkpoint FILE (its network, optimizer and data settings; "
+                   "--epochs may extend it); the result is that of a run that never stopped. Checkpoints "
+                   "go on into FILE unless --checkpoint says otherwise.")
 @click.pass_context
 def train(ctx, data, samples, seq_len, model_path, layers, activation, init_name, optimizer, lr, momentum, weight_decay,
           clip_global_norm, clip_norm, clip_value, epochs, batch_size, seed, test_fraction, dtype, save_path,
-          json_path):
+          json_path, checkpoint_path, checkpoint_every, resume_path):
     """Train a Dense network on a built-in dataset with the fused training step.
 
     Builds DATA's input width -> the --layers hidden layers (--activation, --init) -> an identity
@@ -690,12 +699,43 @@ def train(ctx, data, samples, seq_len, model_path, layers, activation, init_name
     widths = _parse_layers(layers)
     if model_path is None and not widths and given("activation"):
         raise click.UsageError("--activation sets the hidden layers' activation, and --layers none has none")
-    check_outputs((json_path, "--json"), (save_path, "--save"))
+    check_outputs((json_path, "--json"), (save_path, "--save"), (checkpoint_path, "--checkpoint"))
 
     import numpy as np
+    if checkpoint_every is not None and checkpoint_path is None and resume_path is None:
+        raise click.UsageError("--checkpoint-every needs --checkpoint FILE (or --resume FILE)")
 
     import nnlab as nl
     from nnlab import limits
+
+    resumed = None
+    if resume_path is not None:
+        resumed = nl.load_checkpoint(resume_path)
+        saved = resumed.checkpoint_metadata.get("nnlab train")
+        if not isinstance(saved, dict):
+            raise click.BadParameter(f"{resume_path} is a checkpoint, but not of an 'nnlab train' run (its data "
+                                     "settings are unknown); continue it with nnlab.load_checkpoint",
+                                     param_hint="'--resume'")
+        clash = [f"--{n.replace('_name', '').replace('_path', '').replace('_', '-')}"
+                 for n in ("model_path", "layers", "activation", "init_name", "optimizer", "lr", "momentum",
+                           "weight_decay", "clip_global_norm", "clip_norm", "clip_value", "dtype") if given(n)]
+        if clash:
+            raise click.UsageError(f"--resume continues the saved network and optimizer; drop {', '.join(clash)}")
+        current = {"data": data, "samples": samples, "seq_len": seq_len, "seed": seed, "test_fraction": test_fraction,
+                   "batch_size": batch_size}
+        for key, value in current.items():
+            if given(key) and value != saved.get(key):
+                raise click.BadParameter(f"the saved run used {saved.get(key)!r}; a resumed run keeps it",
+                                         param_hint=f"'--{key.replace('_', '-')}'")
+        data, samples, seq_len, seed, test_fraction, batch_size = (saved.get(k) for k in current)
+        if not given("epochs"):
+            epochs = saved.get("epochs", epochs)
+        if checkpoint_path is None:
+            checkpoint_path = resume_path
+            if checkpoint_every is None:
+                checkpoint_every = saved.get("checkpoint_every")
+        optimizer, model_path = resumed.optimizer.name, saved.get("model")
+        widths, activation, init_name = saved.get("layers") or [], saved.get("activation"), saved.get("init")
 
     opt_cls = nl.optim.REGISTRY.get(optimizer.lower()) if isinstance(optimizer, str) else None
     if opt_cls is None:
@@ -708,7 +748,7 @@ def train(ctx, data, samples, seq_len, model_path, layers, activation, init_name
         if key not in opt_cls.hyper:
             raise click.BadParameter(f"{opt_cls.__name__} has no {key}", param_hint=f"'{option}'")
         hyper[key] = value
-    opt = nl.optim.get(optimizer, **hyper)
+    opt = nl.optim.get(optimizer, **hyper) if resumed is None else resumed.optimizer
 
     if samples is not None:
         limits.require(limits.dataset_bytes(data.lower(), samples, seq_len or 50),
@@ -723,7 +763,10 @@ def train(ctx, data, samples, seq_len, model_path, layers, activation, init_name
     n_out = int(y.max()) + 1 if classify else y.reshape(len(y), -1).shape[1]
     loss_name = "softmax_cross_entropy" if classify else "mse"
 
-    if model_path is not None:
+    if resumed is not None:
+        net = resumed.net
+        dtype = net.dtype.name
+    elif model_path is not None:
         net = _model_for(nl, model_path, X, n_out, loss_name, dtype if given("dtype") else None,
                          seed if given("seed") else None)
         dtype = net.dtype.name
@@ -745,7 +788,17 @@ def train(ctx, data, samples, seq_len, model_path, layers, activation, init_name
                                         net.dtype.itemsize),
                    f"training with batch {batch_size} ({prog.width:,} workspace elements per row)",
                    "--batch-size" + (" or --seq-len" if X.ndim == 3 else ""))
-    trainer = nl.Trainer(net, opt, clip=clip)
+    if resumed is not None:
+        trainer = resumed
+        clip = None if resumed.clip_kind == 0 else (("value", "norm", "global_norm")[resumed.clip_kind - 1],
+                                                     resumed.clip_value)
+        hyper = {k: v for k, v in opt.hyperparams().items() if k in ("momentum", "weight_decay") and v}
+    else:
+        trainer = nl.Trainer(net, opt, clip=clip)
+    trainer.checkpoint_metadata = {"nnlab train": {
+        "data": data, "samples": samples, "seq_len": seq_len, "seed": seed, "test_fraction": test_fraction,
+        "batch_size": batch_size, "epochs": epochs, "checkpoint_every": checkpoint_every, "model": model_path,
+        "layers": widths if model_path is None else None, "activation": activation, "init": init_name}}
 
     steps_per_epoch = -(-len(X_train) // batch_size)
     quiet = json_path == "-"
@@ -754,6 +807,10 @@ def train(ctx, data, samples, seq_len, model_path, layers, activation, init_name
     say(f"data      {data}: {len(X_train)} train / {len(X_test)} test samples, {_plural(X.shape[-1], 'feature')}, "
         + (f"sequences of {X.shape[1]} steps, " if X.ndim == 3 else "")
         + (f"{n_out} classes" if classify else "regression"))
+    if resumed is not None:
+        run = resumed._run
+        at = "" if run is None else f" at epoch {run.epoch + 1}, step {len(run.history.loss) + 1}"
+        say(f"resume    {resume_path}{at}")
     if model_path is not None:
         say(f"network   {model_path}: {len(net.layers)} layers ({', '.join(_layer_names(net))}); "
             f"loss {loss_name}; {net.n_params:,} parameters; {dtype}")
@@ -786,7 +843,8 @@ def train(ctx, data, samples, seq_len, model_path, layers, activation, init_name
     try:
         history = trainer.fit(X_train, y_train, epochs=epochs, batch_size=batch_size, shuffle=True, seed=seed,
                               validation_data=(X_test, y_test), callback=epoch_line, step_callback=first_step,
-                              progress=bars.enabled())
+                              progress=bars.enabled(), checkpoint=checkpoint_path, checkpoint_every=checkpoint_every,
+                              resume=resumed is not None and resumed._run is not None)
     finally:
         notice.close()
     wall = time.perf_counter() - t0

@@ -9,7 +9,9 @@ True
 
 from . import _config
 
-_config.guard_kernel_cache()  # before any cached kernel is loaded
+__version__ = "0.1.0"
+
+_config.guard_kernel_cache(__version__)  # before any cached kernel is loaded
 
 from . import (  # noqa: E402
     activations,
@@ -28,6 +30,7 @@ from . import (  # noqa: E402
     optim,
     sweep,
 )
+from .checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from .diagnostics import GradientMonitor  # noqa: E402
 from .errors import NnlabError  # noqa: E402
 from .layers import (  # noqa: E402
@@ -48,12 +51,10 @@ from .layers import (  # noqa: E402
 from .network import Sequential, load, model_from_json  # noqa: E402
 from .trainer import History, Trainer  # noqa: E402
 
-__version__ = "0.1.0"
-
 __all__ = [
     "activations", "backend", "charts", "clip", "datasets", "demos", "diagnostics", "errors", "ewa", "gradcheck",
     "init", "layers", "losses", "optim", "sweep", "Sequential", "load", "model_from_json", "Trainer", "History",
-    "GradientMonitor", "NnlabError", "__version__",
+    "GradientMonitor", "NnlabError", "__version__", "save_checkpoint", "load_checkpoint",
     "Layer",
     "Activation",
     "AlphaDropout",

@@ -15,15 +15,15 @@ Data are (N, F) rows or (N, T, F) sequences. A network is lowered to a program p
 """
 
 import json
+import math
 import os
-import tempfile
 
 import numpy as np
 
-from . import _validate
+from . import _files, _validate
 from . import limits as _limits
 from . import losses as _losses
-from .errors import HyperparameterError, ModelFileError, NnlabError, ShapeError
+from .errors import HyperparameterError, ModelFileError, NnlabError, ShapeError, UnknownNameError
 from .kernels import kernels_for
 from .kernels.layout import (
     F_A,
@@ -44,10 +44,6 @@ from .kernels.layout import (
 from .layers import Dense, Layer  # noqa: F401  (re-exported: nnlab.network.Dense)
 from .layers import from_config as layer_from_config
 from .program import ProgramBuilder
-
-FORMAT = "nnlab-model"
-FORMAT_VERSION = 1
-
 
 FORMAT = "nnlab-model"
 FORMAT_VERSION = 2  # 2: buffers (running statistics) saved beside the parameters; version 1 files load
@@ -462,47 +458,24 @@ class Sequential:
         return text
 
     def save(self, path):
-        """Write architecture, parameters and buffers to ``path`` (.npz, no pickle), atomically."""
+        """Write architecture, parameters and buffers to ``path`` (.npz, no pickle), atomically: a
+        temporary file in the same directory, flushed to disk, renamed over ``path``; a save that is
+        killed leaves the old file intact, and its temporary file is removed by the next save or
+        load of ``path``."""
+        _files.write_npz(path, self._members())
+
+    def _members(self):
+        """The .npz members of a model file: ``config`` (JSON), ``params``, ``buffers`` (if any)."""
         self._sync_activation_values()
         meta = {"format": FORMAT, "version": FORMAT_VERSION, **self.config()}
-        path = os.fspath(path)
-        directory = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(directory):
-            raise ModelFileError(f"cannot save {path}: no such directory {directory}")
-        if os.path.isdir(path):
-            raise ModelFileError(f"cannot save {path}: it is a directory")
-        try:
-            fd, tmp = tempfile.mkstemp(prefix=".nnlab-", suffix=".npz", dir=directory)
-        except OSError as exc:
-            raise ModelFileError(f"cannot save {path}: {exc.strerror or exc}") from None
-        try:
-            os.chmod(tmp, _file_mode(path))  # mkstemp makes 0600; give the file ordinary permissions
-            members = {"params": self._flat,
-                       "config": np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)}
-            if self._store.size > self._flat.size:
-                members["buffers"] = self._store[self._flat.size:]
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, **members)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        members = {"params": self._flat, "config": _files.json_member(meta)}
+        if self._store.size > self._flat.size:
+            members["buffers"] = self._store[self._flat.size:]
+        return members
 
     def __repr__(self):
         inner = ",\n  ".join(repr(layer) for layer in self.layers)
         return f"Sequential([\n  {inner}], loss={self.loss_name!r}, dtype={self.dtype.name!r})"
-
-
-def _file_mode(path):
-    """Permissions for a saved file: those of the file it replaces, else 0666 minus the umask."""
-    try:
-        return os.stat(path).st_mode & 0o777
-    except OSError:
-        pass
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return 0o666 & ~umask
 
 
 def from_config(cfg, dtype=None):
@@ -533,6 +506,8 @@ def model_from_json(source, dtype=None, seed=None):
                 text = fh.read()
         except OSError as exc:
             raise ModelFileError(f"cannot read model description {name}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            raise ModelFileError(f"{name} is not a JSON model description (not UTF-8 text)") from None
     try:
         cfg = json.loads(text)
     except ValueError as exc:
@@ -559,46 +534,27 @@ def model_from_json(source, dtype=None, seed=None):
         raise ModelFileError(f"{name}: bad model description ({type(exc).__name__}: {exc})") from None
 
 
-def _load_reason(exc):
-    """Why NumPy could not read a file, without NumPy's advice to load pickled data unsafely."""
-    text = str(exc)
-    if "pickle" in text:
-        return "it holds pickled Python objects, which nnlab never writes nor loads"
-    return f"{type(exc).__name__}: {text}"
+def _store_sizes(cfg):
+    """(parameters, buffer entries) of the network ``cfg`` describes, counted from its layers'
+    specifications without allocating anything."""
+    layers = [layer_from_config(lc) for lc in cfg["layers"]]
+    probe = Sequential.__new__(Sequential)
+    probe.layers = layers
+    probe._check_widths()
+    n_params = n_buf = 0
+    for li, top in enumerate(layers):
+        for layer, _ in _walk(top, f"{li}."):
+            n_params += sum(math.prod(int(d) for d in shape) for _, shape, _ in layer.param_specs())
+            n_buf += sum(math.prod(int(d) for d in shape) for _, shape, _ in layer.buffer_specs())
+    return n_params, n_buf
 
 
-def load(path):
-    """Load a network written by :meth:`Sequential.save`.
-
-    Anything that is not a readable nnlab model file (missing, empty, truncated, a plain ``.npy``,
-    another program's ``.npz``, a corrupt configuration) raises :class:`ModelFileError`.
-    """
-    try:
-        with open(os.fspath(path), "rb") as fh:
-            magic = fh.read(6)
-    except FileNotFoundError:
-        raise ModelFileError(f"no such model file: {path}") from None
-    except IsADirectoryError:
-        raise ModelFileError(f"{path} is a directory, not an nnlab model file") from None
-    except OSError as exc:
-        raise ModelFileError(f"cannot read model file {path}: {exc.strerror or exc}") from None
-    if not magic.startswith((b"PK\x03\x04", b"PK\x05\x06", b"\x93NUMPY")):
-        # anything else NumPy would try to read as a pickle: never offer that
-        raise ModelFileError(f"{path} is not an nnlab model file (not an .npz archive; nnlab saves models with "
-                             f"Sequential.save or 'nnlab train --save')")
-    try:
-        data = np.load(os.fspath(path), allow_pickle=False)
-    except Exception as exc:  # OSError, ValueError, EOFError (empty file), zipfile.BadZipFile, ...
-        raise ModelFileError(f"{path} is not an nnlab model file ({_load_reason(exc)})") from None
-    if not isinstance(data, np.lib.npyio.NpzFile):  # a plain .npy array
-        raise ModelFileError(f"{path} is not an nnlab model file (a single .npy array, not an .npz archive)")
-    try:
-        with data:
-            meta = json.loads(bytes(data["config"]).decode("utf-8"))
-            flat = np.array(data["params"])
-            buffers = np.array(data["buffers"]) if "buffers" in data.files else None
-    except Exception as exc:  # missing members, pickled members, bad JSON/UTF-8, truncated members
-        raise ModelFileError(f"{path} is not an nnlab model file ({_load_reason(exc)})") from None
+def _read_model(reader):
+    """The network held by an open model (or checkpoint) file: the configuration is checked and
+    the expected sizes computed before any array is read or allocated; non-finite parameters or
+    buffers are refused."""
+    path = reader.path
+    meta = reader.json("config")
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ModelFileError(f"{path} is not an nnlab model file")
     version = meta.get("version", 0)
@@ -607,24 +563,57 @@ def load(path):
     if version > FORMAT_VERSION:
         raise ModelFileError(f"{path} was written by a newer nnlab (format {meta['version']})")
     try:
-        net = from_config(meta)
-    except ModelFileError as exc:  # a layer description without a required field, or with a foreign one
-        raise ModelFileError(f"{path}: corrupt model configuration ({exc})") from None
-    except NnlabError:  # e.g. UnknownNameError for an activation that is not registered here
+        n_params, n_buf = _store_sizes(meta)
+    except UnknownNameError:  # a layer type or activation that is not registered here
         raise
+    except NnlabError as exc:  # a layer description without a required field, widths that do not chain
+        raise ModelFileError(f"{path}: corrupt model configuration ({exc})") from None
     except Exception as exc:  # missing or mistyped configuration fields
         raise ModelFileError(f"{path}: corrupt model configuration ({type(exc).__name__}: {exc})") from None
-    if flat.dtype.kind != "f" or flat.shape != net._flat.shape:
-        raise ModelFileError(f"{path}: parameters ({flat.dtype}, shape {flat.shape}) do not match its architecture "
-                             f"({net.n_params} floats)")
-    n_buf = net._store.size - net._flat.size
-    if buffers is None and n_buf:
+    p_shape, p_dtype, _ = reader.header("params")
+    if p_dtype.kind != "f" or tuple(p_shape) != (n_params,):
+        raise ModelFileError(f"{path}: parameters ({p_dtype}, shape {tuple(p_shape)}) do not match its architecture "
+                             f"({n_params} floats)")
+    if "buffers" not in reader and n_buf:
         raise ModelFileError(f"{path}: the file has no buffers but its architecture has {n_buf} "
                              f"(running statistics)")
-    if buffers is not None and (buffers.dtype.kind != "f" or buffers.shape != (n_buf,)):
-        raise ModelFileError(f"{path}: buffers ({buffers.dtype}, shape {buffers.shape}) do not match its "
-                             f"architecture ({n_buf} floats)")
-    net._flat[...] = flat
+    if "buffers" in reader:
+        b_shape, b_dtype, _ = reader.header("buffers")
+        if b_dtype.kind != "f" or tuple(b_shape) != (n_buf,):
+            raise ModelFileError(f"{path}: buffers ({b_dtype}, shape {tuple(b_shape)}) do not match its "
+                                 f"architecture ({n_buf} floats)")
+    flat = reader.array("params", shape=(n_params,), finite=True, label="the parameters ('params')")
+    buffers = (reader.array("buffers", shape=(n_buf,), finite=True, label="the buffers ('buffers')")
+               if n_buf else None)
+    try:
+        net = from_config(meta)
+    except ModelFileError as exc:
+        raise ModelFileError(f"{path}: corrupt model configuration ({exc})") from None
+    except NnlabError:
+        raise
+    except Exception as exc:
+        raise ModelFileError(f"{path}: corrupt model configuration ({type(exc).__name__}: {exc})") from None
+    with np.errstate(over="ignore"):
+        cast = flat.astype(net.dtype)
+    if not np.isfinite(cast).all():
+        raise ModelFileError(f"{path}: the parameters overflow {net.dtype} (the file's are {flat.dtype})")
+    net._flat[...] = cast
     if n_buf:
         net._store[net._flat.size:] = buffers
     return net
+
+
+def load(path):
+    """Load a network written by :meth:`Sequential.save` (or the network of a checkpoint written by
+    :func:`nnlab.save_checkpoint`).
+
+    Anything that is not a readable nnlab model file (missing, empty, truncated, a plain ``.npy``,
+    another program's ``.npz``, a corrupt configuration, arrays that do not match the
+    architecture, non-finite parameters or buffers) raises :class:`ModelFileError` naming the
+    problem. Sizes are checked from the archive's headers before anything is allocated, and no
+    member is ever unpickled.
+    """
+    if isinstance(path, (str, os.PathLike)):
+        _files.clean_stale(path)
+    with _files.NpzReader(path) as reader:
+        return _read_model(reader)

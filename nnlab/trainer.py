@@ -26,7 +26,9 @@ the last finite weights and makes ``fit`` stop; ``"raise"`` raises
 """
 
 import math
+import os
 import time
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -36,7 +38,7 @@ from . import clip as _clip
 from . import limits as _limits
 from . import optim as _optim
 from . import progress as _progress
-from .errors import HyperparameterError, NonFiniteError, ShapeError
+from .errors import HyperparameterError, ModelFileError, NonFiniteError, ShapeError
 from .kernels import cpu as CK
 from .kernels import optim_cpu as OK
 from .kernels.layout import HP_CARRY, LOSS_BCE, LOSS_SOFTMAX_CE
@@ -69,6 +71,28 @@ class History:
 
     def to_dict(self):
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+class _Run:
+    """Where a :meth:`Trainer.fit` run is: its settings, the shuffle generator, the epoch, the
+    next batch of the epoch and the epoch's row order, the epoch's loss sum so far and the
+    history -- everything a checkpoint needs to continue it exactly."""
+
+    def __init__(self, n, batch_size, shuffle, seed, tbptt, fingerprint, rng, history):
+        self.n, self.batch_size, self.shuffle, self.seed, self.tbptt = n, batch_size, shuffle, seed, tbptt
+        self.fingerprint, self.rng, self.history = fingerprint, rng, history
+        self.epoch = 0        # completed epochs
+        self.batch = 0        # batches of the current epoch already trained
+        self.order = None     # the current epoch's row order (None between epochs)
+        self.total = 0.0      # Σ loss·rows of the current epoch so far
+        self.elapsed = 0.0    # seconds spent in the current epoch so far
+
+
+def _fingerprint(X, Y):
+    """A cheap identity of the training arrays (shapes, dtypes, CRC-32 of the bytes)."""
+    crc = zlib.crc32(np.ascontiguousarray(X).view(np.uint8).reshape(-1))
+    crc = zlib.crc32(np.ascontiguousarray(Y).view(np.uint8).reshape(-1), crc)
+    return f"{X.shape}/{X.dtype}/{Y.shape}/{Y.dtype}/{crc:08x}"
 
 
 def _clip_spec(clip):
@@ -117,6 +141,24 @@ class Trainer:
         self._labels = {}  # batch size -> ((N, 1) buffer, its flat view): float labels for step's fast path
         self.last = None
         self._bar = None
+        self._run = None       # the current (or last) fit run: what save_checkpoint records
+        self._restored = None  # a run restored from a checkpoint, continued by the next fit
+        self.checkpoint_metadata = {}
+        """JSON-ready values saved with every checkpoint and restored with it (e.g. how the data
+        were made), for the caller's own use."""
+
+    def save_checkpoint(self, path):
+        """Write this trainer's complete state to ``path`` (see :func:`nnlab.save_checkpoint`)."""
+        from .checkpoint import save_checkpoint
+
+        save_checkpoint(path, self)
+
+    @classmethod
+    def from_checkpoint(cls, path):
+        """The Trainer saved in ``path`` (see :func:`nnlab.load_checkpoint`)."""
+        from .checkpoint import load_checkpoint
+
+        return load_checkpoint(path)
 
     def step(self, X, y):
         """One fused compiled training step on the batch (X, y); returns its (pre-update) loss."""
@@ -203,7 +245,8 @@ class Trainer:
         return loss, _accuracy(net._loss_code, out.reshape(X2.shape[0], -1), Y)
 
     def fit(self, X, y, epochs=1, batch_size=32, shuffle=True, seed=0, validation_split=0.0,
-            validation_data=None, callback=None, step_callback=None, tbptt=None, progress=False):
+            validation_data=None, callback=None, step_callback=None, tbptt=None, max_steps=None,
+            checkpoint=None, checkpoint_every=None, resume=None, progress=False):
         """Train for ``epochs`` passes; batch_size=1 is online training, batch_size >= N full-batch.
 
         Each epoch visits the rows in the order ``np.random.default_rng(seed).permutation(N)`` (a
@@ -225,18 +268,28 @@ class Trainer:
         ``progress=True`` (or a label for the bar) shows a bar of the steps on stderr (plain lines
         every few seconds when stderr is not a terminal; see :mod:`nnlab.progress`);
         ``NNLAB_QUIET=1`` silences it.
+        Stopping and resuming: ``max_steps`` ends the run after that many steps in all (mid-epoch
+        too; ``history.stopped`` says so). ``checkpoint=PATH`` saves the trainer's complete state
+        (:func:`nnlab.save_checkpoint`) every ``checkpoint_every`` steps, or at the end of every
+        epoch when that is None, and when the fit returns. A trainer from
+        :func:`nnlab.load_checkpoint` continues the saved run in its next ``fit`` given the same
+        data, ``batch_size``, ``shuffle``, ``seed`` and ``tbptt``: ``epochs`` and ``max_steps``
+        count the whole run, and the returned history holds the whole run, so the result is the
+        same bits as a run that never stopped. ``resume=False`` starts a new run instead (keeping
+        weights and optimizer state); ``resume=True`` insists on continuing one. With ``tbptt``,
+        checkpoints and ``max_steps`` act at the end of the batch whose windows reach the count.
         """
         self._bar = None
         try:
             return self._fit(X, y, epochs, batch_size, shuffle, seed, validation_split, validation_data, callback,
-                             step_callback, tbptt, progress)
+                             step_callback, tbptt, max_steps, checkpoint, checkpoint_every, resume, progress)
         finally:
             if self._bar is not None:
                 self._bar.close()
             self._bar = None
 
     def _fit(self, X, y, epochs, batch_size, shuffle, seed, validation_split, validation_data, callback,
-             step_callback, tbptt, progress):
+             step_callback, tbptt, max_steps, checkpoint, checkpoint_every, resume, progress):
         net = self.net
         X, Y = net._prepare(X, y)
         window = self._tbptt_window(X, tbptt)
@@ -247,6 +300,22 @@ class Trainer:
         for name, fn in (("callback", callback), ("step_callback", step_callback)):
             if fn is not None and not callable(fn):
                 raise HyperparameterError(f"{name} must be callable; got {fn!r}")
+        if max_steps is not None:
+            max_steps = _validate.positive_int(max_steps, "max_steps")
+        every = None if checkpoint_every is None else _validate.positive_int(checkpoint_every, "checkpoint_every")
+        if checkpoint is not None:
+            if not isinstance(checkpoint, (str, os.PathLike)):
+                raise HyperparameterError(f"checkpoint must be a file path; got {checkpoint!r}")
+            checkpoint = os.fspath(checkpoint)
+            directory = os.path.dirname(os.path.abspath(checkpoint))
+            if not os.path.isdir(directory):
+                raise ModelFileError(f"cannot save checkpoint {checkpoint}: no such directory {directory}")
+            if os.path.isdir(checkpoint):
+                raise ModelFileError(f"cannot save checkpoint {checkpoint}: it is a directory")
+        elif every is not None:
+            raise HyperparameterError("checkpoint_every needs checkpoint=PATH (where to save)")
+        if resume is not None and not isinstance(resume, bool):
+            raise HyperparameterError(f"resume must be None, True or False; got {resume!r}")
         split = _validate.real_scalar(validation_split, "validation_split")
         if not 0.0 <= split < 1.0:
             raise HyperparameterError(f"validation_split must be in [0, 1); got {split}")
@@ -262,7 +331,6 @@ class Trainer:
             Xv, Yv = net._prepare(*validation_data)
         else:
             Xv = Yv = None
-        rng = np.random.default_rng(seed)
         n = X.shape[0]
         prog = net._prog_for(X)
         for rows in {min(batch_size, n), n % batch_size}:  # every batch size the epochs will see
@@ -275,45 +343,114 @@ class Trainer:
         if progress:
             per_epoch = -(-n // batch_size) * (1 if window is None else -(-(X.shape[1] // net.n_in) // window))
             desc = progress if isinstance(progress, str) else "training"
+        run = self._begin_run(X, Y, batch_size, shuffle, seed, None if tbptt is None else int(tbptt), resume)
+        history = run.history
+        if progress:
             self._bar = _progress.bar(epochs * per_epoch, desc, "step", force=True)
-        history = History()
+            if history.loss:  # a resumed run: the bar starts where it stopped
+                self._bar.update(len(history.loss))
         clock = time.perf_counter
         # the epoch kernel is worth compiling for the cached built-in kernel set only (a set with
         # user activations is compiled in every process: a few seconds more for microseconds a step)
         compiled = (self.compiled_epochs and self.monitor is None and step_callback is None and window is None
                     and type(self)._step is Trainer._step and net._kernels is CK)
-        for epoch in range(epochs):
-            t_epoch = clock()
-            order = rng.permutation(n) if shuffle else np.arange(n)
-            total = 0.0
-            if compiled:
-                done = len(history.loss)
-                total = self._epoch(X, Y, order, batch_size, epoch, history)
-                if self._bar is not None:
-                    self._bar.update(len(history.loss) - done, f"epoch {epoch + 1}/{epochs}, loss {total / n:.4g}")
+        n_batches = -(-n // batch_size)
+        saved = [len(history.loss)]  # the step count at the last checkpoint
+
+        def save_due():
+            steps = len(history.loss)
+            return (checkpoint is not None and every is not None and steps != saved[0]
+                    and steps // every > saved[0] // every)
+
+        def save():
+            self.save_checkpoint(checkpoint)
+            saved[0] = len(history.loss)
+
+        while run.epoch < epochs and not history.stopped:
+            epoch = run.epoch
+            if max_steps is not None and len(history.loss) >= max_steps:
+                history.stopped = f"reached max_steps={max_steps} after epoch {epoch}"
+                break
+            if run.order is None:
+                run.order = run.rng.permutation(n) if shuffle else np.arange(n)
+                run.batch, run.total, run.elapsed = 0, 0.0, 0.0
+            t_epoch = clock() - run.elapsed
+            while run.batch < n_batches:
+                steps = len(history.loss)
+                hi = run.batch + 1
+                if compiled:  # as many batches as the next checkpoint and max_steps allow, in one call
+                    hi = n_batches
+                    if every is not None and checkpoint is not None:
+                        hi = min(hi, run.batch + every - steps % every)
+                    if max_steps is not None:
+                        hi = min(hi, run.batch + max_steps - steps)
+                idx = run.order[run.batch * batch_size:min(hi * batch_size, n)]
+                if compiled:
+                    run.total = self._epoch(X, Y, idx, batch_size, epoch, history, run.total)
+                    if self._bar is not None:
+                        self._bar.update(len(history.loss) - steps,
+                                         f"epoch {epoch + 1}/{epochs}, loss {run.total / n:.4g}")
+                    run.batch = hi if not history.stopped else run.batch + len(history.loss) - steps
+                elif window is not None:
+                    xb, yb = np.ascontiguousarray(X[idx]), np.ascontiguousarray(Y[idx])
+                    run.total += self._tbptt_batch(xb, yb, window, epoch, history, step_callback) * len(idx)
+                    run.batch += 1
+                else:
+                    xb, yb = np.ascontiguousarray(X[idx]), np.ascontiguousarray(Y[idx])
+                    t0 = clock()
+                    loss = self._step(xb, yb)
+                    history.step_time.append(clock() - t0)
+                    run.batch += 1
+                    if self._record(loss, epoch, history, step_callback):
+                        run.total += loss * len(idx)
+                run.elapsed = clock() - t_epoch
                 if history.stopped:
                     break
-            for start in range(0, n, batch_size) if not compiled else ():
-                idx = order[start:start + batch_size]
-                xb, yb = np.ascontiguousarray(X[idx]), np.ascontiguousarray(Y[idx])
-                if window is not None:
-                    total += self._tbptt_batch(xb, yb, window, epoch, history, step_callback) * len(idx)
-                    if history.stopped:
+                if run.batch < n_batches:  # a checkpoint or a stop at the end of the epoch waits for it
+                    if save_due():
+                        save()
+                    if max_steps is not None and len(history.loss) >= max_steps:
+                        history.stopped = (f"reached max_steps={max_steps} at epoch {epoch + 1}, "
+                                           f"batch {run.batch} of {n_batches}")
                         break
-                    continue
-                t0 = clock()
-                loss = self._step(xb, yb)
-                history.step_time.append(clock() - t0)
-                if not self._record(loss, epoch, history, step_callback):
-                    break
-                total += loss * len(idx)
             if history.stopped:
                 break
-            self._end_epoch(X, Y, Xv, Yv, n, total, t_epoch, epoch, history)
+            self._end_epoch(X, Y, Xv, Yv, n, run.total, t_epoch, epoch, history)
+            run.epoch, run.order, run.batch = epoch + 1, None, 0
             if callback is not None and callback(epoch, history):
                 history.stopped = f"stopped by callback after epoch {epoch + 1}"
-                break
+            if checkpoint is not None and (every is None or save_due()):
+                save()
+        if checkpoint is not None and saved[0] != len(history.loss):
+            save()
         return history
+
+    def _begin_run(self, X, Y, batch_size, shuffle, seed, tbptt, resume):
+        """The run this fit trains: the one restored from a checkpoint (checked to be the same
+        data and settings), or a new one."""
+        fingerprint = _fingerprint(X, Y)
+        restored, self._restored = self._restored, None
+        if resume is False or (resume is None and restored is None):
+            run = _Run(X.shape[0], batch_size, bool(shuffle), seed, tbptt, fingerprint,
+                       np.random.default_rng(seed), History())
+        elif restored is None:
+            raise HyperparameterError("resume=True needs a trainer from nnlab.load_checkpoint with a run to continue")
+        else:
+            diff = [what for what, a, b in (("training data", fingerprint, restored.fingerprint),
+                                            ("batch_size", batch_size, restored.batch_size),
+                                            ("shuffle", bool(shuffle), restored.shuffle),
+                                            ("seed", seed, restored.seed), ("tbptt", tbptt, restored.tbptt)) if a != b]
+            if diff:
+                self._restored = restored
+                raise HyperparameterError(
+                    f"this trainer continues a run saved in a checkpoint, which had different {', '.join(diff)} "
+                    f"(batch_size={restored.batch_size}, shuffle={restored.shuffle}, seed={restored.seed}, "
+                    f"tbptt={restored.tbptt}, {restored.n} training rows): give fit the same to continue it, or "
+                    "resume=False to start a new run")
+            run = restored
+            run.history.stopped = ""
+        self._run = run
+        return run
 
     def _record(self, loss, epoch, history, step_callback):
         """History entries of one step of the per-step loop; False (and ``history.stopped``) when
@@ -408,12 +545,14 @@ class Trainer:
     same bits as one :meth:`step` per batch; ``History.step_time`` then holds each step's share
     (by CPU cycle count) of the compiled call's wall time. Set False to force the per-step loop."""
 
-    def _epoch(self, X, Y, order, batch_size, epoch, history):
-        """One epoch through ``train_epoch``; fills ``history`` as the per-step loop does and
-        returns the epoch's Σ loss·rows. Everything a step of :meth:`_step` does in Python
-        (hyperparameters, noise seeds, optimizer bookkeeping) is done for all steps around it."""
+    def _epoch(self, X, Y, order, batch_size, epoch, history, total=0.0):
+        """The batches of rows ``order`` (an epoch, or a run of whole batches of one) through
+        ``train_epoch``; fills ``history`` as the per-step loop does and returns ``total`` plus
+        their Σ loss·rows, added step by step as the per-step loop adds them. Everything a step of
+        :meth:`_step` does in Python (hyperparameters, noise seeds, optimizer bookkeeping) is done
+        for all steps around it."""
         net, opt = self.net, self.optimizer
-        n = X.shape[0]
+        n = order.size
         n_steps = -(-n // batch_size)
         training = net.training
         code, hp, t0, state = opt.begin_flat(net._flat)  # validates; creates the state on step 1
@@ -436,7 +575,7 @@ class Trainer:
         buf = self._epoch_buffers(batch_size, X.shape[1], Y.shape[1], n_steps)
         xb, yb, outs, cycles = buf
         prog = net._prog_for(X)
-        ws, dws = net._workspace(min(batch_size, n), prog.width)
+        ws, dws = net._workspace(min(batch_size, X.shape[0]), prog.width)
         t_call = time.perf_counter()
         done = net._kernels.train_epoch(prog.ops, prog.hp, prog.tens, net._store, self._grads, ws, dws, X, Y,
                                         order, batch_size, xb, yb, net._loss_code, training, seeds,
@@ -450,7 +589,6 @@ class Trainer:
         rows = outs[:done].tolist()
         c = cycles[:done].astype(np.float64)
         shares = (c / c.sum() if c.sum() > 0 else np.full(done, 1.0 / done)) * t_call
-        total = 0.0
         for s, (loss, norm, applied) in enumerate(rows):
             applied = applied != 0.0
             self.last = StepInfo(loss, norm, applied)
