@@ -88,7 +88,10 @@ def write_npz(path, members, what="model"):
         raise ModelFileError(f"cannot save {path}: it is a directory")
     clean_stale(path)
     tmp = os.path.join(directory, f".{os.path.basename(path)}{TMP_TAG}{os.getpid()}-{next(_counter)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)
+    except OSError as exc:  # a folder that refuses files: name the target, not the temporary file
+        raise ModelFileError(f"cannot save {path}: {exc.strerror or exc}") from None
     try:
         os.chmod(tmp, _file_mode(path))
         with os.fdopen(fd, "wb") as fh:
@@ -96,11 +99,13 @@ def write_npz(path, members, what="model"):
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(exc, OSError):  # a full disk, a quota: the old file is intact
+            raise ModelFileError(f"cannot save {path}: {exc.strerror or exc}") from None
         raise
     try:  # make the rename itself durable
         dfd = os.open(directory, os.O_RDONLY)

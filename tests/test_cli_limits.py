@@ -251,12 +251,14 @@ def test_train_checks_save_and_json_before_training(tmp_path):
 
 
 def test_a_folder_that_refuses_files_is_named(tmp_path, monkeypatch):
-    import tempfile
+    real_open = os.open
 
-    def refuse(*args, **kwargs):
-        raise PermissionError(13, "Permission denied")
+    def refuse(path, *args, **kwargs):  # the folder refuses new files; everything else opens as usual
+        if os.fspath(path).startswith(str(tmp_path)):
+            raise PermissionError(13, "Permission denied")
+        return real_open(path, *args, **kwargs)
 
-    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(os, "open", refuse)
     target = str(tmp_path / "m.npz")
     line = _refused_before_training(_invoke(*TRAIN, "--save", target))
     assert f"cannot write '{target}'" in line and "Permission denied" in line
