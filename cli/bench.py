@@ -46,9 +46,12 @@ def _names(option, known):
               help="On a shared machine: spend up to SECONDS waiting for other processes to go quiet.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, writable=True, allow_dash=True), default=None,
               help="Write every number to this file ('-': JSON alone on stdout, the tables on stderr).")
+@click.option("--cold", "cold", default=None, metavar="LIST",
+              help="Only the cold-start section: 'all' or demo names and 'step' (the first Trainer.step), "
+                   "comma-separated; each runs in a fresh process on an empty kernel cache (minutes).")
 @click.option("--report", "report_path", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Only print the tables of a saved --json file.")
-def bench(quick, configs, optimizers, repeat, skip, wait_quiet, json_path, report_path):
+def bench(quick, configs, optimizers, repeat, skip, wait_quiet, json_path, report_path, cold):
     """Time nnlab's fused training step beside PyTorch, JAX and NumPy.
 
     For each configuration (tiny, mnist-like, deep-narrow, wide; float32) and optimizer, every
@@ -74,6 +77,14 @@ def bench(quick, configs, optimizers, repeat, skip, wait_quiet, json_path, repor
         if not os.path.isdir(folder):
             raise click.BadParameter(f"no such directory: {folder}", param_hint="--json")
     argv = ["--wait-quiet", str(wait_quiet)]
+    if cold is not None:
+        from nnlab.benchmark import cold_targets
+
+        try:
+            cold_targets(cold)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--cold") from None
+        argv += ["--cold", cold]
     argv += ["--quick"] if quick else []
     for flag, value in (("--configs", configs), ("--optimizers", optimizers), ("--skip", skip),
                         ("--json", None if to_stdout else json_path)):

@@ -260,6 +260,7 @@ def dense_backward_stored(ops, hp, tens, params, grads, ws, dws, i, n, stored):
         mask = ops[i, F_AMASK]
         has_noise = ops[i, F_NOISE] >= 0
         U = rview(ws, tens, ops[i, F_NOISE] if has_noise else ops[i, F_Z], n, steps)
+        # np.int64(k) below, not a bare k: a literal argument would compile act_dp once per value
         g0 = 0.0
         g1 = 0.0
         g2 = 0.0
@@ -272,11 +273,11 @@ def dense_backward_stored(ops, hp, tens, params, grads, ws, dws, i, n, stored):
                 E[r, j] = d * a * act_d(code, z, p0, p1, p2, u)
                 if mask:
                     if mask & 1:
-                        g0 += d * a * act_dp(code, 0, z, p0, p1, p2, u)
+                        g0 += d * a * act_dp(code, np.int64(0), z, p0, p1, p2, u)
                     if mask & 2:
-                        g1 += d * a * act_dp(code, 1, z, p0, p1, p2, u)
+                        g1 += d * a * act_dp(code, np.int64(1), z, p0, p1, p2, u)
                     if mask & 4:
-                        g2 += d * a * act_dp(code, 2, z, p0, p1, p2, u)
+                        g2 += d * a * act_dp(code, np.int64(2), z, p0, p1, p2, u)
                     if mask & 8:
                         ga += d * act_f(code, z, p0, p1, p2, u)
         if mask:
