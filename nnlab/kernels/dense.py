@@ -36,6 +36,10 @@ from .layout import (
     F_Z,
 )
 
+# the two per-op entry points are inlined into the executor at the Numba IR level: compiled once
+# with it rather than optimised again at each level (see the notes in nnlab.kernels.cpu)
+INLINE = dict(JIT, inline="always")
+
 
 # ---------------------------------------------------------------- specialised elementwise loops
 # The general dense loops below call the integer-coded dispatchers act_f/act_d per element: the
@@ -184,7 +188,7 @@ def products64(X, E, W, dW, dX, tmp, mode):
 
 
 # ---------------------------------------------------------------- dense layer
-@njit(**JIT)
+@njit(**INLINE)
 def dense_forward_store(ops, hp, tens, params, ws, dws, i, n, store):
     """Z = X W + b (Z = X without weights) and A = a·θ(Z) on the op's n·T rows; with ``store``
     (and a :func:`fast_code` activation) also a·θ'(Z) into the slot of E in ``dws``. Returns True
@@ -234,7 +238,7 @@ def dense_forward(ops, hp, tens, params, ws, i, n):
     dense_forward_store(ops, hp, tens, params, ws, ws, i, n, flag(0))
 
 
-@njit(**JIT)
+@njit(**INLINE)
 def dense_backward_stored(ops, hp, tens, params, grads, ws, dws, i, n, stored):
     """E = dA ⊙ a·θ'(Z) (memoized in dws at Z), dW = Xᵀ E, db = Σ_rows E, dX = E Wᵀ (dX = E
     without weights), and the gradients of the learnable activation hyperparameters
