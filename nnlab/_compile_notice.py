@@ -24,6 +24,8 @@ _ENTRY = {
     "eval_chunks": ("evaluation", 3),
     "observe": ("gradient statistics pass", 8),
 }
+_OTHER = {"labels_ok": "the batch check", "targets_ok": "the batch check", "act_map": "the activation map",
+          "opt_update": "the optimizer update", "clip_flat": "gradient clipping"}
 _KINDS = {1: "dense", 2: "batch-norm", 3: "layer-norm", 4: "dropout", 5: "alpha-dropout", 6: "add",
           7: "gate", 8: "maxout", 9: "RBF", 10: "RNN", 11: "LSTM"}
 
@@ -37,14 +39,17 @@ def quiet():
 
 def describe(name, args):
     """(words naming a compile of function ``name`` with argument types ``args``, estimate or None)."""
-    dtype = next((str(a.dtype) for a in args if getattr(a, "dtype", None) is not None
-                  and str(a.dtype).startswith("float")), None)
-    suffix = f" ({dtype})" if dtype else ""
     base, _, mask = name.rpartition("_k")
     try:
         bits = int(mask, 16)
     except ValueError:
         base, bits = name, None
+    args = list(args)
+    if base in _ENTRY and len(args) > 3:  # (ops, hp, tens, params, ...): hp is float64 in any network
+        args = args[3:]
+    dtype = next((str(a.dtype) for a in args if getattr(a, "dtype", None) is not None
+                  and str(a.dtype).startswith("float")), None)
+    suffix = f" ({dtype})" if dtype else ""
     if base in _ENTRY:
         words, est = _ENTRY[base]
         if bits is None:
@@ -52,6 +57,8 @@ def describe(name, args):
         else:
             owner = "the executor for " + "/".join(w for k, w in _KINDS.items() if bits >> k & 1) + " layers"
         return f"{owner}: {words}{suffix}", est
+    if name in _OTHER:
+        return f"{_OTHER[name]}{suffix}", None
     return f"kernel {name}{suffix}", None
 
 

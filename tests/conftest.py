@@ -10,6 +10,10 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+# Commands print a line on stderr while a kernel compiles (an empty or outdated kernel cache), which
+# would land in the output the CLI tests compare; tests that check that output unset this.
+os.environ.setdefault("NNLAB_QUIET", "1")
+
 
 @pytest.fixture
 def run():
