@@ -302,3 +302,7 @@ def test_cold_start_targets():
     assert B.cold_targets("step,ewa") == ["step", "ewa"]
     with pytest.raises(ValueError, match="'bogus'"):
         B.cold_targets("ewa,bogus")
+
+
+def test_bench_cold_rejects_an_unknown_target(run):
+    assert "'bogus'" in one_line_error(run("bench", "--cold", "ewa,bogus"))
