@@ -4,7 +4,9 @@ Built-in activations use :mod:`nnlab.kernels.cpu` directly (compiled once, loade
 cache); a network whose ops are all of the kinds of one of ``cpu.EXECUTOR_KINDS`` (dense only;
 dense and recurrent; every kind but the recurrent ones) gets ``kinds_set(group)``, the same entry
 points compiled with the dispatch of those kinds only (cached under their own names, e.g.
-``loss_and_grad_k2`` for dense ops), so it does not compile the kernels of the other kinds. When a program uses a user-registered activation, the same kernel functions are rebound to
+``loss_and_grad_k2`` for dense ops), so it does not compile the kernels of the other kinds.
+
+When a program uses a user-registered activation, the same kernel functions are rebound to
 extended dispatchers that also call the user's compiled scalar functions: their bytecode is
 reused with new globals, so there is one executor source and no hand-written copy. Only the
 functions that reach the dispatchers are rebound (the rest are the cached built-ins). Such a set
