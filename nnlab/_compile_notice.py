@@ -30,6 +30,13 @@ _KINDS = {1: "dense", 2: "batch-norm", 3: "layer-norm", 4: "dropout", 5: "alpha-
           7: "gate", 8: "maxout", 9: "RBF", 10: "RNN", 11: "LSTM"}
 
 INTERVAL = 2.0  # seconds between progress reports
+_state = {"on": True}
+
+
+def enable(on=True):
+    """Turn the compile notices on (the default) or off for this process (``NNLAB_QUIET=1`` turns
+    them off as well)."""
+    _state["on"] = bool(on)
 
 
 def quiet():
@@ -112,7 +119,7 @@ class _Listener:
 
     def on_start(self, ev):
         self.depth += 1
-        if self.depth != 1 or quiet():
+        if self.depth != 1 or quiet() or not _state["on"]:
             return
         d = ev.data.get("dispatcher")
         name = getattr(getattr(d, "py_func", None), "__name__", "kernel")

@@ -10,9 +10,12 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-# Commands print a line on stderr while a kernel compiles (an empty or outdated kernel cache), which
-# would land in the output the CLI tests compare; tests that check that output unset this.
-os.environ.setdefault("NNLAB_QUIET", "1")
+# Whether a command prints "compiling ..." on stderr depends on the state of the kernel cache, so
+# it is off in this process, where tests compare what commands print; tests/test_compile_notice.py
+# checks it in fresh processes.
+import nnlab._compile_notice  # noqa: E402
+
+nnlab._compile_notice.enable(False)
 
 
 @pytest.fixture

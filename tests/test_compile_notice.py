@@ -4,6 +4,7 @@ import io
 import os
 import subprocess
 import sys
+import types
 
 import numba
 import numpy as np
@@ -54,3 +55,20 @@ def test_a_long_compile_keeps_reporting_when_piped(monkeypatch):
         ticker.done.wait(0.05)
     ticker.stop()
     assert "still compiling the thing" in stream.getvalue()
+
+
+def test_the_notice_follows_enable_and_quiet(capsys, monkeypatch):
+    listener = CN._Listener()
+    ev = types.SimpleNamespace(data={"dispatcher": None, "args": ()})
+    monkeypatch.delenv("NNLAB_QUIET", raising=False)
+    was = CN._state["on"]
+    try:
+        for on, quiet, shown in ((True, None, True), (False, None, False), (True, "1", False)):
+            CN.enable(on)
+            if quiet:
+                monkeypatch.setenv("NNLAB_QUIET", quiet)
+            listener.on_start(ev)
+            listener.on_end(ev)
+            assert ("compiling kernel" in capsys.readouterr().err) is shown
+    finally:
+        CN.enable(was)
