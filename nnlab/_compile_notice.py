@@ -13,16 +13,17 @@ import sys
 import threading
 import time
 
-# the entry points' words and a rough cold compile time on 2 cores (seconds)
+# the entry points' words and a rough cold compile time of the dense executor on a quiet 2-core
+# machine (seconds; docs/performance.md, "Cold start"): the executors for more kinds take longer
 _ENTRY = {
-    "loss_and_grad": ("forward, loss and backward pass", 6),
-    "loss_only": ("forward pass and loss", 3),
-    "run_forward": ("forward pass", 3),
-    "run_backward": ("backward pass", 4),
-    "train_step": ("training step", 8),
-    "train_epoch": ("training epoch", 8),
-    "eval_chunks": ("evaluation", 3),
-    "observe": ("gradient statistics pass", 8),
+    "loss_and_grad": ("forward, loss and backward pass", 15),
+    "loss_only": ("forward pass and loss", 8),
+    "run_forward": ("forward pass", 8),
+    "run_backward": ("backward pass", 10),
+    "train_step": ("training step", 30),
+    "train_epoch": ("training epoch", 30),
+    "eval_chunks": ("evaluation", 8),
+    "observe": ("gradient statistics pass", 25),
 }
 _OTHER = {"labels_ok": "the batch check", "targets_ok": "the batch check", "act_map": "the activation map",
           "opt_update": "the optimizer update", "clip_flat": "gradient clipping"}

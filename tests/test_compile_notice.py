@@ -38,7 +38,7 @@ def test_the_executor_entry_points_are_named():
     f32 = numba.typeof(np.zeros(3, np.float32))
     i64, f64 = numba.typeof(np.zeros((2, 2), np.int64)), numba.typeof(np.zeros(3))
     head = [i64, numba.typeof(np.zeros((2, 2))), i64]  # ops, hp (float64 for every network), tens
-    assert CN.describe("train_step_k2", head + [f32]) == ("the executor for dense layers: training step (float32)", 8)
+    assert CN.describe("train_step_k2", head + [f32]) == ("the executor for dense layers: training step (float32)", 30)
     words, _ = CN.describe("loss_and_grad_kc02", head + [f64])
     assert words == "the executor for dense/RNN/LSTM layers: forward, loss and backward pass (float64)"
     assert CN.describe("observe", [])[0] == "the executor for every layer kind: gradient statistics pass"
