@@ -48,10 +48,13 @@ def _names(option, known):
               help="On a shared machine: spend up to SECONDS waiting for other processes to go quiet.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, writable=True, allow_dash=True), default=None,
               help="Write every number to this file ('-': JSON alone on stdout, the tables on stderr).")
+@click.option("--cold", "cold", default=None, metavar="LIST",
+              help="Only the cold-start section: 'all' or demo names and 'step' (the first Trainer.step), "
+                   "comma-separated; each runs in a fresh process on an empty kernel cache (minutes).")
 @click.option("--report", "report_path", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Only print the tables of a saved --json file.")
 @click.pass_context
-def bench(ctx, quick, configs, optimizers, repeat, skip, wait_quiet, json_path, report_path):
+def bench(ctx, quick, configs, optimizers, repeat, skip, wait_quiet, json_path, report_path, cold):
     """Time nnlab's fused training step beside PyTorch, JAX and NumPy.
 
     For each configuration (tiny, mnist-like, deep-narrow, wide; float32) and optimizer, every
@@ -68,6 +71,11 @@ def bench(ctx, quick, configs, optimizers, repeat, skip, wait_quiet, json_path, 
         if others:
             raise click.UsageError(f"--report only prints a saved file's tables; {', '.join(others)} would have no "
                                    "effect")
+    if cold is not None:
+        others = [f"--{n}" for n in ("quick", "configs", "optimizers", "repeat", "skip")
+                  if ctx.get_parameter_source(n) is not click.core.ParameterSource.DEFAULT]
+        if others:
+            raise click.UsageError(f"--cold runs only the cold-start section; {', '.join(others)} would have no effect")
     from .main import check_outputs, progress
 
     check_outputs((json_path, "--json"))
@@ -82,6 +90,14 @@ def bench(ctx, quick, configs, optimizers, repeat, skip, wait_quiet, json_path, 
         return
     to_stdout = json_path == "-"
     argv = ["--wait-quiet", str(wait_quiet)]
+    if cold is not None:
+        from nnlab.benchmark import cold_targets
+
+        try:
+            cold_targets(cold)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--cold") from None
+        argv += ["--cold", cold]
     argv += ["--quick"] if quick else []
     for flag, value in (("--configs", configs), ("--optimizers", optimizers), ("--skip", skip),
                         ("--json", None if to_stdout else json_path)):

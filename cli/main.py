@@ -13,7 +13,6 @@ import re
 import shutil
 import sys
 import textwrap
-import threading
 import time
 from contextlib import ExitStack, contextmanager
 
@@ -84,17 +83,10 @@ class NnlabGroup(click.Group):
 
 @contextmanager
 def _slow_notice(message, after=1.5):
-    """Print ``message`` to stderr if the block is still running after ``after`` seconds (TTY only)."""
-    if not sys.stderr.isatty():
-        yield
-        return
-    timer = threading.Timer(after, lambda: click.echo(message, err=True))
-    timer.daemon = True
-    timer.start()
-    try:
-        yield
-    finally:
-        timer.cancel()
+    """Run the block. A kernel that compiles says so itself, on terminals and pipes alike, naming what
+    compiles (:mod:`nnlab._compile_notice`; ``NNLAB_QUIET=1`` silences it), so nothing is guessed
+    from a slow start here; ``message`` and ``after`` are kept for the callers."""
+    yield
 
 
 COMPILING = "compiling Numba kernels (first run only; later runs load them from the cache)..."

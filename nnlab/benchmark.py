@@ -6,6 +6,7 @@ docs/performance.md (section "Goals").
         [--optimizers sgd-momentum,adam] [--repeat N] [--json out.json] [--skip SECTIONS]
         [--wait-quiet SECONDS]
     nnlab bench --report out.json      # re-print a saved run's tables
+    nnlab bench --cold all             # only the cold start: each demo and a first step, empty cache
 
 (``python benchmarks/bench_train_step.py`` and ``python -m nnlab.benchmark`` take the same
 arguments.) PyTorch and JAX are optional: a framework that is not importable is reported ``n/a``.
@@ -26,6 +27,10 @@ vs depth and vs width), ``memory`` (peak resident memory of one framework per fr
 ``compile`` (nnlab's first call in a fresh process with an empty and with a filled Numba cache),
 ``demo`` (wall time of ``nnlab demo vanishing``, twice), ``layers`` (an LSTM and a
 BatchNorm/Dropout MLP beside PyTorch: :mod:`nnlab.bench_layers`).
+
+``--cold TARGETS`` runs only the cold-start section (:func:`bench_cold`: every demo in order, then
+the first ``Trainer.step``, each in a fresh process on a kernel cache that starts empty; wall and
+CPU seconds). It is separate because it takes minutes.
 
 All numbers are measurements, never assertions. The machine is shared: compare ratios within one
 run, not absolute times across runs. See docs/performance.md for what every number means.
@@ -1152,6 +1157,82 @@ def bench_demo():
             "wall_s": walls, "exit_codes": codes, "other_processes_cores": other}
 
 
+# the first Trainer.step of a new configuration: a small dense network, float32, SGD
+_COLD_STEP = ("import numpy as np, nnlab as nl\n"
+              "rng = np.random.default_rng(0)\n"
+              "X = rng.normal(size=(32, 8)).astype(np.float32); y = rng.integers(0, 3, 32)\n"
+              "net = nl.Sequential([nl.Dense(8, 16, activation='tanh'), nl.Dense(16, 3)],\n"
+              "                    loss='softmax_cross_entropy', seed=0, dtype='float32')\n"
+              "nl.Trainer(net, nl.optim.SGD(lr=0.1)).step(X, y)\n")
+
+
+def cold_targets(spec):
+    """The cold-start targets named by ``spec``: ``all`` (every demo, then ``step``) or a
+    comma-separated list of demo names and ``step`` (the first Trainer.step)."""
+    from .demos import names
+
+    known = names() + ["step"]
+    if spec == "all":
+        return known
+    targets = [t.strip() for t in spec.split(",") if t.strip()]
+    bad = [t for t in targets if t not in known]
+    if bad or not targets:
+        raise ValueError(f"unknown cold-start target(s) {', '.join(map(repr, bad)) or 'none given'}; "
+                         f"known: all, {', '.join(known)}")
+    return targets
+
+
+def bench_cold(targets, timeout=900):
+    """Cold start: each target in a fresh process, on a kernel cache that starts empty.
+
+    The demos run in order on one cache directory that starts empty (``nnlab demo vanishing``
+    first, as a new user would: each later demo finds the kernels the earlier ones compiled);
+    ``step`` (the first ``Trainer.step`` of a small dense float32 network) runs on a cache of its
+    own that is empty. Reports each process's wall and CPU seconds (user + system) and its exit
+    code; on a machine shared with other processes the CPU seconds are the steadier number.
+    """
+    import resource
+
+    print("\n[cold start] each command in a fresh process on an empty kernel cache "
+          "(demos in order on one cache; the first Trainer.step on a cache of its own)", flush=True)
+    rows = []
+    launcher = "import sys; from nnlab_cli.main import main; sys.exit(main())"
+    with tempfile.TemporaryDirectory(prefix="nnlab-cold-demos-") as shared:
+        for target in targets:
+            with tempfile.TemporaryDirectory(prefix="nnlab-cold-step-") as own:
+                if target == "step":
+                    cmd, cache, label = [sys.executable, "-c", _COLD_STEP], own, "first Trainer.step"
+                else:
+                    cmd, cache, label = ([sys.executable, "-c", launcher, "demo", target], shared,
+                                         f"nnlab demo {target}")
+                env = dict(os.environ, NUMBA_CACHE_DIR=cache, NNLAB_QUIET="1")
+                load = ForeignLoad()
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
+                t0 = time.perf_counter()
+                try:
+                    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+                    code = proc.returncode
+                except subprocess.TimeoutExpired:
+                    code = None
+                wall = time.perf_counter() - t0
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+            row = {"target": target, "command": label, "wall_s": wall, "cpu_s": cpu, "exit_code": code,
+                   "other_processes_cores": load.cores()}
+            rows.append(row)
+            other = row["other_processes_cores"]
+            print(f"    {label:28s} wall {wall:6.1f} s  CPU {cpu:6.1f} s  exit {code}"
+                  + ("" if other is None else f"  [other processes: {other:.2f} cores]"), flush=True)
+    return rows
+
+
+def cold_table(rows):
+    lines = [f"    {'command (empty cache)':28s} {'wall s':>7s} {'CPU s':>7s}  exit"]
+    for r in rows:
+        lines.append(f"    {r['command']:28s} {r['wall_s']:7.1f} {r['cpu_s']:7.1f}  {r['exit_code']}")
+    return "\n".join(lines)
+
+
 def bench_memory(configs, opt):
     print(f"\n[memory] resident-set growth, one framework per fresh process, warmed on tiny first ({opt})", flush=True)
     rows = []
@@ -1376,6 +1457,9 @@ def parse_args(argv):
                     f"< {QUIET_CORES} cores, before the run and before re-timing a row timed under load")
     ap.add_argument("--skip", default="", help=f"comma-separated sections to skip: {','.join(SECTIONS)}")
     ap.add_argument("--report", default=None, metavar="FILE", help="only print the tables of a --json file")
+    ap.add_argument("--cold", default=None, metavar="TARGETS",
+                    help="only the cold-start section: 'all' or a comma-separated list of demo names and 'step' "
+                    "(each in a fresh process on an empty kernel cache; minutes)")
     ap.add_argument("--_probe-memory", dest="probe_memory", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--_probe-first-call", dest="probe_first_call", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -1460,6 +1544,19 @@ def main(argv=None):
         with open(args.report) as fh:
             results = json.load(fh)
         report(results)
+        return results
+    if args.cold is not None:
+        try:
+            targets = cold_targets(args.cold)
+        except ValueError as exc:
+            raise SystemExit(f"--cold: {exc}") from None
+        results = {"machine": machine_info(), "cold": bench_cold(targets)}
+        print("\nCold start (wall and CPU seconds of each process)")
+        print(cold_table(results["cold"]))
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump(results, fh, indent=2, default=str)
+            print(f"wrote {args.json}")
         return results
     t_start = time.perf_counter()
     args.budget = QuietBudget(args.wait_quiet)

@@ -155,7 +155,7 @@ class Sequential:
         self._recurrent = any(layer.sequence_input for layer, _ in walked)
         self._programs = {}
         prog = self._program(1)
-        self._kernels = kernels_for(prog.ops[:, F_ACT])
+        self._kernels = kernels_for(prog.ops[:, F_ACT], prog.ops[:, F_KIND])
         self._has_noise = bool((prog.ops[:, F_NOISE] >= 0).any())
         self._bind_buffers()
 

@@ -40,6 +40,7 @@ from . import optim as _optim
 from . import progress as _progress
 from .errors import HyperparameterError, ModelFileError, NonFiniteError, ShapeError
 from .kernels import cpu as CK
+from .kernels import is_cached
 from .kernels import optim_cpu as OK
 from .kernels.layout import HP_CARRY, LOSS_BCE, LOSS_SOFTMAX_CE
 
@@ -353,7 +354,7 @@ class Trainer:
         # the epoch kernel is worth compiling for the cached built-in kernel set only (a set with
         # user activations is compiled in every process: a few seconds more for microseconds a step)
         compiled = (self.compiled_epochs and self.monitor is None and step_callback is None and window is None
-                    and type(self)._step is Trainer._step and net._kernels is CK)
+                    and type(self)._step is Trainer._step and is_cached(net._kernels))
         n_batches = -(-n // batch_size)
         saved = [len(history.loss)]  # the step count at the last checkpoint
 
@@ -629,7 +630,7 @@ class Trainer:
         n = X.shape[0]
         m = min(n, self.eval_chunk)
         prog = net._prog_for(X)
-        if m == n and net._kernels is not CK:  # a user-activation kernel set: no extra kernel to compile
+        if m == n and not is_cached(net._kernels):  # a user-activation kernel set: no extra kernel to compile
             ws, dws = net._workspace(n, prog.width)
             loss = float(net._kernels.loss_only(prog.ops, prog.hp, prog.tens, net._store, ws, dws, X, Y,
                                                 net._loss_code, False, -1))

@@ -10,6 +10,13 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+# Whether a command prints "compiling ..." on stderr depends on the state of the kernel cache, so
+# it is off in this process, where tests compare what commands print; tests/test_compile_notice.py
+# checks it in fresh processes.
+import nnlab._compile_notice  # noqa: E402
+
+nnlab._compile_notice.enable(False)
+
 
 @pytest.fixture
 def run():

@@ -286,3 +286,23 @@ def test_layer_rows_time_both_frameworks_and_judge_the_goals():
         assert "lstm adam: torch/nnlab >= 2x" in text and "MET (margin 1.25x)" in text
     else:
         assert "n/a (torch not run)" in text
+
+
+def test_cold_start_section_runs_each_target_in_a_fresh_process():
+    rows = B.bench_cold(B.cold_targets("ewa"))
+    assert [r["target"] for r in rows] == ["ewa"]
+    assert rows[0]["exit_code"] == 0
+    assert rows[0]["wall_s"] > 0 and rows[0]["cpu_s"] > 0
+    assert "nnlab demo ewa" in B.cold_table(rows)
+
+
+def test_cold_start_targets():
+    every = B.cold_targets("all")
+    assert every[0] == "vanishing" and every[-1] == "step" and "lstm" in every
+    assert B.cold_targets("step,ewa") == ["step", "ewa"]
+    with pytest.raises(ValueError, match="'bogus'"):
+        B.cold_targets("ewa,bogus")
+
+
+def test_bench_cold_rejects_an_unknown_target(run):
+    assert "'bogus'" in one_line_error(run("bench", "--cold", "ewa,bogus"))

@@ -1,7 +1,12 @@
 """Kernel sets. ``kernels_for(codes)`` returns the object whose functions run a program.
 
 Built-in activations use :mod:`nnlab.kernels.cpu` directly (compiled once, loaded from Numba's
-cache). When a program uses a user-registered activation, the same kernel functions are rebound to
+cache); a network whose ops are all of the kinds of one of ``cpu.EXECUTOR_KINDS`` (dense only;
+dense and recurrent; every kind but the recurrent ones) gets ``kinds_set(group)``, the same entry
+points compiled with the dispatch of those kinds only (cached under their own names, e.g.
+``loss_and_grad_k2`` for dense ops), so it does not compile the kernels of the other kinds.
+
+When a program uses a user-registered activation, the same kernel functions are rebound to
 extended dispatchers that also call the user's compiled scalar functions: their bytecode is
 reused with new globals, so there is one executor source and no hand-written copy. Only the
 functions that reach the dispatchers are rebound (the rest are the cached built-ins). Such a set
@@ -12,15 +17,25 @@ import types
 
 from numba import njit
 
+from .._compile_notice import install as _install_compile_notice
 from ..activations import _math as M
 from . import cpu
+
+_install_compile_notice()  # a line on stderr whenever a kernel is not in the cache and compiles
 
 _custom_sets = {}
 
 
-def kernels_for(codes):
-    """The kernel set able to run activation ``codes`` (an iterable of ints)."""
+def kernels_for(codes, kinds=None):
+    """The kernel set able to run activation ``codes`` (an iterable of ints) and op ``kinds``
+    (``KIND_*`` codes; None: any kind)."""
     if all(int(c) < M.CUSTOM_BASE for c in codes):
+        if kinds is None:
+            return cpu
+        kinds = {int(k) for k in kinds}
+        for group in cpu.EXECUTOR_KINDS:
+            if kinds <= group:
+                return kinds_set(group)
         return cpu
     from ..activations import custom_entries, registry_version
 
@@ -30,6 +45,11 @@ def kernels_for(codes):
         _custom_sets.clear()
         ks = _custom_sets[version] = _build_custom_set(custom_entries())
     return ks
+
+
+def is_cached(ks):
+    """Whether kernel set ``ks`` is one of the built-in, cached sets (not compiled per process)."""
+    return ks is cpu or any(ks is v for v in _kind_sets.values())
 
 
 def _extend(base, entries, kind):
@@ -117,4 +137,42 @@ def _build_custom_set(entries):
     ks = types.SimpleNamespace()
     for name, obj in _jitted(cpu).items():
         setattr(ks, name, new.get(id(obj), obj))
+    return ks
+
+
+_kind_sets = {}
+
+
+def kinds_set(kinds):
+    """The built-in kernel set whose executor dispatches on the op ``kinds`` (a set of ``KIND_*``
+    codes) only: cpu's functions that reach ``op_forward``/``op_backward``, rebound to a
+    dispatch generated for those kinds (:func:`nnlab.kernels.cpu.dispatch_source`) and cached under
+    their name + ``_k<mask>`` (the bit mask of the kinds); the other functions are cpu's own."""
+    kinds = frozenset(int(k) for k in kinds)
+    ks = _kind_sets.get(kinds)
+    if ks is not None:
+        return ks
+    suffix = f"_k{sum(1 << k for k in kinds):x}"
+    globs = dict(cpu.__dict__)
+    # compiled with cpu.py as its file name: the cache keys it on that file, like the code it calls
+    exec(compile(cpu.dispatch_source(kinds, suffix), cpu.__file__, "exec"), globs)  # noqa: S102 - fixed template
+    new = {id(cpu.op_forward): njit(globs["op_forward" + suffix], **cpu.INLINE),
+           id(cpu.op_backward): njit(globs["op_backward" + suffix], **cpu.INLINE)}
+    rebind = _dispatching([cpu], (cpu.op_forward, cpu.op_backward))
+    for fid, (_, obj) in rebind.items():
+        if fid in new:
+            continue
+        py = obj.py_func
+        fn = types.FunctionType(py.__code__, globs, py.__name__ + suffix, py.__defaults__, py.__closure__)
+        fn.__qualname__ = py.__qualname__ + suffix  # the name of its cache files
+        fn.__doc__ = py.__doc__
+        opts = {k: v for k, v in obj.targetoptions.items() if k != "nopython"}
+        new[fid] = njit(fn, **opts)
+    for name, value in list(globs.items()):
+        if id(value) in new:
+            globs[name] = new[id(value)]
+    ks = types.SimpleNamespace(kinds=kinds)
+    for name, obj in _jitted(cpu).items():
+        setattr(ks, name, new.get(id(obj), obj))
+    _kind_sets[kinds] = ks
     return ks

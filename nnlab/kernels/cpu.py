@@ -118,7 +118,61 @@ def act_map(what, code, z, out, p0, p1, p2, a, u):
 # ---------------------------------------------------------------- executor
 # One branch per layer kind in each of the two dispatch functions; every kind's kernels take the
 # same arguments (see nnlab.kernels.layout for the program tables).
-@njit(**JIT)
+#
+# Compile time (see docs/performance.md, "Cold start"): Numba links every callee's code into its
+# caller and optimises the whole module again, so each separately compiled level of the call tree
+# costs a full optimisation of everything below it. The dispatch functions and the forward and
+# backward loops are therefore inlined into their callers at the Numba IR level (``INLINE``: the
+# same code, one optimisation fewer per level). And a program runs on an executor for the kinds it
+# uses (:func:`nnlab.kernels.kernels_for`): the same entry points (``loss_and_grad``,
+# ``train_step``, ...) compiled with a dispatch that has the branches of those kinds only
+# (:func:`dispatch_source`), cached under their own names, so a dense network never compiles the
+# recurrent kernels.
+INLINE = dict(JIT, inline="always")
+
+# kind -> (forward kernel, backward kernel) for the executors of a subset of the kinds; the dense
+# forward kernel takes no ``training`` and returns whether it stored a·θ'(Z) (see op_forward).
+KIND_KERNELS = {
+    KIND_DENSE: ("dense_forward_store", "dense_backward_stored"),
+    KIND_ADD: ("add_forward", "add_backward"),
+    KIND_GATE: ("gate_forward", "gate_backward"),
+    KIND_BATCHNORM: ("batchnorm_forward", "batchnorm_backward"),
+    KIND_LAYERNORM: ("layernorm_forward", "layernorm_backward"),
+    KIND_DROPOUT: ("dropout_forward", "dropout_backward"),
+    KIND_ALPHA_DROPOUT: ("alpha_dropout_forward", "alpha_dropout_backward"),
+    KIND_MAXOUT: ("maxout_forward", "maxout_backward"),
+    KIND_RBF: ("rbf_forward", "rbf_backward"),
+    KIND_RNN: ("rnn_forward", "rnn_backward"),
+    KIND_LSTM: ("lstm_forward", "lstm_backward"),
+}
+
+# The executors besides the general one, smallest first: a program runs on the first whose kinds
+# cover its own (a few fixed sets, so that the kernels are shared between programs and commands).
+EXECUTOR_KINDS = (
+    frozenset({KIND_DENSE}),
+    frozenset({KIND_DENSE, KIND_RNN, KIND_LSTM}),
+    frozenset(KIND_KERNELS) - {KIND_RNN, KIND_LSTM},
+)
+
+
+def dispatch_source(kinds, suffix):
+    """Source of ``op_forward`` + suffix and ``op_backward`` + suffix with the branches of ``kinds``
+    only (the same calls as the general dispatch below, which has every kind)."""
+    fwd = [f"def op_forward{suffix}(ops, hp, tens, params, ws, dws, i, n, training, store):",
+           "    kind = ops[i, F_KIND]"]
+    bwd = [f"def op_backward{suffix}(ops, hp, tens, params, grads, ws, dws, i, n, stored):",
+           "    kind = ops[i, F_KIND]"]
+    for k in sorted(kinds):
+        f, b = KIND_KERNELS[k]
+        if k == KIND_DENSE:
+            fwd += [f"    if kind == {k}:", f"        return {f}(ops, hp, tens, params, ws, dws, i, n, store)"]
+        else:
+            fwd += [f"    if kind == {k}:", f"        {f}(ops, hp, tens, params, ws, dws, i, n, training, store)"]
+        bwd += [f"    if kind == {k}:", f"        {b}(ops, hp, tens, params, grads, ws, dws, i, n, stored)"]
+    return "\n".join(fwd + ["    return False", ""] + bwd + ["    return", ""])
+
+
+@njit(**INLINE)
 def op_forward(ops, hp, tens, params, ws, dws, i, n, training, store):
     """Run op i forward. ``store``: this pass is followed by a backward pass (dense ops keep
     a·θ'(Z); batch normalisation updates its running statistics). Returns True when op i stored
@@ -149,7 +203,7 @@ def op_forward(ops, hp, tens, params, ws, dws, i, n, training, store):
     return False
 
 
-@njit(**JIT)
+@njit(**INLINE)
 def op_backward(ops, hp, tens, params, grads, ws, dws, i, n, stored):
     """Run op i backward: dws at its output holds dL/dA; it writes its parameter gradients and the
     gradients of its inputs (each in its DX_* mode)."""
@@ -178,7 +232,7 @@ def op_backward(ops, hp, tens, params, grads, ws, dws, i, n, stored):
         lstm_backward(ops, hp, tens, params, grads, ws, dws, i, n, stored)
 
 
-@njit(**JIT)
+@njit(**INLINE)
 def forward_store(ops, hp, tens, params, ws, dws, X, training, seed, store):
     """Copy X into tensor 0 and run every op forward (with ``store`` for a pass that a backward
     pass follows: see :func:`op_forward`). Returns the output tensor id."""
@@ -199,7 +253,7 @@ def run_forward(ops, hp, tens, params, ws, X, training, seed):
     return forward_store(ops, hp, tens, params, ws, ws, X, training, seed, flag(0))
 
 
-@njit(**JIT)
+@njit(**INLINE)
 def backward_stored(ops, hp, tens, params, grads, ws, dws, n, stored):
     """Backward through every op in reverse; dws at the output tensor must hold dL/dA_L. With
     ``stored`` the forward pass ran with ``store``. Every gradient slot is written (dW by the

@@ -36,6 +36,10 @@ from .layout import (
     F_Z,
 )
 
+# the two per-op entry points are inlined into the executor at the Numba IR level: compiled once
+# with it rather than optimised again at each level (see the notes in nnlab.kernels.cpu)
+INLINE = dict(JIT, inline="always")
+
 
 # ---------------------------------------------------------------- specialised elementwise loops
 # The general dense loops below call the integer-coded dispatchers act_f/act_d per element: the
@@ -184,7 +188,7 @@ def products64(X, E, W, dW, dX, tmp, mode):
 
 
 # ---------------------------------------------------------------- dense layer
-@njit(**JIT)
+@njit(**INLINE)
 def dense_forward_store(ops, hp, tens, params, ws, dws, i, n, store):
     """Z = X W + b (Z = X without weights) and A = a·θ(Z) on the op's n·T rows; with ``store``
     (and a :func:`fast_code` activation) also a·θ'(Z) into the slot of E in ``dws``. Returns True
@@ -234,7 +238,7 @@ def dense_forward(ops, hp, tens, params, ws, i, n):
     dense_forward_store(ops, hp, tens, params, ws, ws, i, n, flag(0))
 
 
-@njit(**JIT)
+@njit(**INLINE)
 def dense_backward_stored(ops, hp, tens, params, grads, ws, dws, i, n, stored):
     """E = dA ⊙ a·θ'(Z) (memoized in dws at Z), dW = Xᵀ E, db = Σ_rows E, dX = E Wᵀ (dX = E
     without weights), and the gradients of the learnable activation hyperparameters
@@ -260,6 +264,7 @@ def dense_backward_stored(ops, hp, tens, params, grads, ws, dws, i, n, stored):
         mask = ops[i, F_AMASK]
         has_noise = ops[i, F_NOISE] >= 0
         U = rview(ws, tens, ops[i, F_NOISE] if has_noise else ops[i, F_Z], n, steps)
+        # np.int64(k) below, not a bare k: a literal argument would compile act_dp once per value
         g0 = 0.0
         g1 = 0.0
         g2 = 0.0
@@ -272,11 +277,11 @@ def dense_backward_stored(ops, hp, tens, params, grads, ws, dws, i, n, stored):
                 E[r, j] = d * a * act_d(code, z, p0, p1, p2, u)
                 if mask:
                     if mask & 1:
-                        g0 += d * a * act_dp(code, 0, z, p0, p1, p2, u)
+                        g0 += d * a * act_dp(code, np.int64(0), z, p0, p1, p2, u)
                     if mask & 2:
-                        g1 += d * a * act_dp(code, 1, z, p0, p1, p2, u)
+                        g1 += d * a * act_dp(code, np.int64(1), z, p0, p1, p2, u)
                     if mask & 4:
-                        g2 += d * a * act_dp(code, 2, z, p0, p1, p2, u)
+                        g2 += d * a * act_dp(code, np.int64(2), z, p0, p1, p2, u)
                     if mask & 8:
                         ga += d * act_f(code, z, p0, p1, p2, u)
         if mask:

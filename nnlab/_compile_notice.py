@@ -1,0 +1,164 @@
+"""Say when Numba compiles a kernel (the first run on an empty cache), so no command sits silent.
+
+:func:`install` registers a listener for Numba's ``numba:compile`` event, which fires only when a
+compiled function is not found in the cache. At the start of an outermost compile it prints one
+line to stderr naming what compiles, e.g. ``compiling the dense executor: training step
+(float32) -- first run only, ~5 s``; while the compile lasts longer than ~2 s it keeps reporting:
+a tqdm spinner with the elapsed time on a terminal, a plain line every ~2 s when stderr is piped.
+Set ``NNLAB_QUIET=1`` (the CLI's ``--quiet``) to turn it off; it is read at each compile.
+"""
+
+import os
+import sys
+import threading
+import time
+
+# the entry points' words and a rough cold compile time of the dense executor on a quiet 2-core
+# machine (seconds; docs/performance.md, "Cold start"): the executors for more kinds take longer
+_ENTRY = {
+    "loss_and_grad": ("forward, loss and backward pass", 15),
+    "loss_only": ("forward pass and loss", 8),
+    "run_forward": ("forward pass", 8),
+    "run_backward": ("backward pass", 10),
+    "train_step": ("training step", 30),
+    "train_epoch": ("training epoch", 30),
+    "eval_chunks": ("evaluation", 8),
+    "observe": ("gradient statistics pass", 25),
+}
+_OTHER = {"labels_ok": "the batch check", "targets_ok": "the batch check", "act_map": "the activation map",
+          "opt_update": "the optimizer update", "clip_flat": "gradient clipping"}
+_KINDS = {1: "dense", 2: "batch-norm", 3: "layer-norm", 4: "dropout", 5: "alpha-dropout", 6: "add",
+          7: "gate", 8: "maxout", 9: "RBF", 10: "RNN", 11: "LSTM"}
+
+INTERVAL = 2.0  # seconds between progress reports
+_state = {"on": True}
+
+
+def enable(on=True):
+    """Turn the compile notices on (the default) or off for this process (``NNLAB_QUIET=1`` turns
+    them off as well)."""
+    _state["on"] = bool(on)
+
+
+def quiet():
+    """Whether ``NNLAB_QUIET`` asks for no progress output."""
+    return os.environ.get("NNLAB_QUIET", "").strip() not in ("", "0")
+
+
+def describe(name, args):
+    """(words naming a compile of function ``name`` with argument types ``args``, estimate or None)."""
+    base, _, mask = name.rpartition("_k")
+    try:
+        bits = int(mask, 16)
+    except ValueError:
+        base, bits = name, None
+    args = list(args)
+    if base in _ENTRY and len(args) > 3:  # (ops, hp, tens, params, ...): hp is float64 in any network
+        args = args[3:]
+    dtype = next((str(a.dtype) for a in args if getattr(a, "dtype", None) is not None
+                  and str(a.dtype).startswith("float")), None)
+    suffix = f" ({dtype})" if dtype else ""
+    if base in _ENTRY:
+        words, est = _ENTRY[base]
+        if bits is None:
+            owner = "the executor for every layer kind"
+        else:
+            owner = "the executor for " + "/".join(w for k, w in _KINDS.items() if bits >> k & 1) + " layers"
+        return f"{owner}: {words}{suffix}", est
+    if name in _OTHER:
+        return f"{_OTHER[name]}{suffix}", None
+    return f"kernel {name}{suffix}", None
+
+
+class _Ticker:
+    """Reports an ongoing compile every INTERVAL seconds after the first INTERVAL."""
+
+    def __init__(self, what, stream):
+        self.what = what
+        self.stream = stream
+        self.t0 = time.perf_counter()
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        if self.done.wait(INTERVAL):
+            return
+        tty = getattr(self.stream, "isatty", lambda: False)()
+        bar = None
+        if tty:
+            try:
+                from tqdm import tqdm
+
+                bar = tqdm(desc=f"compiling {self.what}", total=None, file=self.stream, leave=False,
+                           bar_format="{desc}: {elapsed}", mininterval=0.2)
+            except ImportError:  # pragma: no cover - tqdm is a dependency
+                bar = None
+        while True:
+            if bar is not None:
+                bar.update(0)
+                bar.refresh()
+                if self.done.wait(0.5):
+                    break
+            else:
+                elapsed = time.perf_counter() - self.t0
+                print(f"  ... still compiling {self.what} ({elapsed:.0f} s)", file=self.stream, flush=True)
+                if self.done.wait(INTERVAL):
+                    break
+        if bar is not None:
+            bar.close()
+
+    def stop(self):
+        self.done.set()
+        self.thread.join(timeout=1.0)
+
+
+class _Listener:
+    def __init__(self):
+        self.depth = 0
+        self.ticker = None
+
+    def on_start(self, ev):
+        self.depth += 1
+        if self.depth != 1 or quiet() or not _state["on"]:
+            return
+        d = ev.data.get("dispatcher")
+        name = getattr(getattr(d, "py_func", None), "__name__", "kernel")
+        what, est = describe(name, ev.data.get("args", ()))
+        hint = f", ~{est} s" if est else ""
+        stream = sys.stderr
+        try:
+            print(f"compiling {what} -- first run only{hint}", file=stream, flush=True)
+            self.ticker = _Ticker(what, stream)
+        except Exception:  # a closed stream must not break the computation
+            self.ticker = None
+
+    def on_end(self, ev):
+        self.depth = max(self.depth - 1, 0)
+        if self.depth == 0 and self.ticker is not None:
+            self.ticker.stop()
+            self.ticker = None
+
+
+_installed = None
+
+
+def install():
+    """Register the compile listener (once per process)."""
+    global _installed
+    if _installed is not None:
+        return
+    from numba.core import event
+
+    class Listener(event.Listener):
+        def __init__(self, impl):
+            self.impl = impl
+
+        def on_start(self, ev):
+            self.impl.on_start(ev)
+
+        def on_end(self, ev):
+            self.impl.on_end(ev)
+
+    _installed = Listener(_Listener())
+    event.register("numba:compile", _installed)

@@ -1,0 +1,74 @@
+"""The line that says a kernel compiles (an empty kernel cache), its progress reports, and quiet."""
+
+import io
+import os
+import subprocess
+import sys
+import types
+
+import numba
+import numpy as np
+
+from nnlab import _compile_notice as CN
+
+_SMALL = "import numpy as np; from nnlab.kernels import cpu; cpu.n_nonfinite(np.zeros((2, 2)))"
+
+
+def _run(cache, quiet):
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache))
+    env.pop("NNLAB_QUIET", None)
+    if quiet:
+        env["NNLAB_QUIET"] = "1"
+    proc = subprocess.run([sys.executable, "-c", _SMALL], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stderr
+
+
+def test_a_compile_on_an_empty_cache_is_announced_on_stderr_even_when_piped(tmp_path):
+    err = _run(tmp_path, quiet=False)
+    assert "compiling kernel n_nonfinite (float64) -- first run only" in err
+    assert "compiling" not in _run(tmp_path, quiet=False)  # now loaded from the cache: nothing compiles
+
+
+def test_quiet_turns_the_announcement_off(tmp_path):
+    assert "compiling" not in _run(tmp_path, quiet=True)
+
+
+def test_the_executor_entry_points_are_named():
+    f32 = numba.typeof(np.zeros(3, np.float32))
+    i64, f64 = numba.typeof(np.zeros((2, 2), np.int64)), numba.typeof(np.zeros(3))
+    head = [i64, numba.typeof(np.zeros((2, 2))), i64]  # ops, hp (float64 for every network), tens
+    assert CN.describe("train_step_k2", head + [f32]) == ("the executor for dense layers: training step (float32)", 30)
+    words, _ = CN.describe("loss_and_grad_kc02", head + [f64])
+    assert words == "the executor for dense/RNN/LSTM layers: forward, loss and backward pass (float64)"
+    assert CN.describe("observe", [])[0] == "the executor for every layer kind: gradient statistics pass"
+    assert CN.describe("gemm", [])[0] == "kernel gemm"
+
+
+def test_a_long_compile_keeps_reporting_when_piped(monkeypatch):
+    monkeypatch.setattr(CN, "INTERVAL", 0.05)
+    stream = io.StringIO()
+    ticker = CN._Ticker("the thing", stream)
+    for _ in range(400):  # until the first report, at most ~20 s on a loaded machine
+        if "still compiling the thing" in stream.getvalue():
+            break
+        ticker.done.wait(0.05)
+    ticker.stop()
+    assert "still compiling the thing" in stream.getvalue()
+
+
+def test_the_notice_follows_enable_and_quiet(capsys, monkeypatch):
+    listener = CN._Listener()
+    ev = types.SimpleNamespace(data={"dispatcher": None, "args": ()})
+    monkeypatch.delenv("NNLAB_QUIET", raising=False)
+    was = CN._state["on"]
+    try:
+        for on, quiet, shown in ((True, None, True), (False, None, False), (True, "1", False)):
+            CN.enable(on)
+            if quiet:
+                monkeypatch.setenv("NNLAB_QUIET", quiet)
+            listener.on_start(ev)
+            listener.on_end(ev)
+            assert ("compiling kernel" in capsys.readouterr().err) is shown
+    finally:
+        CN.enable(was)
