@@ -165,7 +165,7 @@ class Shell:
 
         from nnlab_cli.main import cli
 
-        res = CliRunner().invoke(cli, words[1:], prog_name="nnlab", env={"COLUMNS": "100", "LINES": "40"})
+        res = CliRunner().invoke(cli, words[1:], prog_name="nnlab", env={"COLUMNS": "100", "LINES": "40", "NNLAB_QUIET": "1"})
         self.status = res.exit_code
         if res.exception is not None and not isinstance(res.exception, SystemExit):
             raise RuntimeError(f"{command!r} raised {res.exception!r}") from res.exception

@@ -3,6 +3,7 @@ ModelFileError for anything that is not an nnlab model file."""
 
 import json
 import os
+import re
 import zipfile
 
 import numpy as np
@@ -125,7 +126,7 @@ def test_failed_save_keeps_the_old_file(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(np, "savez", boom)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(ModelFileError, match=f"cannot save {re.escape(str(path))}: disk full"):
         _net(seed=2).save(path)
     assert path.read_bytes() == before
     assert sorted(os.listdir(tmp_path)) == ["m.npz"]
