@@ -29,6 +29,7 @@ from . import _validate
 from . import backend as _backend
 from .errors import HyperparameterError
 from .kernels import layout as L
+from .kernels import optim_cpu as _OK
 
 SATURATING = ("sigmoid", "tanh", "softsign", "hard_sigmoid")
 """Activations whose saturation ("network paralysis") the monitor measures."""
@@ -285,7 +286,7 @@ class GradientMonitor:
         loss = float(net._kernels.observe(prog.ops, prog.hp, prog.tens, net._store, self._grads, ws, dws, X, Y,
                                           net._loss_code, training, net._noise_seed(training), self._sat,
                                           self._stats))
-        norm = math.sqrt(float(np.sum(self._grads.astype(np.float64) ** 2)))
+        norm = float(_OK.norm2(self._grads))
         self.commit(loss, norm, None, X.shape[0], prog, dws)
         net.layer_errors = net._errors(prog, dws, X.shape[0])
         return loss

@@ -20,7 +20,9 @@ loss is the data loss without the penalty.
 A :class:`~nnlab.diagnostics.GradientMonitor` passed as ``monitor`` records per-layer gradient
 health inside the same compiled call (gradients before clipping, weights after the update).
 
-On a non-finite loss or gradient norm, ``on_nonfinite="stop"`` (default) skips that update, keeps
+On a non-finite loss or gradient norm, or an update that would leave a non-finite weight or optimizer
+state entry (a huge but finite gradient overflowing Adam's g², say), ``on_nonfinite="stop"`` (default)
+skips that update (weights, buffers and optimizer state as before it), keeps
 the last finite weights and makes ``fit`` stop; ``"raise"`` raises
 :class:`~nnlab.errors.NonFiniteError` (weights likewise kept); ``"ignore"`` applies the update anyway.
 """
@@ -177,7 +179,7 @@ class Trainer:
         if applied:
             opt.end_step()
         elif self.on_nonfinite == "raise":
-            raise NonFiniteError(f"non-finite {'loss' if not math.isfinite(loss) else 'gradient'} "
+            raise NonFiniteError(f"non-finite {_what(loss, norm)} "
                                  f"(loss {loss}, gradient norm {norm}); weights kept from the last finite step")
         return loss
 
@@ -292,7 +294,7 @@ class Trainer:
         history.loss.append(loss)
         history.grad_norm.append(self.last.grad_norm)
         if not self.last.applied:
-            history.stopped = (f"non-finite {'loss' if not math.isfinite(loss) else 'gradient'} at "
+            history.stopped = (f"non-finite {_what(loss, self.last.grad_norm)} at "
                                f"epoch {epoch + 1}, step {len(history.loss)}; weights kept")
             return False
         if step_callback is not None:
@@ -432,9 +434,9 @@ class Trainer:
             history.grad_norm.append(norm)
             if not applied:
                 if self.on_nonfinite == "raise":
-                    raise NonFiniteError(f"non-finite {'loss' if not math.isfinite(loss) else 'gradient'} "
+                    raise NonFiniteError(f"non-finite {_what(loss, norm)} "
                                          f"(loss {loss}, gradient norm {norm}); weights kept from the last finite step")
-                history.stopped = (f"non-finite {'loss' if not math.isfinite(loss) else 'gradient'} at "
+                history.stopped = (f"non-finite {_what(loss, norm)} at "
                                    f"epoch {epoch + 1}, step {len(history.loss)}; weights kept")
                 break
             total += loss * min(batch_size, n - s * batch_size)
@@ -472,6 +474,15 @@ class Trainer:
         loss = float(net._kernels.eval_chunks(prog.ops, prog.hp, prog.tens, net._store, buf, X, Y,
                                               net._loss_code, m, out))
         return loss, _accuracy(net._loss_code, out, Y)
+
+
+def _what(loss, norm):
+    """What was non-finite in a step whose update was not applied."""
+    if not math.isfinite(loss):
+        return "loss"
+    if not math.isfinite(norm):
+        return "gradient"
+    return "optimizer update (a weight or an optimizer state entry would have overflowed)"
 
 
 def _accuracy(loss_code, out, Y):

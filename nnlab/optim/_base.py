@@ -49,6 +49,14 @@ def check_real(value, name, lo=None, hi=None, lo_open=False, hi_open=False):
     return v
 
 
+def check_eps(value, name="eps"):
+    """ε > 0, finite: ε = 0 makes a zero gradient's step 0/0 = NaN."""
+    v = _validate.real_scalar(value, name)
+    if not v > 0.0:
+        raise HyperparameterError(f"{name} must be > 0 (with {name} = 0 a zero gradient gives 0/0 = NaN); got {v}")
+    return v
+
+
 def check_bool(value, name):
     if not isinstance(value, (bool, np.bool_)):
         raise HyperparameterError(f"{name} must be True or False; got {value!r}")
@@ -237,11 +245,30 @@ class Optimizer:
             state = [self._new_state(pf.size, pf.dtype) for _, pf, _ in work]
         else:
             state = self._state
-        for (p, pf, g), s in zip(work, state):
+        gmax = max(float(K.max_abs(g)) for _, _, g in work)
+        safe = all(K.update_is_safe(hp, pf, gmax) for _, pf, _ in work)
+        kept = None if safe else [(pf.copy(), s.copy()) for (_, pf, _), s in zip(work, state)]
+        for (_, pf, g), s in zip(work, state):
             K.opt_update(self.code, hp, t, pf, g, s)
+        if kept is not None:
+            self._undo_if_nonfinite([pf for _, pf, _ in work], state, kept, gmax)
+        for p, pf, _ in work:
             if not np.shares_memory(pf, p):
                 p[...] = pf.reshape(p.shape)
         self._commit(state, [(p.shape, p.dtype) for p, _, _ in work])
+
+    def _undo_if_nonfinite(self, flats, state, kept, gmax):
+        """After an update that :func:`~nnlab.kernels.optim_cpu.update_is_safe` could not vouch for:
+        if a parameter or a state entry came out non-finite, put every array back and raise."""
+        for k, (pf, s) in enumerate(zip(flats, state)):
+            if not (K.all_finite(pf) and K.all_finite(s.reshape(-1))):
+                for (p0, s0), pf2, s2 in zip(kept, flats, state):
+                    pf2[...] = p0
+                    s2[...] = s0
+                what = "parameters" if not K.all_finite(pf) else f"optimizer state ({self.name})"
+                raise NonFiniteError(
+                    f"this update would make the {what} of params[{k}] non-finite (largest |g| = {gmax:.3g}, "
+                    f"lr = {self.lr!r}); parameters and state were left unchanged -- clip the gradients or lower lr")
 
     def step_flat(self, p, g, *, check_finite=True):
         """Fast path: one update of the 1-D contiguous float buffer ``p`` from ``g`` (same dtype,
@@ -254,7 +281,10 @@ class Optimizer:
         if check_finite and not K.all_finite(g):
             _validate.check_finite(g, "g")
         code, hp, t, state = self.begin_flat(p)
-        K.opt_update(code, hp, t, p, g, state)
+        if not K.opt_update_checked(code, hp, t, p, g, state, K.max_abs(g)):
+            raise NonFiniteError(f"this update would make a parameter or the optimizer state ({self.name}) "
+                                 f"non-finite (largest |g| = {float(K.max_abs(g)):.3g}); parameters and state "
+                                 "were left unchanged -- clip the gradients or lower lr")
         self.end_step()
 
     def begin_flat(self, p):
