@@ -36,7 +36,7 @@ import numpy as np
 from . import _validate
 from . import clip as _clip
 from . import optim as _optim
-from .errors import HyperparameterError, NonFiniteError, ShapeError
+from .errors import HyperparameterError, NnlabError, NonFiniteError, ShapeError
 from .kernels import cpu as CK
 from .kernels import optim_cpu as OK
 from .kernels.layout import HP_CARRY, LOSS_BCE, LOSS_SOFTMAX_CE
@@ -243,7 +243,15 @@ class Trainer:
             Xv, Yv = X[-n_val:], Y[-n_val:]
             X, Y = X[:-n_val], Y[:-n_val]
         elif validation_data is not None:
-            Xv, Yv = net._prepare(*validation_data)
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                got = type(validation_data).__name__
+                if isinstance(validation_data, (tuple, list)):
+                    got += f" of length {len(validation_data)}"
+                raise HyperparameterError(f"validation_data must be a pair (X_val, y_val); got {got}")
+            try:
+                Xv, Yv = net._prepare(*validation_data)
+            except NnlabError as exc:
+                raise type(exc)(f"validation_data: {exc}") from None
         else:
             Xv = Yv = None
         rng = np.random.default_rng(seed)

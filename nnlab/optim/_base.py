@@ -77,6 +77,22 @@ def check_betas(betas):
             check_real(b2, "betas[1]", 0.0, 1.0, hi_open=True))
 
 
+def _shape_entry(k, entry):
+    """One (shape, dtype) of a state_dict's 'shapes' list, validated."""
+    try:
+        shape, dtype = entry
+        shape = tuple(int(n) for n in shape)
+        if any(n < 0 for n in shape):
+            raise ValueError
+        dtype = np.dtype(dtype)
+    except (TypeError, ValueError):
+        raise ShapeError(f"state_dict: shapes[{k}] must be (shape, dtype) like ([3, 2], 'float32'); "
+                         f"got {entry!r}") from None
+    if dtype not in _FLOATS:
+        raise DTypeError(f"state_dict: shapes[{k}] has dtype {dtype}; expected float32 or float64")
+    return shape, dtype
+
+
 # ---------------------------------------------------------------- the base class
 class Optimizer:
     """Base class: ``step(params, grads)`` on any list of float arrays, ``step_flat(p, g)`` on one
@@ -361,6 +377,13 @@ class Optimizer:
             raise HyperparameterError(f"state_dict is for optimizer {got!r}, not {self.name!r}")
         old = self.hyperparams()
         try:
+            missing = [k for k in ("hyperparams", "step") if k not in sd]
+            if missing:
+                raise HyperparameterError(f"state_dict is missing {', '.join(map(repr, missing))} "
+                                          f"(it has {', '.join(map(repr, sd))})")
+            if not isinstance(sd["hyperparams"], dict):
+                raise HyperparameterError(f"state_dict['hyperparams'] must be a dict; got "
+                                          f"{type(sd['hyperparams']).__name__}")
             for k, v in sd["hyperparams"].items():
                 if k not in self.hyper:
                     raise HyperparameterError(f"unknown hyperparameter {k!r} for {self.name}")
@@ -371,19 +394,25 @@ class Optimizer:
                 raise HyperparameterError(f"step must be an integer >= 0; got {step!r}")
             state, shapes = sd.get("state"), sd.get("shapes")
             if state is not None:
-                if shapes is None or len(shapes) != len(state):
+                if not isinstance(state, (list, tuple)):
+                    raise ShapeError(f"state_dict['state'] must be a list of arrays; got {type(state).__name__}")
+                if not isinstance(shapes, (list, tuple)) or len(shapes) != len(state):
                     raise ShapeError("state_dict: 'shapes' must list one (shape, dtype) per state array")
-                shapes = [(tuple(int(n) for n in s), np.dtype(d)) for s, d in shapes]
+                shapes = [_shape_entry(k, e) for k, e in enumerate(shapes)]
                 arrays = []
                 for k, (s, (shape, dtype)) in enumerate(zip(state, shapes)):
-                    s = np.array(s, dtype=dtype, copy=True)
+                    s = _validate.as_float_array(s, f"state_dict: state[{k}]", dtype=dtype).copy()
                     size = int(np.prod(shape))
                     if s.shape != (self.n_slots(), size):
                         raise ShapeError(f"state_dict: state[{k}] has shape {s.shape}, expected "
                                          f"{(self.n_slots(), size)}")
                     arrays.append(s)
                 state = arrays
-            scalars = {k: float(v) for k, v in sd.get("scalars", {}).items()}
+            scalars = sd.get("scalars", {})
+            if not isinstance(scalars, dict) or not all(
+                    isinstance(v, numbers.Real) and not isinstance(v, bool) for v in scalars.values()):
+                raise HyperparameterError(f"state_dict['scalars'] must map names to numbers; got {scalars!r}")
+            scalars = {k: float(v) for k, v in scalars.items()}
             if not all(math.isfinite(v) for v in scalars.values()):
                 raise NonFiniteError("state_dict: non-finite scalar state")
         except Exception:
