@@ -67,7 +67,10 @@ def real_scalar(value, name, *, positive=False, nonnegative=False):
     """Return ``value`` as a finite float, or raise :class:`HyperparameterError`."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise HyperparameterError(f"{name} must be a real number; got {value!r}")
-    v = float(value)
+    try:
+        v = float(value)
+    except (OverflowError, ValueError, TypeError):  # an int beyond float range, an odd Real subclass
+        raise HyperparameterError(f"{name} must be a finite real number; got {value!r:.60}") from None
     if not math.isfinite(v):
         raise HyperparameterError(f"{name} must be finite; got {v}")
     if positive and v <= 0:

@@ -297,6 +297,8 @@ class Sequential:
                 raise ShapeError(f"X must have shape (N, T, {self.n_in}); got {X.shape}")
             if X.shape[1] == 0:
                 raise ShapeError("X has no time steps")
+            if X.shape[0] == 0:
+                raise ShapeError("X has no rows")
             steps = X.shape[1]
             X = np.ascontiguousarray(X.reshape(X.shape[0], -1))
         elif X.ndim != 2 or X.shape[1] != self.n_in:

@@ -107,7 +107,7 @@ class Trainer:
         self.clip_kind, self.clip_value, clip_raises = _clip_spec(clip)
         self.clip = clip
         self.regularizer = _reg_spec(regularizer)
-        if on_nonfinite not in ("stop", "raise", "ignore"):
+        if not isinstance(on_nonfinite, str) or on_nonfinite not in ("stop", "raise", "ignore"):
             raise HyperparameterError(f"on_nonfinite must be 'stop', 'raise' or 'ignore'; got {on_nonfinite!r}")
         self.on_nonfinite = "raise" if clip_raises else on_nonfinite
         self._offsets = np.array([o for o, _ in net._shapes] + [net.n_params], dtype=np.int64)
