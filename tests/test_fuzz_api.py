@@ -184,7 +184,7 @@ ACT_NAMES = [n for n in nl.activations.names() if n != "scaled"]
 def test_activations_forward_and_derivatives(name, z, data):
     act = nl.activations.get(name)
     for what in ("forward", "derivative"):
-        out = attempt(lambda: getattr(act, what)(z), ["z"], kind=f"activation.{what}")
+        out = attempt(lambda what=what: getattr(act, what)(z), ["z"], kind=f"activation.{what}")
         if isinstance(out, Refused):
             continue
         za = np.asarray(z)
