@@ -331,8 +331,9 @@ class Activation:
             return v
         for p in self.entry.params:
             if p.name == name:
-                if isinstance(value, numbers.Real) and not isinstance(value, bool) and float(value) == self.values[name]:
-                    return float(value)
+                v = _check_value_or_none(value)
+                if v is not None and v == self.values[name]:
+                    return v
                 return _check_value(p, value, self.name)
         raise UnknownNameError(f"activation {self.name!r} has no parameter {name!r}; it has "
                                f"{list(self.values) + ['a']}")
@@ -403,6 +404,16 @@ class Activation:
         raise UnknownNameError(
             f"activation {self.name!r} has no parameter {name!r}; it has {list(self.values) + ['a']}"
         )
+
+
+def _check_value_or_none(value):
+    """``value`` as a float when it is a real number that converts, else None."""
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        return None
+    try:
+        return float(value)
+    except (OverflowError, ValueError, TypeError):
+        return None
 
 
 def _check_value(p, value, ent_name):

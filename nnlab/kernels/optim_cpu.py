@@ -589,10 +589,18 @@ SAFE_F64 = 2.0 ** 240
 
 @njit(**JIT)
 def update_is_safe(hp, p, gnorm):
-    """True when one update of ``p`` with a gradient of norm ``gnorm`` cannot overflow (see above)."""
+    """True when one update of ``p`` with a gradient of norm ``gnorm`` cannot overflow (see above):
+    the effective gradient g + wd·p + l1·sign(p) is bounded by gnorm + wd·max|p| + l1 (max|p| is
+    read only when there is a coupled decay), and the decoupled decay factor 1 − lr·dwd by 1."""
     lim = SAFE_F32 if p.itemsize == 4 else SAFE_F64
     lr = abs(hp[H_LR])
-    return gnorm <= lim and lr <= lim and lr * gnorm <= lim
+    wd = abs(hp[H_WD])
+    if not (lr * abs(hp[H_DWD]) <= 1.0):
+        return False
+    g = gnorm + abs(hp[H_L1])
+    if wd != 0.0:
+        g += wd * max_abs(p)
+    return g <= lim and lr <= lim and lr * g <= lim
 
 
 @njit(**JIT)

@@ -284,7 +284,8 @@ class Optimizer:
                 what = "parameters" if not K.all_finite(pf) else f"optimizer state ({self.name})"
                 raise NonFiniteError(
                     f"this update would make the {what} of params[{k}] non-finite (largest |g| = {gmax:.3g}, "
-                    f"lr = {self.lr!r}); parameters and state were left unchanged -- clip the gradients or lower lr")
+                    f"lr = {self.lr!r}); parameters and state were left unchanged -- clip the gradients, or lower "
+                    "lr or the weight decay")
 
     def step_flat(self, p, g, *, check_finite=True):
         """Fast path: one update of the 1-D contiguous float buffer ``p`` from ``g`` (same dtype,
@@ -300,7 +301,7 @@ class Optimizer:
         if not K.opt_update_checked(code, hp, t, p, g, state, K.max_abs(g)):
             raise NonFiniteError(f"this update would make a parameter or the optimizer state ({self.name}) "
                                  f"non-finite (largest |g| = {float(K.max_abs(g)):.3g}); parameters and state "
-                                 "were left unchanged -- clip the gradients or lower lr")
+                                 "were left unchanged -- clip the gradients, or lower lr or the weight decay")
         self.end_step()
 
     def begin_flat(self, p):
@@ -390,8 +391,8 @@ class Optimizer:
                 setattr(self, k, tuple(v) if isinstance(v, list) else v)
             self._check()
             step = sd["step"]
-            if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 0:
-                raise HyperparameterError(f"step must be an integer >= 0; got {step!r}")
+            if isinstance(step, bool) or not isinstance(step, numbers.Integral) or not 0 <= step < 2 ** 53:
+                raise HyperparameterError(f"state_dict: step must be an integer in [0, 2^53); got {step!r}")
             state, shapes = sd.get("state"), sd.get("shapes")
             if state is not None:
                 if not isinstance(state, (list, tuple)):
