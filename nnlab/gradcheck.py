@@ -14,6 +14,7 @@ True
 False
 """
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -91,14 +92,16 @@ def compare(name, analytic, numeric, eps=EPS, atol=ATOL, rtol=RTOL, where=""):
         raise _validate.ShapeError(f"{name}: analytic gradient has shape {a.shape}, numeric {n.shape}")
     if a.size == 0:
         return CheckResult(name, True, 0, eps=eps, atol=atol, rtol=rtol)
-    err = np.abs(a - n)
-    ratio = err / (atol + rtol * np.abs(n))
-    ratio = np.where(np.isnan(ratio), np.inf, ratio)  # NaN on either side is a failure
-    k = int(np.argmax(ratio))
-    idx = np.unravel_index(k, a.shape)
-    ok = bool(ratio[idx] <= 1.0)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # 0/0 and x/0 are judged below
+        err = np.abs(a - n)
+        ratio = err / (atol + rtol * np.abs(n))
+        ratio = np.where(np.isnan(ratio), np.inf, ratio)  # NaN on either side is a failure
+        k = int(np.argmax(ratio))
+        idx = np.unravel_index(k, a.shape)
+        ok = bool(ratio[idx] <= 1.0)
+        rel = float(err[idx] / max(abs(n[idx]), 1e-300))
     return CheckResult(name, ok, int(a.size), tuple(int(i) for i in idx), float(a[idx]), float(n[idx]),
-                       float(err[idx]), float(err[idx] / max(abs(n[idx]), 1e-300)), eps, atol, rtol, where)
+                       float(err[idx]), rel, eps, atol, rtol, where)
 
 
 def numeric_gradient(f, x, eps=EPS):
@@ -116,7 +119,12 @@ def numeric_gradient(f, x, eps=EPS):
         flat[i] = old - eps
         fm = _scalar(f(x), "f")
         flat[i] = old
-        gflat[i] = (fp - fm) / (2 * eps)
+        with np.errstate(over="ignore", invalid="ignore"):
+            gflat[i] = (fp - fm) / (2 * eps)
+        if not (math.isfinite(fp) and math.isfinite(fm) and math.isfinite(gflat[i])):
+            raise _validate.NonFiniteError(
+                f"the central difference at index {i} is not finite: f(x ± eps) = {fp}, {fm} with eps = {eps:g} "
+                f"(x = {old:g}); use a smaller eps, or check that f is finite around x")
     return g
 
 
