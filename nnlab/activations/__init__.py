@@ -421,6 +421,9 @@ def _check_value(p, value, ent_name):
                               nonnegative=p.nonnegative)
     if p.nonzero and v == 0:
         raise HyperparameterError(f"{ent_name}.{p.name} must be nonzero; got 0")
+    if ent_name == "softplus" and p.name == "beta" and v < 1e-300:
+        # f(0) = log(2)/β: beyond this every output overflows
+        raise HyperparameterError(f"softplus.beta must be >= 1e-300 (f(0) = log(2)/beta overflows); got {v}")
     return v
 
 

@@ -59,7 +59,7 @@ class SGD(Optimizer):
 
     def _check(self):
         self._check_common()
-        if self.momentum_form not in ("torch", "ema"):
+        if not isinstance(self.momentum_form, str) or self.momentum_form not in ("torch", "ema"):
             raise HyperparameterError(f"momentum_form must be 'torch' or 'ema'; got {self.momentum_form!r}")
         ema = self.momentum_form == "ema"
         mu = check_real(self.momentum, "momentum", 0.0, 1.0 if ema else None, hi_open=ema)
