@@ -112,6 +112,7 @@ def numeric_gradient(f, x, eps=EPS):
     x = _validate.as_float_array(x, "x", dtype=np.float64).copy()
     g = np.empty_like(x)
     flat, gflat = x.reshape(-1), g.reshape(-1)
+    f0 = None
     for i in range(flat.size):
         old = flat[i]
         flat[i] = old + eps
@@ -121,7 +122,10 @@ def numeric_gradient(f, x, eps=EPS):
         flat[i] = old
         with np.errstate(over="ignore", invalid="ignore"):
             gflat[i] = (fp - fm) / (2 * eps)
-        if not (math.isfinite(fp) and math.isfinite(fm) and math.isfinite(gflat[i])):
+        if not (math.isfinite(fp) and math.isfinite(fm) and math.isfinite(gflat[i])) and f0 is None:
+            f0 = _scalar(f(x), "f")
+        if not (math.isfinite(fp) and math.isfinite(fm) and math.isfinite(gflat[i])) and math.isfinite(f0):
+            # f is finite at x but not at x ± eps: eps reached outside f's domain (a NaN f is a failure)
             raise _validate.NonFiniteError(
                 f"the central difference at index {i} is not finite: f(x ± eps) = {fp}, {fm} with eps = {eps:g} "
                 f"(x = {old:g}); use a smaller eps, or check that f is finite around x")
