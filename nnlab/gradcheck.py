@@ -95,6 +95,7 @@ def compare(name, analytic, numeric, eps=EPS, atol=ATOL, rtol=RTOL, where=""):
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # 0/0 and x/0 are judged below
         err = np.abs(a - n)
         ratio = err / (atol + rtol * np.abs(n))
+        ratio = np.where(err == 0, 0.0, ratio)  # an exact match passes, even with atol = 0 at n = 0
         ratio = np.where(np.isnan(ratio), np.inf, ratio)  # NaN on either side is a failure
         k = int(np.argmax(ratio))
         idx = np.unravel_index(k, a.shape)
