@@ -24,19 +24,42 @@ def as_float_array(x, name, dtype=None, ndim=None, finite=True):
         )
     if ndim is not None and arr.ndim != ndim:
         raise ShapeError(f"{name} must be {ndim}-D; got shape {arr.shape}")
-    arr = np.ascontiguousarray(arr, dtype=dtype or (arr.dtype if arr.dtype.kind == "f" else np.float64))
+    src = arr
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflowing cast is reported below
+        arr = np.ascontiguousarray(arr, dtype=dtype or (arr.dtype if arr.dtype.kind == "f" else np.float64))
+    narrowed = arr.dtype.kind == "f" and (src.dtype.kind != "f" or src.dtype.itemsize > arr.dtype.itemsize)
     if finite:
-        check_finite(arr, name)
+        check_finite(arr, name, src if narrowed else None)
+    elif narrowed and arr.size and not np.isfinite(arr).all():
+        _check_cast(arr, src, name)
     return arr
 
 
-def check_finite(arr, name):
-    """Raise :class:`NonFiniteError` naming the first NaN/Inf entry of ``arr``."""
-    if arr.size and not np.isfinite(arr).all():
-        bad = np.argwhere(~np.isfinite(arr))[0]
-        where = tuple(int(i) for i in bad)
+def _where(bad):
+    where = tuple(int(i) for i in bad)
+    return where if len(where) > 1 else (where[0] if where else "()")
+
+
+def _check_cast(arr, src, name):
+    """Raise when a finite entry of ``src`` became ±inf in ``arr`` (a narrowing cast overflowed)."""
+    over = np.isinf(arr) & np.isfinite(src)
+    if over.any():
+        bad = np.argwhere(over)[0] if arr.ndim else ()
         raise NonFiniteError(
-            f"{name} contains a non-finite value ({arr[tuple(bad)]}) at index {where if len(where) > 1 else where[0]}"
+            f"{name} has the finite value {src[tuple(bad)]!r} at index {_where(bad)}, which overflows {arr.dtype} "
+            f"when cast (the largest {arr.dtype} is {np.finfo(arr.dtype).max:.7g}): rescale it or use float64")
+
+
+def check_finite(arr, name, src=None):
+    """Raise :class:`NonFiniteError` naming the first NaN/Inf entry of ``arr``; with ``src`` (the
+    data ``arr`` was cast from), an entry that was finite before the cast is reported as an
+    overflowing cast."""
+    if arr.size and not np.isfinite(arr).all():
+        if src is not None:
+            _check_cast(arr, src, name)
+        bad = np.argwhere(~np.isfinite(arr))[0] if arr.ndim else ()
+        raise NonFiniteError(
+            f"{name} contains a non-finite value ({arr[tuple(bad)]}) at index {_where(bad)}"
         )
 
 
@@ -44,7 +67,10 @@ def real_scalar(value, name, *, positive=False, nonnegative=False):
     """Return ``value`` as a finite float, or raise :class:`HyperparameterError`."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise HyperparameterError(f"{name} must be a real number; got {value!r}")
-    v = float(value)
+    try:
+        v = float(value)
+    except (OverflowError, ValueError, TypeError):  # an int beyond float range, an odd Real subclass
+        raise HyperparameterError(f"{name} must be a finite real number; got {value!r:.60}") from None
     if not math.isfinite(v):
         raise HyperparameterError(f"{name} must be finite; got {v}")
     if positive and v <= 0:

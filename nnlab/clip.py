@@ -5,7 +5,9 @@
 * :func:`by_global_norm`: all tensors together, N = √(Σ_k ‖g_k‖²), g ← g·min(1, c/(N + 10⁻⁶))
   (``torch.nn.utils.clip_grad_norm_``): the direction is kept, the pre-clip N is returned.
 
-Norms are accumulated in float64 whatever the dtype. Because of the 10⁻⁶ (PyTorch's), a clipped
+Norms are accumulated in float64 whatever the dtype, and scaled where the plain sum of squares
+would overflow or underflow (as BLAS ``nrm2``): gradients of 1e200 or 1e-300 have their true norm,
+never inf or 0. Because of the 10⁻⁶ (PyTorch's), a clipped
 gradient's norm is c·N/(N + 10⁻⁶), just under c, and clipping again shrinks it by a further
 relative ≈10⁻⁶/c: clipping is idempotent only to that accuracy.
 
@@ -27,6 +29,8 @@ ClipByGlobalNorm(max_norm=1.0, error_if_nonfinite=False)
 >>> [g.round(6).tolist() for g in grads]
 [[0.6, 0.0], [[0.8]]]
 """
+
+import math
 
 import numpy as np
 
@@ -69,9 +73,29 @@ def _threshold(value, name):
     return _validate.real_scalar(value, name, nonnegative=True)
 
 
+def _global(flats):
+    """√(Σ_k ‖g_k‖²) of flat arrays without overflow or underflow: the plain float64 sum when it is
+    in range, else the sum of squares scaled by a power of two near max|g| (the bits of the fused
+    step's ``optim_cpu.global_from_sq``)."""
+    total = 0.0
+    for f in flats:
+        total += K.sq_norm(f)
+    if K.sq_in_range(total) or total != total:
+        return float(np.sqrt(total))
+    big = max((float(K.max_abs(f)) for f in flats), default=0.0)
+    if big == 0.0 or not big <= K.DBL_MAX:
+        return big
+    s1, s2, e = K.norm_scales(big)
+    t = 0.0
+    for f in flats:
+        t += K.scaled_sq(f, s1, s2)
+    return math.ldexp(math.sqrt(t), e)
+
+
 def global_norm(grads):
-    """√(Σ_k ‖g_k‖²) over a list of arrays (float64 accumulation); no change to ``grads``."""
-    return float(np.sqrt(sum(K.sq_norm(f) for _, f in _flat_views(grads))))
+    """√(Σ_k ‖g_k‖²) over a list of arrays (float64 accumulation, scaled: no overflow or
+    underflow); no change to ``grads``."""
+    return _global([f for _, f in _flat_views(grads)])
 
 
 def by_value(grads, clip_value):
@@ -90,7 +114,7 @@ def by_norm(grads, max_norm):
     pairs = _flat_views(grads)
     norms = []
     for _, f in pairs:
-        n = float(np.sqrt(K.sq_norm(f)))
+        n = float(K.norm2(f))
         s = K.clip_coef(n, c)
         if s < 1.0:
             K.scale_inplace(f, s)
@@ -108,7 +132,7 @@ def by_global_norm(grads, max_norm, error_if_nonfinite=False):
     if not isinstance(error_if_nonfinite, (bool, np.bool_)):
         raise HyperparameterError(f"error_if_nonfinite must be True or False; got {error_if_nonfinite!r}")
     pairs = _flat_views(grads)
-    n = float(np.sqrt(sum(K.sq_norm(f) for _, f in pairs)))
+    n = _global([f for _, f in pairs])
     if not np.isfinite(n):
         if error_if_nonfinite:
             raise NonFiniteError(f"the total norm of the gradients is {n}; they were not clipped")
@@ -171,7 +195,7 @@ class ClipByNorm(Transform):
 
     def __call__(self, grads):
         norms = by_norm(grads, self.max_norm)
-        self.last_norm = float(np.sqrt(sum(n * n for n in norms)))
+        self.last_norm = float(math.hypot(*norms))
         return grads
 
 

@@ -29,6 +29,8 @@ from . import _validate
 from . import backend as _backend
 from .errors import HyperparameterError
 from .kernels import layout as L
+from .kernels import optim_cpu as _OK
+from .kernels.common import act_slots as _act_slots
 
 SATURATING = ("sigmoid", "tanh", "softsign", "hard_sigmoid")
 """Activations whose saturation ("network paralysis") the monitor measures."""
@@ -132,6 +134,11 @@ REMEDIES = {
     "underflow": "fix the vanishing gradient first; train in float64; or flush denormals to zero "
                  "(nl.backend.set_flush_denormals(True)) so that they stop costing time",
 }
+
+
+def _slots(ops, hp, store, i):
+    """(p0, p1, p2, a) of op i as the compiled kernels read them."""
+    return _act_slots.py_func(ops, hp, store, i)
 
 
 def _saturation_row(act, ratio):
@@ -240,6 +247,12 @@ class GradientMonitor:
                 self._sat[i] = _saturation_row(layer.activation, self.saturation_ratio)
         self.saturation_z = [float(self._sat[i, 2]) if self._sat[i, 0] and self._sat[i, 2] > 0 else None
                              for i in prog.watched]
+        # a learnable slope or scale moves the derivative's maximum: those rows' thresholds are
+        # recomputed from the live values before every recorded step (see _refresh_saturation)
+        self._live_sat = [(i, layer.activation) for i, layer in zip(prog.watched, self.layers)
+                          if layer.kind == "Dense" and self._sat[i, 0] and self._sat[i, 2] <= 0
+                          and ops[i, L.F_AMASK] != 0]
+        self._sat_prog = prog
         self.recurrent = [self.layers[int(ops[i, L.F_LEVEL])].label for i in prog.recurrent]
         self._prev = np.zeros_like(net._flat)
         self._stats = np.zeros((len(self.layers), L.NS))
@@ -251,7 +264,17 @@ class GradientMonitor:
     # -------------------------------------------------------------- recording
     def buffers(self):
         """(prev, sat, stats): the arrays the compiled step fills when recording."""
+        self._refresh_saturation()
         return self._prev, self._sat, self._stats
+
+    def _refresh_saturation(self):
+        """The saturation threshold ratio·max|a·θ'| of layers whose slope α (sigmoid) or scale a is
+        learned, from their current values (the threshold follows the derivative's maximum)."""
+        prog = self._sat_prog
+        for i, act in self._live_sat:
+            p0, _, _, a = _slots(prog.ops, prog.hp, self.net._store, i)
+            unit = abs(p0) / 4 if act.name == "sigmoid" else float(act.entry.facts.deriv_range[1])
+            self._sat[i, 1] = self.saturation_ratio * abs(a) * unit
 
     def commit(self, loss, total_norm, applied, batch, prog=None, dws=None):
         """Keep the statistics the compiled call just wrote (and the flush-to-zero state).
@@ -282,10 +305,11 @@ class GradientMonitor:
         ws, dws = net._workspace(X.shape[0], prog.width)
         if self._grads is None:
             self._grads = np.zeros_like(net._flat)
+        self._refresh_saturation()
         loss = float(net._kernels.observe(prog.ops, prog.hp, prog.tens, net._store, self._grads, ws, dws, X, Y,
                                           net._loss_code, training, net._noise_seed(training), self._sat,
                                           self._stats))
-        norm = math.sqrt(float(np.sum(self._grads.astype(np.float64) ** 2)))
+        norm = float(_OK.norm2(self._grads))
         self.commit(loss, norm, None, X.shape[0], prog, dws)
         net.layer_errors = net._errors(prog, dws, X.shape[0])
         return loss
@@ -485,6 +509,41 @@ def _weights_nan(m):
         t, l = (int(i) for i in bad[0])
         v.evidence = f"layer {m.layer_label(l)} has non-finite weights (||W|| = {w[t, l]}) after step {t + 1}"
         v.step, v.layer = t + 1, l + 1
+    return v
+
+
+def _gradient_nan(m):
+    """A non-finite gradient while the loss is finite (an overflow inside the backward pass), or an
+    update that would have left a non-finite weight or optimizer state entry (a huge but finite
+    gradient overflowing g² in Adam's state, say): the loss alone does not show either."""
+    g = m.series("grad_norm")
+    b = m.series("bias_grad_norm")
+    bad = []
+    for t, loss in enumerate(m.loss):
+        if not math.isfinite(loss):
+            continue
+        total = m.grad_norm_total[t]
+        layers = np.flatnonzero(~(np.isfinite(g[t]) & np.isfinite(b[t]))) if g.size else np.zeros(0, int)
+        if not math.isfinite(total) or layers.size:
+            bad.append((t, "gradient", total, layers))
+        elif m.applied[t] is False:
+            bad.append((t, "update", total, layers))
+    v = Verdict("gradient_nan", "exploding", bool(bad),
+                "a non-finite gradient with a finite loss, or an update that would make weights or optimizer "
+                "state non-finite", "every gradient and update finite", REMEDIES["exploding"])
+    if bad:
+        t, what, total, layers = bad[0]
+        if what == "gradient":
+            where = f" (layer {m.layer_label(int(layers[0]))})" if layers.size else ""
+            v.evidence = (f"gradient norm {total} at step {t + 1}{where} while the loss was finite "
+                          f"({_fmt(m.loss[t])})")
+        else:
+            v.evidence = (f"the update of step {t + 1} (gradient norm {_fmt(total)}) would have made a weight or the "
+                          f"optimizer state non-finite; it was skipped (weights and state kept)")
+        v.step = t + 1
+        v.data = {"steps": [b_[0] + 1 for b_ in bad], "kinds": [b_[1] for b_ in bad]}
+        if layers.size:
+            v.layer = int(layers[0]) + 1
     return v
 
 
@@ -777,7 +836,7 @@ def _underflow(m):
 
 _CHECKS = [
     _loss_high, _loss_jumps, _loss_nan,
-    lambda m: _weights_trend(m, True), _weights_nan,
+    lambda m: _weights_trend(m, True), _weights_nan, _gradient_nan,
     lambda m: _gradient_ratio(m, exploding=True),
     _slow_progress, lambda m: _gradient_ratio(m, exploding=False),
     lambda m: _weights_trend(m, False), _weights_to_zero,
@@ -790,7 +849,8 @@ _CHECKS = [
     _underflow,
 ]
 
-VERDICT_NAMES = ["loss_high", "loss_jumps", "loss_nan", "weights_growing", "weights_nan", "gradient_exploding",
+VERDICT_NAMES = ["loss_high", "loss_jumps", "loss_nan", "weights_growing", "weights_nan", "gradient_nan",
+                 "gradient_exploding",
                  "slow_progress", "gradient_vanishing", "weights_shrinking", "weights_to_zero", "dead_units",
                  "saturation", "underflow"]
 """The verdicts in the order :meth:`GradientMonitor.verdicts` returns them."""

@@ -14,6 +14,7 @@ True
 False
 """
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,44 +56,92 @@ class CheckResult:
                 f"({self.n_checked} checked; eps={self.eps:g}, atol={self.atol:g}, rtol={self.rtol:g})")
 
 
+def _tolerances(eps, atol, rtol):
+    """(eps, atol, rtol) as floats: eps > 0, atol >= 0, rtol >= 0, not both tolerances 0, all finite
+    (a negative or NaN tolerance would pass a wrong gradient; eps = 0 divides by zero)."""
+    eps = _validate.real_scalar(eps, "eps", positive=True)
+    atol = _validate.real_scalar(atol, "atol", nonnegative=True)
+    rtol = _validate.real_scalar(rtol, "rtol", nonnegative=True)
+    if atol == 0.0 and rtol == 0.0:
+        raise _validate.HyperparameterError("atol and rtol are both 0: no numeric derivative matches exactly; "
+                                            "give a positive atol or rtol")
+    return eps, atol, rtol
+
+
+def _scalar(value, name):
+    """``value`` (what the user's function returned) as a float, or a clear error."""
+    if isinstance(value, (bool, np.bool_)):
+        raise _validate.DTypeError(f"{name} must return a real number; got {value!r}")
+    try:
+        arr = np.asarray(value)
+    except Exception:
+        raise _validate.DTypeError(f"{name} must return a real number; got {type(value).__name__}") from None
+    if arr.dtype.kind not in "iuf":
+        raise _validate.DTypeError(f"{name} must return a real number; got {value!r} ({arr.dtype})")
+    if arr.size != 1:
+        raise _validate.ShapeError(f"{name} must return a scalar (a loss); got an array of shape {arr.shape}")
+    return float(arr.reshape(-1)[0])
+
+
 def compare(name, analytic, numeric, eps=EPS, atol=ATOL, rtol=RTOL, where=""):
     """Compare two arrays of derivatives elementwise and build a :class:`CheckResult`."""
+    eps, atol, rtol = _tolerances(eps, atol, rtol)
     a = np.asarray(analytic, dtype=np.float64)
     n = np.asarray(numeric, dtype=np.float64)
     if a.shape != n.shape:
         raise _validate.ShapeError(f"{name}: analytic gradient has shape {a.shape}, numeric {n.shape}")
     if a.size == 0:
         return CheckResult(name, True, 0, eps=eps, atol=atol, rtol=rtol)
-    err = np.abs(a - n)
-    ratio = err / (atol + rtol * np.abs(n))
-    ratio = np.where(np.isnan(ratio), np.inf, ratio)  # NaN on either side is a failure
-    k = int(np.argmax(ratio))
-    idx = np.unravel_index(k, a.shape)
-    ok = bool(ratio[idx] <= 1.0)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # 0/0 and x/0 are judged below
+        err = np.abs(a - n)
+        ratio = err / (atol + rtol * np.abs(n))
+        ratio = np.where(err == 0, 0.0, ratio)  # an exact match passes, even with atol = 0 at n = 0
+        ratio = np.where(np.isnan(ratio), np.inf, ratio)  # NaN on either side is a failure
+        k = int(np.argmax(ratio))
+        idx = np.unravel_index(k, a.shape)
+        ok = bool(ratio[idx] <= 1.0)
+        rel = float(err[idx] / max(abs(n[idx]), 1e-300))
     return CheckResult(name, ok, int(a.size), tuple(int(i) for i in idx), float(a[idx]), float(n[idx]),
-                       float(err[idx]), float(err[idx] / max(abs(n[idx]), 1e-300)), eps, atol, rtol, where)
+                       float(err[idx]), rel, eps, atol, rtol, where)
 
 
 def numeric_gradient(f, x, eps=EPS):
     """Central differences of scalar ``f`` at float64 array ``x`` (perturbing one element at a time)."""
-    x = np.array(x, dtype=np.float64)
+    eps = _validate.real_scalar(eps, "eps", positive=True)
+    if not callable(f):
+        raise _validate.HyperparameterError(f"f must be callable; got {f!r}")
+    x = _validate.as_float_array(x, "x", dtype=np.float64).copy()
     g = np.empty_like(x)
     flat, gflat = x.reshape(-1), g.reshape(-1)
+    f0 = None
     for i in range(flat.size):
         old = flat[i]
         flat[i] = old + eps
-        fp = float(f(x))
+        fp = _scalar(f(x), "f")
         flat[i] = old - eps
-        fm = float(f(x))
+        fm = _scalar(f(x), "f")
         flat[i] = old
-        gflat[i] = (fp - fm) / (2 * eps)
+        with np.errstate(over="ignore", invalid="ignore"):
+            gflat[i] = (fp - fm) / (2 * eps)
+        if not (math.isfinite(fp) and math.isfinite(fm) and math.isfinite(gflat[i])) and f0 is None:
+            f0 = _scalar(f(x), "f")
+        if not (math.isfinite(fp) and math.isfinite(fm) and math.isfinite(gflat[i])) and math.isfinite(f0):
+            # f is finite at x but not at x ± eps: eps reached outside f's domain (a NaN f is a failure)
+            raise _validate.NonFiniteError(
+                f"the central difference at index {i} is not finite: f(x ± eps) = {fp}, {fm} with eps = {eps:g} "
+                f"(x = {old:g}); use a smaller eps, or check that f is finite around x")
     return g
 
 
 def check(f, grad_f, x, eps=EPS, atol=ATOL, rtol=RTOL, name="f"):
     """Check a user's claimed gradient ``grad_f(x)`` of scalar ``f(x)`` at ``x`` (float64)."""
+    eps, atol, rtol = _tolerances(eps, atol, rtol)
+    for fname, fn in (("f", f), ("grad_f", grad_f)):
+        if not callable(fn):
+            raise _validate.HyperparameterError(f"{fname} must be callable; got {fn!r}")
     x = _validate.as_float_array(x, "x", dtype=np.float64)
-    analytic = np.asarray(grad_f(x.copy()), dtype=np.float64)
+    _scalar(f(x.copy()), "f")
+    analytic = _validate.as_float_array(grad_f(x.copy()), "grad_f(x)", dtype=np.float64, finite=False)
     if analytic.shape != x.shape:
         raise _validate.ShapeError(f"grad_f(x) has shape {analytic.shape}; x has {x.shape}")
     return compare(name, analytic, numeric_gradient(f, x, eps), eps, atol, rtol)
@@ -126,6 +175,7 @@ def check_activation(act, z=None, eps=EPS, atol=ATOL, rtol=RTOL, **params):
     :func:`nnlab.activations.get`. Returns a list of :class:`CheckResult`, one for dA/dZ and one per
     learnable parameter (``all(results)`` is the verdict).
     """
+    eps, atol, rtol = _tolerances(eps, atol, rtol)
     act = activations.get(act, **params)
     z = default_points(act) if z is None else _validate.as_float_array(z, "z", dtype=np.float64).reshape(-1)
     results = [compare(f"{act.label}'", act.derivative(z),
@@ -141,7 +191,7 @@ def check_activation(act, z=None, eps=EPS, atol=ATOL, rtol=RTOL, **params):
 
 def _with_value(act, pname, value):
     clone = act.copy()
-    clone.set_value(pname, value)
+    clone._set_learned(pname, value)
     return clone
 
 
@@ -175,6 +225,11 @@ def check_network(net, X, y, eps=EPS, atol=ATOL, rtol=RTOL):
     A recurrent layer that truncates backpropagation through time (``truncate=k`` < T) computes an
     approximation of the gradient on purpose: such a network is refused with a clear error.
     """
+    from .network import Sequential
+
+    if not isinstance(net, Sequential):
+        raise _validate.HyperparameterError(f"check_network checks an nnlab.Sequential; got {type(net).__name__}")
+    eps, atol, rtol = _tolerances(eps, atol, rtol)
     _refuse_truncation(net, X)
     net64 = net.copy(dtype="float64")
     net64.fixed_noise_seed = 12345

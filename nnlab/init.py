@@ -133,7 +133,7 @@ class Initializer:
         if unknown:
             raise HyperparameterError(f"initializer {name!r} takes {list(allowed)}; unknown: {sorted(unknown)}")
         for k, v in kwargs.items():
-            if k == "mode" and v not in ("fan_in", "fan_out"):
+            if k == "mode" and (not isinstance(v, str) or v not in ("fan_in", "fan_out")):
                 raise HyperparameterError(f"initializer {name!r}: mode must be 'fan_in' or 'fan_out'; got {v!r}")
             if k not in _STRINGS:
                 kwargs[k] = _validate.real_scalar(v, f"{name}.{k}", nonnegative=(k in ("std", "gain")))

@@ -238,10 +238,12 @@ class Sequential:
         if len(arrays) != len(self._views):
             raise ShapeError(f"set_params needs {len(self._views)} arrays; got {len(arrays)}")
         checked = []
-        for name, view, arr in zip(self._names, self._views, arrays):
-            a = _validate.as_float_array(arr, f"parameter {name}")
+        for name, view, arr, (layer, pname, init) in zip(self._names, self._views, arrays, self._inits):
+            a = _validate.as_float_array(arr, f"parameter {name}", dtype=self.dtype)
             if a.shape != view.shape:
                 raise ShapeError(f"parameter {name} must have shape {view.shape}; got {a.shape}")
+            if init is None:  # a learned activation value: validated as the activation's set_value does
+                layer.activation.check_value(pname.split(".", 1)[1], float(a.reshape(-1)[0]))
             checked.append(a)
         for view, a in zip(self._views, checked):
             view[...] = a
@@ -251,7 +253,7 @@ class Sequential:
         """Write learned activation hyperparameters back into the Activation objects (for config)."""
         for (layer, name, initializer), view in zip(self._inits, self._views):
             if initializer is None:
-                layer.activation.set_value(name.split(".", 1)[1], float(view[0]))
+                layer.activation._set_learned(name.split(".", 1)[1], float(view[0]))
 
     def train(self):
         """Training mode: dropout masks, batch statistics, rrelu/noisy_relu noise."""
@@ -296,6 +298,8 @@ class Sequential:
                 raise ShapeError(f"X must have shape (N, T, {self.n_in}); got {X.shape}")
             if X.shape[1] == 0:
                 raise ShapeError("X has no time steps")
+            if X.shape[0] == 0:
+                raise ShapeError("X has no rows")
             steps = X.shape[1]
             X = np.ascontiguousarray(X.reshape(X.shape[0], -1))
         elif X.ndim != 2 or X.shape[1] != self.n_in:

@@ -20,7 +20,9 @@ loss is the data loss without the penalty.
 A :class:`~nnlab.diagnostics.GradientMonitor` passed as ``monitor`` records per-layer gradient
 health inside the same compiled call (gradients before clipping, weights after the update).
 
-On a non-finite loss or gradient norm, ``on_nonfinite="stop"`` (default) skips that update, keeps
+On a non-finite loss or gradient norm, or an update that would leave a non-finite weight or optimizer
+state entry (a huge but finite gradient overflowing Adam's g², say), ``on_nonfinite="stop"`` (default)
+skips that update (weights, buffers and optimizer state as before it), keeps
 the last finite weights and makes ``fit`` stop; ``"raise"`` raises
 :class:`~nnlab.errors.NonFiniteError` (weights likewise kept); ``"ignore"`` applies the update anyway.
 """
@@ -38,7 +40,7 @@ from . import clip as _clip
 from . import limits as _limits
 from . import optim as _optim
 from . import progress as _progress
-from .errors import HyperparameterError, ModelFileError, NonFiniteError, ShapeError
+from .errors import HyperparameterError, ModelFileError, NnlabError, NonFiniteError, ShapeError
 from .kernels import cpu as CK
 from .kernels import is_cached
 from .kernels import optim_cpu as OK
@@ -132,7 +134,7 @@ class Trainer:
         self.clip_kind, self.clip_value, clip_raises = _clip_spec(clip)
         self.clip = clip
         self.regularizer = _reg_spec(regularizer)
-        if on_nonfinite not in ("stop", "raise", "ignore"):
+        if not isinstance(on_nonfinite, str) or on_nonfinite not in ("stop", "raise", "ignore"):
             raise HyperparameterError(f"on_nonfinite must be 'stop', 'raise' or 'ignore'; got {on_nonfinite!r}")
         self.on_nonfinite = "raise" if clip_raises else on_nonfinite
         self._offsets = np.array([o for o, _ in net._shapes] + [net.n_params], dtype=np.int64)
@@ -223,7 +225,7 @@ class Trainer:
         if applied:
             opt.end_step()
         elif self.on_nonfinite == "raise":
-            raise NonFiniteError(f"non-finite {'loss' if not math.isfinite(loss) else 'gradient'} "
+            raise NonFiniteError(f"non-finite {_what(loss, norm)} "
                                  f"(loss {loss}, gradient norm {norm}); weights kept from the last finite step")
         return loss
 
@@ -329,7 +331,15 @@ class Trainer:
             Xv, Yv = X[-n_val:], Y[-n_val:]
             X, Y = X[:-n_val], Y[:-n_val]
         elif validation_data is not None:
-            Xv, Yv = net._prepare(*validation_data)
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                got = type(validation_data).__name__
+                if isinstance(validation_data, (tuple, list)):
+                    got += f" of length {len(validation_data)}"
+                raise HyperparameterError(f"validation_data must be a pair (X_val, y_val); got {got}")
+            try:
+                Xv, Yv = net._prepare(*validation_data)
+            except NnlabError as exc:
+                raise type(exc)(f"validation_data: {exc}") from None
         else:
             Xv = Yv = None
         n = X.shape[0]
@@ -459,7 +469,7 @@ class Trainer:
         history.loss.append(loss)
         history.grad_norm.append(self.last.grad_norm)
         if not self.last.applied:
-            history.stopped = (f"non-finite {'loss' if not math.isfinite(loss) else 'gradient'} at "
+            history.stopped = (f"non-finite {_what(loss, self.last.grad_norm)} at "
                                f"epoch {epoch + 1}, step {len(history.loss)}; weights kept")
             return False
         if self._bar is not None:
@@ -602,9 +612,9 @@ class Trainer:
             history.grad_norm.append(norm)
             if not applied:
                 if self.on_nonfinite == "raise":
-                    raise NonFiniteError(f"non-finite {'loss' if not math.isfinite(loss) else 'gradient'} "
+                    raise NonFiniteError(f"non-finite {_what(loss, norm)} "
                                          f"(loss {loss}, gradient norm {norm}); weights kept from the last finite step")
-                history.stopped = (f"non-finite {'loss' if not math.isfinite(loss) else 'gradient'} at "
+                history.stopped = (f"non-finite {_what(loss, norm)} at "
                                    f"epoch {epoch + 1}, step {len(history.loss)}; weights kept")
                 break
             total += loss * min(batch_size, n - s * batch_size)
@@ -642,6 +652,15 @@ class Trainer:
         loss = float(net._kernels.eval_chunks(prog.ops, prog.hp, prog.tens, net._store, buf, X, Y,
                                               net._loss_code, m, out))
         return loss, _accuracy(net._loss_code, out, Y)
+
+
+def _what(loss, norm):
+    """What was non-finite in a step whose update was not applied."""
+    if not math.isfinite(loss):
+        return "loss"
+    if not math.isfinite(norm):
+        return "gradient"
+    return "optimizer update (a weight or an optimizer state entry would have overflowed)"
 
 
 def _accuracy(loss_code, out, Y):

@@ -19,7 +19,10 @@ max_norms = st.floats(1e-3, 1e3)
 
 
 def norm(grads):
-    return float(np.sqrt(sum(float(np.sum(g.astype(np.float64) ** 2)) for g in grads)))
+    """The float64 global norm, scaled by the largest |g| (no overflow or underflow)."""
+    flat = np.concatenate([np.asarray(g, np.float64).ravel() for g in grads])
+    m = float(np.max(np.abs(flat))) if flat.size else 0.0
+    return m * float(np.sqrt(np.sum((flat / m) ** 2))) if m > 0 else 0.0
 
 
 # ---------------------------------------------------------------- properties

@@ -17,6 +17,7 @@ Numba); a registered activation works everywhere a built-in one does.
 """
 
 import math
+import numbers
 import threading
 from dataclasses import dataclass, field
 
@@ -317,7 +318,28 @@ class Activation:
         return mask
 
     def set_value(self, name, value):
-        """Set a hyperparameter (used when a network writes back its learned values)."""
+        """Set a hyperparameter, validated as :func:`get` validates it (sigmoid's α must be
+        nonzero, softplus's β positive, ...; the scale ``a`` any finite number). Writing back the
+        value it already has is always accepted (training may have moved a learned value outside
+        the range a user may choose, as :func:`from_config` explains)."""
+        self._set_learned(name, self.check_value(name, value))
+
+    def check_value(self, name, value):
+        """``value`` as a float if :meth:`set_value` accepts it for ``name``, else the error it raises."""
+        if name == "a":
+            v = _validate.real_scalar(value, f"{self.name}.a")
+            return v
+        for p in self.entry.params:
+            if p.name == name:
+                v = _check_value_or_none(value)
+                if v is not None and v == self.values[name]:
+                    return v
+                return _check_value(p, value, self.name)
+        raise UnknownNameError(f"activation {self.name!r} has no parameter {name!r}; it has "
+                               f"{list(self.values) + ['a']}")
+
+    def _set_learned(self, name, value):
+        """Set a value without the checks of :meth:`set_value` (a network writing back what it learned)."""
         if name == "a":
             self.scale = float(value)
         else:
@@ -349,8 +371,10 @@ class Activation:
         return out.reshape(arr.shape if np.ndim(z) else ())  # a scalar in gives a 0-d array out
 
     def _noise(self, n, training, seed, noise):
+        if seed is not None:
+            seed = _validate.positive_int(seed, "seed", minimum=0)
         if noise is not None:
-            u = np.ascontiguousarray(noise, dtype=np.float64).reshape(-1)
+            u = _validate.as_float_array(noise, "noise", dtype=np.float64).reshape(-1)
             if u.size not in (1, n):
                 raise ShapeError(f"noise must have 1 or {n} entries; got {u.size}")
             return u
@@ -382,11 +406,24 @@ class Activation:
         )
 
 
+def _check_value_or_none(value):
+    """``value`` as a float when it is a real number that converts, else None."""
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        return None
+    try:
+        return float(value)
+    except (OverflowError, ValueError, TypeError):
+        return None
+
+
 def _check_value(p, value, ent_name):
     v = _validate.real_scalar(value, f"{ent_name}.{p.name}", positive=p.positive,
                               nonnegative=p.nonnegative)
     if p.nonzero and v == 0:
         raise HyperparameterError(f"{ent_name}.{p.name} must be nonzero; got 0")
+    if ent_name == "softplus" and p.name == "beta" and v < 1e-300:
+        # f(0) = log(2)/β: beyond this every output overflows
+        raise HyperparameterError(f"softplus.beta must be >= 1e-300 (f(0) = log(2)/beta overflows); got {v}")
     return v
 
 
@@ -463,7 +500,7 @@ def from_config(cfg):
         v = float(v)
         if not math.isfinite(v):
             raise HyperparameterError(f"{cfg['name']}.{k}: the saved learned value {v} is not finite")
-        act.set_value(k, v)
+        act._set_learned(k, v)
     act.scale = float(cfg.get("scale", 1.0))
     act.scale_learnable = bool(cfg.get("scale_learnable", False))
     assert act.entry is ent

@@ -280,7 +280,14 @@ def act_dp(code, k, z, p0, p1, p2, u):
         x = p0 * z
         if math.isinf(x):  # βz overflowed: the derivative has already decayed to 0
             return 0.0
-        return (x * sigm(x) - softplus1(x)) / (p0 * p0)
+        # x·σ(x) − softplus(x), x = βz, without cancellation: for x > 0 both terms are ≈ x and the
+        # difference is −(x·σ(−x) + log1p(e^{−x})), a sum of two positive terms; for x <= 0 they
+        # have opposite signs and nothing cancels.
+        if x > 0.0:
+            h = -(x * sigm(-x) + math.log1p(math.exp(-x)))
+        else:
+            h = x * sigm(x) - math.log1p(math.exp(x))
+        return h / (p0 * p0)
     if code == SWISH and k == 0:
         # d/dβ z σ(βz) = z² σ'(βz), grouped so that z² cannot overflow against σ' = 0
         if math.isinf(z):
@@ -297,10 +304,13 @@ def act_dp(code, k, z, p0, p1, p2, u):
             return math.inf if p2 == 0 and d != 0 else 0.0
         y = d * z
         x = p2 * y
-        g = z * (sigm(x) + x_sigm_prime(x))
+        # σ(x) + xσ'(x) = σ(x)(1 + xσ(−x)) and its complement 1 − σ(x) − xσ'(x) = σ(−x)(1 − xσ(x)):
+        # products with no cancellation in either tail (z − g lost digits as g → z at large x)
         if k == 0:
-            return g
+            sp = sigm(x)
+            return 0.0 if sp == 0.0 else z * (sp * (1.0 + x * sigm(-x)))
         if k == 1:
-            return z - g
+            sn = sigm(-x)
+            return 0.0 if sn == 0.0 else z * (sn * (1.0 - x * sigm(x)))
         return y * (y * sigm_prime(x))
     return 0.0

@@ -89,7 +89,7 @@ from .layout import (
 )
 from .maxout import maxout_backward, maxout_forward
 from .norm import batchnorm_backward, batchnorm_forward, layernorm_backward, layernorm_forward
-from .optim_cpu import clip_flat, opt_update
+from .optim_cpu import SQ_LO, clip_flat, norm_scales, opt_update, opt_update_checked
 from .rbf import rbf_backward, rbf_forward
 from .recurrent import lstm_backward, lstm_forward, rnn_backward, rnn_forward
 
@@ -460,8 +460,9 @@ def _sq_count(x):
 @njit(**JIT)
 def _norm(s, x, y):
     """sqrt(s) for s = Σ (x − y)² (y = None: Σ x²), recomputed with scaling when the float64 sum
-    overflowed although every term is finite: the norm is inf only for an infinite entry."""
-    if s <= DBL_MAX:
+    overflowed or underflowed (as ``optim_cpu.norm_from_sq``): the norm is inf only for an
+    infinite entry and 0 only when every entry is 0."""
+    if SQ_LO <= s <= DBL_MAX:
         return math.sqrt(s)
     if s != s:
         return s
@@ -471,11 +472,14 @@ def _norm(s, x, y):
         if not abs(v) <= DBL_MAX:
             return abs(v)
         big = max(big, abs(v))
+    if big == 0.0:
+        return 0.0
+    s1, s2, e = norm_scales(big)
     t = 0.0
     for k in range(x.size):
-        v = (np.float64(x[k]) - (0.0 if y is None else np.float64(y[k]))) / big
+        v = ((np.float64(x[k]) - (0.0 if y is None else np.float64(y[k]))) * s1) * s2
         t += v * v
-    return big * math.sqrt(t)
+    return math.ldexp(math.sqrt(t), e)
 
 
 @njit(**STATS_JIT)
@@ -698,7 +702,8 @@ def train_step(ops, hp, tens, params, grads, ws, dws, X, Y, loss_code, training,
     """One fused training step: forward, loss, backward, clipping, optimizer update.
 
     ``out`` receives (loss, pre-clip global gradient norm, 1.0 if the update was applied). With
-    ``skip_nonfinite`` a non-finite loss or gradient norm leaves ``params`` and ``state`` untouched.
+    ``skip_nonfinite`` a non-finite loss or gradient norm, or an update that would make a weight or
+    an optimizer state entry non-finite, leaves ``params`` and ``state`` untouched.
     Regularisation rides in ``opt_hp`` (coupled L2, L1, decoupled decay slots of the optimizer).
     With ``record`` the gradient-health statistics go to ``stats`` (gradients before clipping,
     weights after the update; ``prev`` receives the weights before it).
@@ -719,9 +724,12 @@ def train_step(ops, hp, tens, params, grads, ws, dws, X, Y, loss_code, training,
     out[0] = loss
     out[1] = norm
     out[2] = 0.0
-    if not (skip_nonfinite and not (math.isfinite(loss) and math.isfinite(norm))):
+    if not skip_nonfinite:
         opt_update(opt_code, opt_hp, t, P, grads, state)
         out[2] = 1.0
+    elif math.isfinite(loss) and math.isfinite(norm) and opt_update_checked(opt_code, opt_hp, t, P, grads, state,
+                                                                            norm):
+        out[2] = 1.0  # (an update that would leave non-finite weights or state is undone: not applied)
     elif kept.size > 0:
         params[npar:] = kept
     if record:

@@ -70,7 +70,7 @@ def fast_forward(code, z, A, D, p0, a, store):
     # float32 network with the default slope/scale 1: σ and tanh in float32 arithmetic (twice the
     # lanes). Otherwise float64, as the general path: rounding p0·z or a to float32 would cost up
     # to |p0·z| ulps in σ's tail.
-    f32 = z.itemsize == 4 and p0 == 1.0 and a == 1.0
+    f32 = z.itemsize == 4 and a == 1.0 and (p0 == 1.0 or code == TANH)  # (tanh has no p0: its slot is 0)
     # separate loops with and without the store of D: without it, D may alias z (run_forward
     # passes ws for dws), and a loop that only might store to D is not vectorised
     if code == SIGMOID:

@@ -576,6 +576,51 @@ def opt_update(code, hp, t, p, g, state):
         smorms3_update(hp, t, p, g, state)
 
 
+# Non-finite optimizer state from finite gradients: a gradient near sqrt(max) of the state's dtype
+# overflows g² in the second-moment rows (Adagrad, Adadelta, RMSprop, Adam/AdamW, NAdam, SMORMS3),
+# after which those parameters never move again; a huge lr·g overflows the parameters themselves.
+# Below these bounds on the gradient norm (an upper bound of every |g_i|), on lr and on lr·norm no
+# rule can overflow in one step, with a margin of 2^70 (float32) / 2^540 (float64) for momentum and
+# accumulated state; above them the update runs with a copy kept and is checked, and undone if any
+# parameter or state entry came out non-finite.
+SAFE_F32 = 2.0 ** 28
+SAFE_F64 = 2.0 ** 240
+
+
+@njit(**JIT)
+def update_is_safe(hp, p, gnorm):
+    """True when one update of ``p`` with a gradient of norm ``gnorm`` cannot overflow (see above):
+    the effective gradient g + wd·p + l1·sign(p) is bounded by gnorm + wd·max|p| + l1 (max|p| is
+    read only when there is a coupled decay), and the decoupled decay factor 1 − lr·dwd by 1."""
+    lim = SAFE_F32 if p.itemsize == 4 else SAFE_F64
+    lr = abs(hp[H_LR])
+    wd = abs(hp[H_WD])
+    if not (lr * abs(hp[H_DWD]) <= 1.0):
+        return False
+    g = gnorm + abs(hp[H_L1])
+    if wd != 0.0:
+        g += wd * max_abs(p)
+    return g <= lim and lr <= lim and lr * g <= lim
+
+
+@njit(**JIT)
+def opt_update_checked(code, hp, t, p, g, state, gnorm):
+    """:func:`opt_update` that never leaves a non-finite parameter or state entry behind: when
+    :func:`update_is_safe` cannot vouch for the step it runs on kept copies and is undone if the
+    result is not finite. Returns True when the update was applied, False when it was undone."""
+    if update_is_safe(hp, p, gnorm):
+        opt_update(code, hp, t, p, g, state)
+        return True
+    p0 = p.copy()
+    s0 = state.copy()
+    opt_update(code, hp, t, p, g, state)
+    if all_finite(p) and all_finite(state.reshape(-1)):
+        return True
+    p[:] = p0
+    state[:, :] = s0
+    return False
+
+
 # ---------------------------------------------------------------- reductions and clipping
 # The reductions may reassociate their float64 sums ("reassoc" only; NaN and inf keep their IEEE
 # meaning), so LLVM vectorises them: the result is the float64 sum of the same terms up to the
@@ -586,12 +631,77 @@ RED_JIT = dict(JIT, fastmath=set(JIT["fastmath"]) | {"reassoc"})
 
 @njit(**RED_JIT)
 def sq_norm(x):
-    """Σ x², accumulated in float64."""
+    """Σ x², accumulated in float64 (plain squares: may overflow or underflow; see :func:`norm2`)."""
     s = 0.0
     for i in range(x.size):
         v = np.float64(x[i])
         s += v * v
     return s
+
+
+# The 2-norm without overflow or underflow (as BLAS nrm2): the plain float64 Σx² is exact to rounding
+# when it lies in [SQ_LO, DBL_MAX] -- squares lost to underflow are then below 2^-1074 each, under
+# n·2^-174 of the sum -- which float32 data always satisfies unless it is all zero. Otherwise a
+# second pass takes m = max|x| and sums (x·2^-e)² with 2^e ≈ m, an exact power-of-two scaling.
+DBL_MAX = np.finfo(np.float64).max
+SQ_LO = 2.0 ** -900
+
+
+@njit(**RED_JIT)
+def max_abs(x):
+    """max |x| in float64 (NaN entries are passed over; callers test for NaN first)."""
+    m = 0.0
+    for i in range(x.size):
+        a = abs(np.float64(x[i]))
+        m = a if a > m else m
+    return m
+
+
+@njit(**JIT)
+def scaled_sq(x, s1, s2):
+    """Σ ((x·s1)·s2)², float64 (s1, s2 powers of two: the scaling itself is exact). Not reassociated:
+    s1·s2 alone may overflow (a subnormal max), and the rare path this serves needs no speed."""
+    s = 0.0
+    for i in range(x.size):
+        v = (np.float64(x[i]) * s1) * s2
+        s += v * v
+    return s
+
+
+@njit(**JIT)
+def norm_scales(big):
+    """(s1, s2, e) with s1·s2 = 2^-e and big·2^-e in [0.5, 1): the scaling of :func:`scaled_sq`,
+    split in two factors so that neither overflows for a subnormal ``big``."""
+    e = math.frexp(big)[1]
+    h = (-e) // 2
+    return math.ldexp(1.0, h), math.ldexp(1.0, -e - h), e
+
+
+@njit(**JIT)
+def sq_in_range(s):
+    """True when a plain Σx² can be trusted (neither overflowed nor underflowed)."""
+    return SQ_LO <= s <= DBL_MAX
+
+
+@njit(**JIT)
+def norm_from_sq(s, x):
+    """‖x‖₂ given s = sq_norm(x): √s when s is in range, else recomputed with scaling. The norm is
+    inf only for an infinite entry, NaN for a NaN entry, 0 only for an all-zero x."""
+    if sq_in_range(s):
+        return math.sqrt(s)
+    if s != s:
+        return s
+    big = max_abs(x)
+    if big == 0.0 or not big <= DBL_MAX:
+        return big
+    s1, s2, e = norm_scales(big)
+    return math.ldexp(math.sqrt(scaled_sq(x, s1, s2)), e)
+
+
+@njit(**JIT)
+def norm2(x):
+    """‖x‖₂ of a 1-D array, accumulated in float64, without overflow or underflow."""
+    return norm_from_sq(sq_norm(x), x)
 
 
 @njit(**RED_JIT)
@@ -638,23 +748,49 @@ def clip_coef(norm, max_norm):
 
 
 @njit(**JIT)
+def global_from_sq(total, g, offsets):
+    """The global norm of the tensors g[offsets[k]:offsets[k+1]] given total = Σ_k sq_norm(g_k):
+    √total when in range, else the scaled sum Σ_k scaled_sq(g_k) (as :func:`norm_from_sq`)."""
+    if sq_in_range(total):
+        return math.sqrt(total)
+    if total != total:
+        return total
+    big = 0.0
+    for k in range(offsets.size - 1):
+        big = max(big, max_abs(g[offsets[k]:offsets[k + 1]]))
+    if big == 0.0 or not big <= DBL_MAX:
+        return big
+    s1, s2, e = norm_scales(big)
+    t = 0.0
+    for k in range(offsets.size - 1):
+        t += scaled_sq(g[offsets[k]:offsets[k + 1]], s1, s2)
+    return math.ldexp(math.sqrt(t), e)
+
+
+@njit(**JIT)
 def clip_flat(kind, c, g, offsets):
     """Clip a flat gradient buffer whose tensors are g[offsets[k]:offsets[k+1]] in place.
 
     kind: CLIP_NONE, CLIP_VALUE (clamp to [−c, c]), CLIP_NORM (each tensor to norm ≤ c),
-    CLIP_GLOBAL_NORM (the whole buffer to norm ≤ c). Returns the pre-clip global L2 norm.
+    CLIP_GLOBAL_NORM (the whole buffer to norm ≤ c). Returns the pre-clip global L2 norm, computed
+    without overflow or underflow (:func:`global_from_sq`).
     """
     # the total is Σ_k ‖g_k‖² tensor by tensor, as nnlab.clip.global_norm sums it (same bits)
     total = 0.0
+    fold = 0.0
     for k in range(offsets.size - 1):
         seg = g[offsets[k]:offsets[k + 1]]
         sq = sq_norm(seg)
         total += sq
         if kind == CLIP_NORM:
-            s = clip_coef(math.sqrt(sq), c)
+            n = norm_from_sq(sq, seg)
+            fold = math.hypot(fold, n)  # the pre-clip total when Σ sq is out of range (the data is clipped now)
+            s = clip_coef(n, c)
             if s < 1.0:
                 scale_inplace(seg, s)
-    norm = math.sqrt(total)
+    if kind == CLIP_NORM:
+        return math.sqrt(total) if sq_in_range(total) else (total if total != total else fold)
+    norm = global_from_sq(total, g, offsets)
     if kind == CLIP_VALUE:
         clamp_inplace(g, c)
     elif kind == CLIP_GLOBAL_NORM:

@@ -49,6 +49,14 @@ def check_real(value, name, lo=None, hi=None, lo_open=False, hi_open=False):
     return v
 
 
+def check_eps(value, name="eps"):
+    """ε > 0, finite: ε = 0 makes a zero gradient's step 0/0 = NaN."""
+    v = _validate.real_scalar(value, name)
+    if not v > 0.0:
+        raise HyperparameterError(f"{name} must be > 0 (with {name} = 0 a zero gradient gives 0/0 = NaN); got {v}")
+    return v
+
+
 def check_bool(value, name):
     if not isinstance(value, (bool, np.bool_)):
         raise HyperparameterError(f"{name} must be True or False; got {value!r}")
@@ -67,6 +75,22 @@ def check_betas(betas):
     b1, b2 = check_pair(betas, "betas")
     return (check_real(b1, "betas[0]", 0.0, 1.0, hi_open=True),
             check_real(b2, "betas[1]", 0.0, 1.0, hi_open=True))
+
+
+def _shape_entry(k, entry):
+    """One (shape, dtype) of a state_dict's 'shapes' list, validated."""
+    try:
+        shape, dtype = entry
+        shape = tuple(int(n) for n in shape)
+        if any(n < 0 for n in shape):
+            raise ValueError
+        dtype = np.dtype(dtype)
+    except (TypeError, ValueError):
+        raise ShapeError(f"state_dict: shapes[{k}] must be (shape, dtype) like ([3, 2], 'float32'); "
+                         f"got {entry!r}") from None
+    if dtype not in _FLOATS:
+        raise DTypeError(f"state_dict: shapes[{k}] has dtype {dtype}; expected float32 or float64")
+    return shape, dtype
 
 
 # ---------------------------------------------------------------- the base class
@@ -237,11 +261,31 @@ class Optimizer:
             state = [self._new_state(pf.size, pf.dtype) for _, pf, _ in work]
         else:
             state = self._state
-        for (p, pf, g), s in zip(work, state):
+        gmax = max(float(K.max_abs(g)) for _, _, g in work)
+        safe = all(K.update_is_safe(hp, pf, gmax) for _, pf, _ in work)
+        kept = None if safe else [(pf.copy(), s.copy()) for (_, pf, _), s in zip(work, state)]
+        for (_, pf, g), s in zip(work, state):
             K.opt_update(self.code, hp, t, pf, g, s)
+        if kept is not None:
+            self._undo_if_nonfinite([pf for _, pf, _ in work], state, kept, gmax)
+        for p, pf, _ in work:
             if not np.shares_memory(pf, p):
                 p[...] = pf.reshape(p.shape)
         self._commit(state, [(p.shape, p.dtype) for p, _, _ in work])
+
+    def _undo_if_nonfinite(self, flats, state, kept, gmax):
+        """After an update that :func:`~nnlab.kernels.optim_cpu.update_is_safe` could not vouch for:
+        if a parameter or a state entry came out non-finite, put every array back and raise."""
+        for k, (pf, s) in enumerate(zip(flats, state)):
+            if not (K.all_finite(pf) and K.all_finite(s.reshape(-1))):
+                for (p0, s0), pf2, s2 in zip(kept, flats, state):
+                    pf2[...] = p0
+                    s2[...] = s0
+                what = "parameters" if not K.all_finite(pf) else f"optimizer state ({self.name})"
+                raise NonFiniteError(
+                    f"this update would make the {what} of params[{k}] non-finite (largest |g| = {gmax:.3g}, "
+                    f"lr = {self.lr!r}); parameters and state were left unchanged -- clip the gradients, or lower "
+                    "lr or the weight decay")
 
     def step_flat(self, p, g, *, check_finite=True):
         """Fast path: one update of the 1-D contiguous float buffer ``p`` from ``g`` (same dtype,
@@ -254,7 +298,10 @@ class Optimizer:
         if check_finite and not K.all_finite(g):
             _validate.check_finite(g, "g")
         code, hp, t, state = self.begin_flat(p)
-        K.opt_update(code, hp, t, p, g, state)
+        if not K.opt_update_checked(code, hp, t, p, g, state, K.max_abs(g)):
+            raise NonFiniteError(f"this update would make a parameter or the optimizer state ({self.name}) "
+                                 f"non-finite (largest |g| = {float(K.max_abs(g)):.3g}); parameters and state "
+                                 "were left unchanged -- clip the gradients, or lower lr or the weight decay")
         self.end_step()
 
     def begin_flat(self, p):
@@ -331,29 +378,42 @@ class Optimizer:
             raise HyperparameterError(f"state_dict is for optimizer {got!r}, not {self.name!r}")
         old = self.hyperparams()
         try:
+            missing = [k for k in ("hyperparams", "step") if k not in sd]
+            if missing:
+                raise HyperparameterError(f"state_dict is missing {', '.join(map(repr, missing))} "
+                                          f"(it has {', '.join(map(repr, sd))})")
+            if not isinstance(sd["hyperparams"], dict):
+                raise HyperparameterError(f"state_dict['hyperparams'] must be a dict; got "
+                                          f"{type(sd['hyperparams']).__name__}")
             for k, v in sd["hyperparams"].items():
                 if k not in self.hyper:
                     raise HyperparameterError(f"unknown hyperparameter {k!r} for {self.name}")
                 setattr(self, k, tuple(v) if isinstance(v, list) else v)
             self._check()
             step = sd["step"]
-            if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 0:
-                raise HyperparameterError(f"step must be an integer >= 0; got {step!r}")
+            if isinstance(step, bool) or not isinstance(step, numbers.Integral) or not 0 <= step < 2 ** 53:
+                raise HyperparameterError(f"state_dict: step must be an integer in [0, 2^53); got {step!r}")
             state, shapes = sd.get("state"), sd.get("shapes")
             if state is not None:
-                if shapes is None or len(shapes) != len(state):
+                if not isinstance(state, (list, tuple)):
+                    raise ShapeError(f"state_dict['state'] must be a list of arrays; got {type(state).__name__}")
+                if not isinstance(shapes, (list, tuple)) or len(shapes) != len(state):
                     raise ShapeError("state_dict: 'shapes' must list one (shape, dtype) per state array")
-                shapes = [(tuple(int(n) for n in s), np.dtype(d)) for s, d in shapes]
+                shapes = [_shape_entry(k, e) for k, e in enumerate(shapes)]
                 arrays = []
                 for k, (s, (shape, dtype)) in enumerate(zip(state, shapes)):
-                    s = np.array(s, dtype=dtype, copy=True)
+                    s = _validate.as_float_array(s, f"state_dict: state[{k}]", dtype=dtype).copy()
                     size = int(np.prod(shape))
                     if s.shape != (self.n_slots(), size):
                         raise ShapeError(f"state_dict: state[{k}] has shape {s.shape}, expected "
                                          f"{(self.n_slots(), size)}")
                     arrays.append(s)
                 state = arrays
-            scalars = {k: float(v) for k, v in sd.get("scalars", {}).items()}
+            scalars = sd.get("scalars", {})
+            if not isinstance(scalars, dict) or not all(
+                    isinstance(v, numbers.Real) and not isinstance(v, bool) for v in scalars.values()):
+                raise HyperparameterError(f"state_dict['scalars'] must map names to numbers; got {scalars!r}")
+            scalars = {k: float(v) for k, v in scalars.items()}
             if not all(math.isfinite(v) for v in scalars.values()):
                 raise NonFiniteError("state_dict: non-finite scalar state")
         except Exception:

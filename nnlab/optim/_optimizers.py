@@ -13,7 +13,7 @@ import math
 
 from ..errors import HyperparameterError
 from ..kernels import optim_cpu as K
-from ._base import Optimizer, check_betas, check_bool, check_pair, check_real, register
+from ._base import Optimizer, check_betas, check_bool, check_eps, check_pair, check_real, register
 
 
 @register
@@ -59,7 +59,7 @@ class SGD(Optimizer):
 
     def _check(self):
         self._check_common()
-        if self.momentum_form not in ("torch", "ema"):
+        if not isinstance(self.momentum_form, str) or self.momentum_form not in ("torch", "ema"):
             raise HyperparameterError(f"momentum_form must be 'torch' or 'ema'; got {self.momentum_form!r}")
         ema = self.momentum_form == "ema"
         mu = check_real(self.momentum, "momentum", 0.0, 1.0 if ema else None, hi_open=ema)
@@ -90,7 +90,7 @@ class Adagrad(Optimizer):
 
     As PyTorch: ε outside the root and the ``lr_decay`` schedule above (Keras and optax have no
     lr_decay and put ε as ``initial_accumulator_value``-like offsets: optax's
-    ``adagrad(eps=...)`` is g/√(s + ε), to get it here use ``eps=0`` and
+    ``adagrad(eps=...)`` is g/√(s + ε), to get it here use a tiny ``eps`` (it must be > 0) and
     ``initial_accumulator_value`` ≈ ε). The effective rate γ_t/(√s_t + ε) never increases.
 
     State rows: ``sum``.
@@ -110,7 +110,7 @@ class Adagrad(Optimizer):
         self._check_common()
         check_real(self.lr_decay, "lr_decay", 0.0)
         check_real(self.initial_accumulator_value, "initial_accumulator_value", 0.0)
-        check_real(self.eps, "eps", 0.0)
+        check_eps(self.eps)
 
     def _init_rows(self, state):
         state[0] = self.initial_accumulator_value
@@ -145,7 +145,7 @@ class Adadelta(Optimizer):
     def _check(self):
         self._check_common()
         check_real(self.rho, "rho", 0.0, 1.0)
-        check_real(self.eps, "eps", 0.0)
+        check_eps(self.eps)
 
     def _fill(self, hp, t):
         hp[K.H_0] = self.rho
@@ -181,7 +181,7 @@ class RMSprop(Optimizer):
     def _check(self):
         self._check_common()
         check_real(self.alpha, "alpha", 0.0, 1.0)
-        check_real(self.eps, "eps", 0.0)
+        check_eps(self.eps)
         check_real(self.momentum, "momentum", 0.0)
         check_bool(self.centered, "centered")
 
@@ -234,7 +234,7 @@ class Adam(Optimizer):
     def _check(self):
         self._check_common()
         check_betas(self.betas)
-        check_real(self.eps, "eps", 0.0)
+        check_eps(self.eps)
         check_bool(self.amsgrad, "amsgrad")
         check_bool(self.bias_correction, "bias_correction")
         check_bool(self.decoupled_weight_decay, "decoupled_weight_decay")
@@ -310,7 +310,7 @@ class NAdam(Optimizer):
     def _check(self):
         self._check_common()
         check_betas(self.betas)
-        check_real(self.eps, "eps", 0.0)
+        check_eps(self.eps)
         check_real(self.momentum_decay, "momentum_decay", 0.0)
         check_bool(self.decoupled_weight_decay, "decoupled_weight_decay")
 
@@ -354,7 +354,7 @@ class Adamax(Optimizer):
     def _check(self):
         self._check_common()
         check_betas(self.betas)
-        check_real(self.eps, "eps", 0.0)
+        check_eps(self.eps)
 
     def _fill(self, hp, t):
         b1, b2 = (float(b) for b in self.betas)
@@ -440,7 +440,7 @@ class SMORMS3(Optimizer):
 
     def _check(self):
         self._check_common()
-        check_real(self.eps, "eps", 0.0)
+        check_eps(self.eps)
 
     def _init_rows(self, state):
         state[0] = 1.0
