@@ -42,6 +42,8 @@ def _batchnorm(draw, w):
 
 
 def _layernorm(draw, w):
+    if w == 1:  # one feature normalises to exactly 0 (the output is beta): a following prelu would sit on its kink
+        return _dense(draw, w)
     return nl.LayerNorm(w), w
 
 
