@@ -78,6 +78,11 @@ class _Ticker:
         self.stream = stream
         self.t0 = time.perf_counter()
         self.done = threading.Event()
+        self.held = not getattr(stream, "isatty", lambda: False)()
+        if self.held:  # on a pipe our lines stand in for the periodic progress lines meanwhile
+            from . import progress
+
+            progress.hold()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
@@ -86,6 +91,9 @@ class _Ticker:
             return
         tty = getattr(self.stream, "isatty", lambda: False)()
         bar = None
+        if not tty:
+            self._plain()
+            return
         if tty:
             try:
                 from tqdm import tqdm
@@ -108,9 +116,21 @@ class _Ticker:
         if bar is not None:
             bar.close()
 
+    def _plain(self):
+        while True:
+            elapsed = time.perf_counter() - self.t0
+            print(f"  ... still compiling {self.what} ({elapsed:.0f} s)", file=self.stream, flush=True)
+            if self.done.wait(INTERVAL):
+                return
+
     def stop(self):
         self.done.set()
         self.thread.join(timeout=1.0)
+        if self.held:
+            from . import progress
+
+            progress.release()
+            self.held = False
 
 
 class _Listener:

@@ -35,6 +35,21 @@ _lock = threading.RLock()
 _active = []       # weak references to the open bars and phases, innermost last (a bar dropped unclosed goes)
 _last_line = [0.0]  # monotonic time of the last plain line (or of the start of the outermost item)
 _ticker = [None]
+_held = [0]         # reporters of their own (a compile notice) running: plain lines wait for them
+
+
+def hold():
+    """Another reporter (the compile notice) prints its own plain lines from now on: the periodic
+    progress lines pause until :func:`release`, so a pipe gets one line per interval, not two."""
+    with _lock:
+        _held[0] += 1
+
+
+def release():
+    """End of a :func:`hold`; the next plain progress line comes an interval later."""
+    with _lock:
+        _held[0] = max(_held[0] - 1, 0)
+        _last_line[0] = time.monotonic()
 
 
 def quiet():
@@ -192,7 +207,9 @@ def _tick():
                     b._tqdm.refresh()
                 last_refresh = now
             plain = [b for b in items if b._tqdm is None]
-            if plain and now - _last_line[0] >= INTERVAL:
+            if plain and _held[0]:
+                _last_line[0] = now
+            elif plain and now - _last_line[0] >= INTERVAL:
                 elapsed = now - plain[0].t0
                 text = " | ".join(b.line() for b in plain)
                 room = shutil.get_terminal_size((100, 24)).columns - 8  # fit the lines around it

@@ -57,6 +57,20 @@ def test_a_long_compile_keeps_reporting_when_piped(monkeypatch):
     assert "still compiling the thing" in stream.getvalue()
 
 
+def test_a_compile_report_pauses_the_periodic_progress_lines(monkeypatch):
+    from nnlab import progress
+
+    stream = io.StringIO()
+    ticker = CN._Ticker("the thing", stream)  # a pipe: it prints its own lines
+    try:
+        assert progress._held[0] == 1
+    finally:
+        ticker.stop()
+    assert progress._held[0] == 0
+    ticker.stop()  # stopping twice releases once
+    assert progress._held[0] == 0
+
+
 def test_the_notice_follows_enable_and_quiet(capsys, monkeypatch):
     listener = CN._Listener()
     ev = types.SimpleNamespace(data={"dispatcher": None, "args": ()})
