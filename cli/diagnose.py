@@ -6,11 +6,9 @@ import sys
 import click
 
 from .main import (
-    COMPILING,
     MAX_SAMPLES,
     MAX_SEQ_LEN,
     _dump_json,
-    _slow_notice,
     _term_width,
     _write_text,
     check_outputs,
@@ -179,7 +177,7 @@ def diagnose(ctx, model, data, samples, seq_len, steps, optimizer, lr, batch_siz
     say = (lambda line="": None) if quiet else click.echo
     stopped = ""
     bar = progress().bar(steps, "monitored training") if steps else progress().phase("gradients of all samples")
-    with nl.backend.flush_denormals(flush_denormals), _slow_notice(COMPILING), bar:
+    with nl.backend.flush_denormals(flush_denormals), bar:
         if steps == 0:
             mon = nl.GradientMonitor(net)
             mon.observe(X, y)

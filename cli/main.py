@@ -14,7 +14,6 @@ import shutil
 import sys
 import textwrap
 import time
-from contextlib import ExitStack, contextmanager
 
 import click
 
@@ -79,17 +78,6 @@ class NnlabGroup(click.Group):
                        "(set NNLAB_DEBUG=1 for the traceback)", err=True)
             sys.exit(EXIT_INTERNAL)
         sys.exit(rv if isinstance(rv, int) and not isinstance(rv, bool) else 0)
-
-
-@contextmanager
-def _slow_notice(message, after=1.5):
-    """Run the block. A kernel that compiles says so itself, on terminals and pipes alike, naming what
-    compiles (:mod:`nnlab._compile_notice`; ``NNLAB_QUIET=1`` silences it), so nothing is guessed
-    from a slow start here; ``message`` and ``after`` are kept for the callers."""
-    yield
-
-
-COMPILING = "compiling Numba kernels (first run only; later runs load them from the cache)..."
 
 
 def _term_width():
@@ -371,7 +359,7 @@ def gradcheck(as_json, seed):
 
     results = []  # (kind, CheckResult)
     act_cases, net_cases = _activation_cases(), _network_cases(seed)
-    with _slow_notice(COMPILING), progress().bar(len(act_cases) + len(net_cases), "gradient checks", "check") as bar:
+    with progress().bar(len(act_cases) + len(net_cases), "gradient checks", "check") as bar:
         for label, name, params in act_cases:
             bar.set(label)
             act = acts.get(name, **params)
@@ -459,7 +447,7 @@ def vanishing(depth, width, batch, seed, configs, dtype, json_path, plot_path):
     from nnlab.demos import _sizes
 
     _sizes.check("vanishing", dict(depth=depth, width=width, batch=batch))
-    with _slow_notice(COMPILING), progress().phase("demo vanishing"):
+    with progress().phase("demo vanishing"):
         res = demo_vanishing.run(depth=depth, width=width, batch=batch, seed=seed,
                                  configs=list(configs) or None, dtype=dtype)
     _demos.emit(demo_vanishing, res, json_path, plot_path)
@@ -814,12 +802,9 @@ def train(ctx, data, samples, seq_len, model_path, layers, activation, init_name
 
     ew = len(str(epochs))
     bars = progress()
-    notice = ExitStack()
-    notice.enter_context(_slow_notice(COMPILING))
-
-    def first_step(epoch, step, loss):
-        if step == 1:
-            notice.close()
+    def each_step(epoch, step, loss):
+        """Nothing to do; a step callback makes fit take its per-step loop, which times every step
+        (the report below needs the first step apart from the steady state)."""
 
     def epoch_line(epoch, hist):
         parts = [f"epoch {epoch + 1:>{ew}}/{epochs}", f"loss {hist.epoch_loss[-1]:.4f}"]
@@ -832,13 +817,10 @@ def train(ctx, data, samples, seq_len, model_path, layers, activation, init_name
             bars.write("  ".join(parts))
 
     t0 = time.perf_counter()
-    try:
-        history = trainer.fit(X_train, y_train, epochs=epochs, batch_size=batch_size, shuffle=True, seed=seed,
-                              validation_data=(X_test, y_test), callback=epoch_line, step_callback=first_step,
-                              progress=bars.enabled(), checkpoint=checkpoint_path, checkpoint_every=checkpoint_every,
-                              resume=resumed is not None and resumed._run is not None)
-    finally:
-        notice.close()
+    history = trainer.fit(X_train, y_train, epochs=epochs, batch_size=batch_size, shuffle=True, seed=seed,
+                          validation_data=(X_test, y_test), callback=epoch_line, step_callback=each_step,
+                          progress=bars.enabled(), checkpoint=checkpoint_path, checkpoint_every=checkpoint_every,
+                          resume=resumed is not None and resumed._run is not None)
     wall = time.perf_counter() - t0
     if history.stopped:
         click.echo(f"training stopped: {history.stopped}", err=True)
