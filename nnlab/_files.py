@@ -78,14 +78,22 @@ def json_member(obj):
     return np.frombuffer(json.dumps(obj).encode("utf-8"), dtype=np.uint8)
 
 
-def write_npz(path, members, what="model"):
-    """Write ``members`` ({name: array}) to ``path`` as an uncompressed ``.npz``, atomically."""
+def check_target(path, what=""):
+    """``path`` as a string, after checking it can name a file to save (its folder exists and it is
+    not a folder itself); ``what`` (e.g. ``"checkpoint "``) goes into the message."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
-        raise ModelFileError(f"cannot save {path}: no such directory {directory}")
+        raise ModelFileError(f"cannot save {what}{path}: no such directory {directory}")
     if os.path.isdir(path):
-        raise ModelFileError(f"cannot save {path}: it is a directory")
+        raise ModelFileError(f"cannot save {what}{path}: it is a directory")
+    return path
+
+
+def write_npz(path, members):
+    """Write ``members`` ({name: array}) to ``path`` as an uncompressed ``.npz``, atomically."""
+    path = check_target(path)
+    directory = os.path.dirname(os.path.abspath(path))
     clean_stale(path)
     tmp = os.path.join(directory, f".{os.path.basename(path)}{TMP_TAG}{os.getpid()}-{next(_counter)}")
     try:

@@ -35,12 +35,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import _validate
+from . import _files, _validate
 from . import clip as _clip
 from . import limits as _limits
 from . import optim as _optim
 from . import progress as _progress
-from .errors import HyperparameterError, ModelFileError, NnlabError, NonFiniteError, ShapeError
+from .errors import HyperparameterError, NnlabError, NonFiniteError, ShapeError
 from .kernels import cpu as CK
 from .kernels import is_cached
 from .kernels import optim_cpu as OK
@@ -309,12 +309,7 @@ class Trainer:
         if checkpoint is not None:
             if not isinstance(checkpoint, (str, os.PathLike)):
                 raise HyperparameterError(f"checkpoint must be a file path; got {checkpoint!r}")
-            checkpoint = os.fspath(checkpoint)
-            directory = os.path.dirname(os.path.abspath(checkpoint))
-            if not os.path.isdir(directory):
-                raise ModelFileError(f"cannot save checkpoint {checkpoint}: no such directory {directory}")
-            if os.path.isdir(checkpoint):
-                raise ModelFileError(f"cannot save checkpoint {checkpoint}: it is a directory")
+            checkpoint = _files.check_target(checkpoint, "checkpoint ")
         elif every is not None:
             raise HyperparameterError("checkpoint_every needs checkpoint=PATH (where to save)")
         if resume is not None and not isinstance(resume, bool):
