@@ -175,6 +175,19 @@ def _uniform(arr):
     return arr.size > 0 and bool(np.all(arr == arr.reshape(-1)[0]))
 
 
+def _kill_at_random(ctx, target, args, delay, *more):
+    """Start ``target(*args, pipe, *more)`` in a forked process, wait for its "ready", SIGKILL it
+    ``delay`` seconds later; the joined process."""
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=target, args=(*args, child, *more))
+    proc.start()
+    assert parent.recv() == "ready"
+    time.sleep(delay)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.join()
+    return proc
+
+
 @pytest.mark.parametrize("kind", ["checkpoint", "model"])
 def test_sigkill_during_save_keeps_the_old_file_and_leaves_no_temporary_file(tmp_path, kind):
     ctx = multiprocessing.get_context("fork")
@@ -185,13 +198,7 @@ def test_sigkill_during_save_keeps_the_old_file_and_leaves_no_temporary_file(tmp
     rng = random.Random(0)
     kills, intact, mid_write = 20, 0, 0
     for _ in range(kills):
-        parent, child = ctx.Pipe()
-        proc = ctx.Process(target=_saver, args=(path, kind, t, child))
-        proc.start()
-        assert parent.recv() == "ready"
-        time.sleep(rng.uniform(0.0, 0.03))
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.join()
+        proc = _kill_at_random(ctx, _saver, (path, kind, t), rng.uniform(0.0, 0.03))
         assert proc.exitcode == -signal.SIGKILL
         mid_write += any(_files.TMP_TAG in f for f in os.listdir(tmp_path))
         if kind == "checkpoint":
@@ -227,13 +234,7 @@ def test_sigkilled_training_resumes_to_the_uninterrupted_result(tmp_path, dtype)
     rng = random.Random(1)
     t, positions = _trainer("adamax", dtype), []
     for _ in range(4):
-        parent, child = ctx.Pipe()
-        proc = ctx.Process(target=_train_on, args=(path, t, child, epochs))
-        proc.start()
-        assert parent.recv() == "ready"
-        time.sleep(rng.uniform(0.02, 0.2))
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.join()
+        _kill_at_random(ctx, _train_on, (path, t), rng.uniform(0.02, 0.2), epochs)
         if os.path.exists(path):
             t = nl.load_checkpoint(path)
             positions.append(len(t._run.history.loss))
