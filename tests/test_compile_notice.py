@@ -86,3 +86,19 @@ def test_the_notice_follows_enable_and_quiet(capsys, monkeypatch):
             assert ("compiling kernel" in capsys.readouterr().err) is shown
     finally:
         CN.enable(was)
+
+
+def test_the_executors_of_every_kind_group_are_cached():
+    """Each group's executor is generated in the process; it must still be written to (and loaded
+    from) Numba's cache, or every process would compile it anew."""
+    from numba.core.registry import CPUDispatcher
+
+    from nnlab.kernels import cpu, kinds_set
+
+    for kinds in cpu.EXECUTOR_KINDS:
+        ks = kinds_set(kinds)
+        generated = [name for name, obj in vars(ks).items()
+                     if isinstance(obj, CPUDispatcher) and obj is not getattr(cpu, name, None)]
+        assert "loss_and_grad" in generated and "train_step" in generated
+        for name in generated:
+            assert getattr(ks, name).stats.cache_path is not None, (sorted(kinds), name)

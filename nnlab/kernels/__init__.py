@@ -167,7 +167,9 @@ def kinds_set(kinds):
         fn.__qualname__ = py.__qualname__ + suffix  # the name of its cache files
         fn.__doc__ = py.__doc__
         opts = {k: v for k, v in obj.targetoptions.items() if k != "nopython"}
-        new[fid] = njit(fn, **opts)
+        # cache is not among the target options (njit turns it on apart): every cpu function is
+        # cached (JIT), so ask for it again, or each process would compile the executor anew
+        new[fid] = njit(fn, cache=True, **opts)
     for name, value in list(globs.items()):
         if id(value) in new:
             globs[name] = new[id(value)]
