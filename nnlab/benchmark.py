@@ -106,7 +106,7 @@ ANCHORS_US = {"tiny": {"torch": 324, "jax": 62, "numpy": 78}, "mnist": {"torch":
               "deep-narrow": {"torch": 22000, "jax": 2900, "numpy": 27800},
               "wide": {"torch": 53700, "jax": 58600, "numpy": 76600}}
 
-SECTIONS = ("fit", "denormals", "sweeps", "memory", "compile", "demo")
+SECTIONS = ("fit", "denormals", "sweeps", "layers", "memory", "compile", "demo")
 FRAMEWORKS = ("nnlab", "nnlab-kernel", "torch", "jax", "numpy")
 
 
@@ -605,7 +605,7 @@ def rule_update(opt, g):
     return -(LR_ADAM / (1 - BETA1)) * m / (np.sqrt(v) / math.sqrt(1 - BETA2) + EPS)
 
 
-def check(ref, params, result, opt):
+def check(ref, params, result, opt, scale_atol=0.0):
     """Compare one framework's first step with the float64 reference.
 
     loss: relative error. grads: per tensor, max |g - g_ref| (less GRAD_ATOL) over max |g_ref|.
@@ -613,16 +613,19 @@ def check(ref, params, result, opt):
     gradients) computed in float64, error beyond 2 float32 ulps of the weight, over the largest
     |update| -- the optimizer arithmetic, separated from the gradients (Adam's first step
     g/(|g| + eps) amplifies float32 gradient rounding without bound where |g| ~ eps).
-    ``after_rel`` (reported, not judged) compares the parameters after with the reference's."""
+    ``after_rel`` (reported, not judged) compares the parameters after with the reference's.
+    ``scale_atol`` > 0 also forgives gradient errors up to that fraction of the step's largest
+    reference gradient (for gradients that are 0 in exact arithmetic: see LAYER_GRAD_SCALE_ATOL)."""
     ref_loss, ref_grads, ref_after = ref
     loss, grads, after = result
     loss_rel = abs(loss - ref_loss) / max(abs(ref_loss), 1e-30)
     grad_rel = update_rel = after_rel = 0.0
+    atol = max(GRAD_ATOL, scale_atol * max((float(np.abs(r).max()) for r in ref_grads), default=0.0))
     for g, r in zip(grads, ref_grads):
         g = np.asarray(g, dtype=np.float64).reshape(r.shape)
-        err = float(np.maximum(np.abs(g - r) - GRAD_ATOL, 0.0).max())
+        err = float(np.maximum(np.abs(g - r) - atol, 0.0).max())
         if err > 0:
-            grad_rel = max(grad_rel, err / max(float(np.abs(r).max()), GRAD_ATOL))
+            grad_rel = max(grad_rel, err / max(float(np.abs(r).max()), atol))
     for p0, g, a, r in zip(params, grads, after, ref_after):
         p0 = np.asarray(p0, dtype=np.float64)
         delta = rule_update(opt, np.asarray(g).reshape(p0.shape))
@@ -653,6 +656,8 @@ def check_line(name, rep):
         extra += f"; timed jit vs checked jit max |diff| {rep['timed_vs_checked']:.1e}"
     if rep.get("call"):
         extra += f"; replays {rep['call']}"
+    if rep.get("buffers_rel") is not None:
+        extra += f"; BatchNorm running statistics max rel {rep['buffers_rel']:.1e}"
     return (f"    {name:13s} {verdict:5s}  loss rel {rep['loss_rel']:.1e}, grad max rel {rep['grad_rel']:.1e}, "
             f"update max rel {rep['update_rel']:.1e}  (setup + first step {rep['first_call_s']:.2f} s{extra})")
 
@@ -1001,6 +1006,469 @@ def bench_sweep(kind, values, args):
     return rows
 
 
+# ---------------------------------------------------------------- layers: an LSTM and a BatchNorm/Dropout MLP
+# Two networks built from nnlab's layers beyond Dense, each timed beside PyTorch eager with the same
+# architecture and copied weights, after one checked step (float64 NumPy references below).
+
+@dataclass(frozen=True)
+class LstmSpec:
+    """``n_in`` -> LSTM(hidden) -> Dense(1) on the last state (many-to-one), MSE, float32."""
+
+    name: str = "lstm"
+    batch: int = 64
+    steps: int = 50
+    n_in: int = 1
+    hidden: int = 128
+
+    def describe(self):
+        return (f"{self.n_in} -> LSTM({self.hidden}) -> Dense(1), many-to-one, batch {self.batch}, T {self.steps}, "
+                "mse, float32")
+
+
+@dataclass(frozen=True)
+class BnMlpSpec:
+    """widths[0] -> [Dense -> BatchNorm -> relu -> Dropout(p)] per hidden width -> Dense(widths[-1]),
+    softmax cross-entropy, float32."""
+
+    name: str = "bn-mlp"
+    widths: tuple = (784, 256, 256, 10)
+    batch: int = 128
+    p: float = 0.5
+    eps: float = 1e-5
+    momentum: float = 0.1
+
+    def describe(self):
+        hidden = " -> ".join(f"Dense {w} -> BatchNorm -> relu -> Dropout({self.p:g})" for w in self.widths[1:-1])
+        return f"{self.widths[0]} -> {hidden} -> Dense {self.widths[-1]}, batch {self.batch}, softmax CE, float32"
+
+
+LAYER_SPECS = {"lstm": LstmSpec(), "bn-mlp": BnMlpSpec()}
+LAYER_ROWS = (("lstm", "adam"), ("bn-mlp", "sgd-momentum"), ("bn-mlp", "adam"))
+# The layers' goals: (row, optimizer, minimum torch/nnlab).
+LAYER_GOALS = (("lstm", "adam", 1.0), ("lstm", "adam", 2.0), ("bn-mlp", "sgd-momentum", 1.0), ("bn-mlp", "adam", 1.0))
+BUFFER_RTOL = 1e-4  # BatchNorm's running statistics after the step, against the reference
+# The gradient of a Dense layer's bias in front of BatchNorm is 0 in exact arithmetic (the batch mean
+# removes the bias; the reference gets ~1e-17) and float32 rounding noise in every framework (~1e-8
+# of the largest gradient): the layer rows forgive gradient errors up to 1e-6 of the step's largest
+# reference gradient, far below what a wrong gradient gives.
+LAYER_GRAD_SCALE_ATOL = 1e-6
+
+
+def layer_data(spec, seed=0):
+    rng = np.random.default_rng(seed)
+    if isinstance(spec, LstmSpec):
+        X = rng.standard_normal((spec.batch, spec.steps, spec.n_in)).astype(np.float32)
+        return X, rng.standard_normal((spec.batch, 1)).astype(np.float32)
+    X = rng.standard_normal((spec.batch, spec.widths[0])).astype(np.float32)
+    return X, rng.integers(0, spec.widths[-1], size=spec.batch).astype(np.int64)
+
+
+def build_layer_net(spec, p=None, seed=0):
+    """The nnlab network of a layer row (dropout probability ``p``, default the spec's)."""
+    import nnlab as nl
+
+    if isinstance(spec, LstmSpec):
+        return nl.Sequential([nl.LSTM(spec.n_in, spec.hidden), nl.Dense(spec.hidden, 1)], loss="mse", seed=seed,
+                             dtype="float32")
+    p = spec.p if p is None else p
+    w, layers = spec.widths, []
+    for a, b in zip(w[:-2], w[1:-1]):
+        layers += [nl.Dense(a, b, init="he_normal"), nl.BatchNorm(b, eps=spec.eps, momentum=spec.momentum),
+                   nl.Activation("relu"), nl.Dropout(p)]
+    layers.append(nl.Dense(w[-2], w[-1], init="he_normal"))
+    return nl.Sequential(layers, loss="softmax_cross_entropy", seed=seed, dtype="float32")
+
+
+def _bn_buffers(net):
+    """[running_mean, running_var] of every BatchNorm layer of an nnlab network, copies."""
+    return [np.array(getattr(layer, k)) for layer in net.layers if type(layer).__name__ == "BatchNorm"
+            for k in ("running_mean", "running_var")]
+
+
+class NnlabNetRunner:
+    """``Trainer.step(X, y)`` of an nnlab network (the public fused step)."""
+
+    name = "nnlab"
+
+    def __init__(self, net, opt, X, y):
+        import nnlab as nl
+
+        self.net, self.X, self.y = net, X, y
+        self.trainer = nl.Trainer(net, nnlab_optimizer(opt))
+
+    def first_step(self):
+        loss = self.trainer.step(self.X, self.y)
+        return float(loss), [g.copy() for g in self.trainer.grads], [p.copy() for p in self.net.params()]
+
+    def dropout_masks(self):
+        """The keep masks (u >= p) the last training step used, one (n, width) array per dropout op,
+        read from the network's workspace (the step draws them there)."""
+        from nnlab.kernels.layout import F_NOISE, HP_P
+
+        n = self.X.shape[0]
+        X2 = self.X.reshape(n, -1)
+        prog = self.net._prog_for(X2)
+        ws, _ = self.net._workspace(n, prog.width)
+        out = []
+        for i in np.flatnonzero(prog.ops[:, F_NOISE] >= 0):
+            u = prog.tensor(ws, int(prog.ops[i, F_NOISE]), n)
+            out.append(u >= prog.hp[i, HP_P])
+        return out
+
+    def buffers(self):
+        return _bn_buffers(self.net)
+
+    def run(self, k):
+        step, X, y = self.trainer.step, self.X, self.y
+        for _ in range(k):
+            step(X, y)
+
+
+def _torch_optimizer(torch, params, opt):
+    if opt == "sgd-momentum":
+        return torch.optim.SGD(params, lr=LR_SGD, momentum=MOMENTUM)
+    return torch.optim.Adam(params, lr=LR_ADAM, betas=(BETA1, BETA2), eps=EPS)
+
+
+class TorchLstmRunner:
+    """PyTorch eager: ``nn.LSTM(batch_first=True)`` + ``nn.Linear`` on the last step, MSE, as many
+    threads as nnlab's BLAS. torch's LSTM has two bias vectors: b_ih starts at nnlab's b, b_hh at 0
+    (their sum is nnlab's b), and both are trained; the check compares b_ih with nnlab's b."""
+
+    name = "torch"
+
+    def __init__(self, spec, opt, params, X, y):
+        import torch
+
+        torch.set_num_threads(compute_threads())
+        self.torch = torch
+        Wih, Whh, b, Wd, bd = params
+        self.lstm = torch.nn.LSTM(spec.n_in, spec.hidden, batch_first=True)
+        self.lin = torch.nn.Linear(spec.hidden, 1)
+        with torch.no_grad():
+            self.lstm.weight_ih_l0.copy_(torch.from_numpy(np.ascontiguousarray(Wih.T)))
+            self.lstm.weight_hh_l0.copy_(torch.from_numpy(np.ascontiguousarray(Whh.T)))
+            self.lstm.bias_ih_l0.copy_(torch.from_numpy(np.ascontiguousarray(b)))
+            self.lstm.bias_hh_l0.zero_()
+            self.lin.weight.copy_(torch.from_numpy(np.ascontiguousarray(Wd.T)))
+            self.lin.bias.copy_(torch.from_numpy(np.ascontiguousarray(bd)))
+        self.opt = _torch_optimizer(torch, list(self.lstm.parameters()) + list(self.lin.parameters()), opt)
+        self.X, self.y = torch.from_numpy(X), torch.from_numpy(y)
+
+    def _step(self):
+        self.opt.zero_grad(set_to_none=True)
+        out = self.lin(self.lstm(self.X)[0][:, -1])
+        loss = 0.5 * ((out - self.y) ** 2).sum() / out.shape[0]
+        loss.backward()
+        self.opt.step()
+        return loss
+
+    def first_step(self):
+        loss = float(self._step().detach())
+        m, lin = self.lstm, self.lin
+        grads = [m.weight_ih_l0.grad.numpy().T.copy(), m.weight_hh_l0.grad.numpy().T.copy(),
+                 m.bias_ih_l0.grad.numpy().copy(), lin.weight.grad.numpy().T.copy(), lin.bias.grad.numpy().copy()]
+        after = [m.weight_ih_l0.detach().numpy().T.copy(), m.weight_hh_l0.detach().numpy().T.copy(),
+                 m.bias_ih_l0.detach().numpy().copy(), lin.weight.detach().numpy().T.copy(),
+                 lin.bias.detach().numpy().copy()]
+        return loss, grads, after
+
+    def run(self, k):
+        for _ in range(k):
+            self._step()
+
+
+class TorchBnMlpRunner:
+    """PyTorch eager: ``nn.Sequential`` of Linear, BatchNorm1d, ReLU, Dropout (same order), softmax
+    cross-entropy. With ``masks`` (the checked step), each Dropout multiplies by the given keep
+    mask / (1 − p) instead of drawing one (``torch.nn.functional.dropout``'s formula); the timed
+    runner has ``nn.Dropout(p)`` itself."""
+
+    name = "torch"
+
+    def __init__(self, spec, opt, params, X, y, masks=None):
+        import torch
+
+        torch.set_num_threads(compute_threads())
+        self.torch = torch
+
+        class FixedDropout(torch.nn.Module):
+            def __init__(self, mask):
+                super().__init__()
+                self.mask = torch.from_numpy(mask.astype(np.float32) / np.float32(1.0 - spec.p))
+
+            def forward(self, x):
+                return x * self.mask
+
+        w, layers, self.linears, self.bns = spec.widths, [], [], []
+        masks = list(masks) if masks is not None else None
+        k = 0
+        for i, (a, b) in enumerate(zip(w[:-1], w[1:])):
+            lin = torch.nn.Linear(a, b)
+            with torch.no_grad():
+                lin.weight.copy_(torch.from_numpy(np.ascontiguousarray(params[k].T)))
+                lin.bias.copy_(torch.from_numpy(np.ascontiguousarray(params[k + 1])))
+            layers.append(lin)
+            self.linears.append(lin)
+            k += 2
+            if i < len(w) - 2:
+                bn = torch.nn.BatchNorm1d(b, eps=spec.eps, momentum=spec.momentum)
+                with torch.no_grad():
+                    bn.weight.copy_(torch.from_numpy(np.ascontiguousarray(params[k])))
+                    bn.bias.copy_(torch.from_numpy(np.ascontiguousarray(params[k + 1])))
+                k += 2
+                self.bns.append(bn)
+                drop = FixedDropout(masks[i]) if masks is not None else torch.nn.Dropout(spec.p)
+                layers += [bn, torch.nn.ReLU(), drop]
+        self.model = torch.nn.Sequential(*layers)
+        self.model.train()
+        self.opt = _torch_optimizer(torch, self.model.parameters(), opt)
+        self.X, self.y = torch.from_numpy(X), torch.from_numpy(np.asarray(y, dtype=np.int64))
+
+    def _step(self):
+        self.opt.zero_grad(set_to_none=True)
+        loss = self.torch.nn.functional.cross_entropy(self.model(self.X), self.y)
+        loss.backward()
+        self.opt.step()
+        return loss
+
+    def _ordered(self, get):
+        out = []
+        for j, lin in enumerate(self.linears):
+            out += [get(lin.weight).T.copy(), get(lin.bias).copy()]
+            if j < len(self.bns):
+                out += [get(self.bns[j].weight).copy(), get(self.bns[j].bias).copy()]
+        return out
+
+    def first_step(self):
+        loss = float(self._step().detach())
+        return (loss, self._ordered(lambda t: t.grad.numpy()), self._ordered(lambda t: t.detach().numpy()))
+
+    def buffers(self):
+        return [b.numpy().copy() for bn in self.bns for b in (bn.running_mean, bn.running_var)]
+
+    def run(self, k):
+        for _ in range(k):
+            self._step()
+
+
+def lstm_reference(spec, opt, params, X, y):
+    """(loss, grads, params after one step) of the LSTM row in float64 NumPy, from the same float32
+    weights and data: the forward recurrence, backpropagation through time, the update rule."""
+    Wih, Whh, b, Wd, bd = (np.asarray(p, dtype=np.float64) for p in params)
+    X, y = np.asarray(X, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    N, T, _ = X.shape
+    H = Whh.shape[0]
+
+    def sig(z):
+        return 1.0 / (1.0 + np.exp(-z))
+
+    h, c = np.zeros((N, H)), np.zeros((N, H))
+    hs, cs, gates = [h], [c], []
+    for t in range(T):
+        z = X[:, t] @ Wih + h @ Whh + b
+        i, f, g, o = sig(z[:, :H]), sig(z[:, H:2 * H]), np.tanh(z[:, 2 * H:3 * H]), sig(z[:, 3 * H:])
+        c = f * c + i * g
+        h = o * np.tanh(c)
+        hs.append(h)
+        cs.append(c)
+        gates.append((i, f, g, o))
+    out = h @ Wd + bd
+    diff = out - y
+    loss = 0.5 * float(np.sum(diff * diff)) / N
+    dout = diff / N
+    dWd, dbd = h.T @ dout, dout.sum(axis=0)
+    dh, dc = dout @ Wd.T, np.zeros((N, H))
+    dWih, dWhh, db = np.zeros_like(Wih), np.zeros_like(Whh), np.zeros_like(b)
+    for t in range(T, 0, -1):
+        i, f, g, o = gates[t - 1]
+        tc = np.tanh(cs[t])
+        dc = dc + dh * o * (1.0 - tc * tc)
+        dz = np.concatenate([dc * g * i * (1 - i), dc * cs[t - 1] * f * (1 - f), dc * i * (1 - g * g),
+                             dh * tc * o * (1 - o)], axis=1)
+        dc = dc * f
+        dWih += X[:, t - 1].T @ dz
+        dWhh += hs[t - 1].T @ dz
+        db += dz.sum(axis=0)
+        dh = dz @ Whh.T
+    grads = [dWih, dWhh, db, dWd, dbd]
+    after = [p + rule_update(opt, g) for p, g in zip((Wih, Whh, b, Wd, bd), grads)]
+    return loss, grads, after
+
+
+def bn_mlp_reference(spec, opt, params, X, y, masks):
+    """(loss, grads, params after one step) of the BatchNorm/Dropout MLP in float64 NumPy with the
+    given dropout keep masks, and the BatchNorm running statistics after the step."""
+    p64 = [np.asarray(p, dtype=np.float64) for p in params]
+    X = np.asarray(X, dtype=np.float64)
+    n, L = X.shape[0], len(spec.widths) - 1
+    scale = 1.0 / (1.0 - spec.p)
+    a, cache, k, buffers = X, [], 0, []
+    for li in range(L):
+        W, bias = p64[k], p64[k + 1]
+        z = a @ W + bias
+        if li == L - 1:
+            break
+        gamma, beta = p64[k + 2], p64[k + 3]
+        mu = z.mean(axis=0)
+        var = ((z - mu) ** 2).mean(axis=0)
+        s = 1.0 / np.sqrt(var + spec.eps)
+        xh = (z - mu) * s
+        bn = gamma * xh + beta
+        r = np.maximum(bn, 0.0)
+        m = masks[li].astype(np.float64) * scale
+        cache.append((a, xh, s, gamma, bn > 0, m))
+        buffers += [spec.momentum * mu, (1 - spec.momentum) + spec.momentum * var * n / (n - 1)]
+        a = r * m
+        k += 4
+    zmax = z.max(axis=1, keepdims=True)
+    e = np.exp(z - zmax)
+    ssum = e.sum(axis=1, keepdims=True)
+    rows = np.arange(n)
+    labels = np.asarray(y, dtype=np.int64)
+    loss = float(np.mean(np.log(ssum[:, 0]) + zmax[:, 0] - z[rows, labels]))
+    dz = e / ssum
+    dz[rows, labels] -= 1.0
+    dz /= n
+    grads = [None] * len(p64)
+    grads[k], grads[k + 1] = a.T @ dz, dz.sum(axis=0)
+    da = dz @ p64[k].T
+    for li in range(L - 2, -1, -1):
+        k -= 4
+        a_in, xh, s, gamma, pos, m = cache[li]
+        dbn = da * m * pos
+        grads[k + 2], grads[k + 3] = (dbn * xh).sum(axis=0), dbn.sum(axis=0)
+        dxh = dbn * gamma
+        dzl = (s / n) * (n * dxh - dxh.sum(axis=0) - xh * (dxh * xh).sum(axis=0))
+        grads[k], grads[k + 1] = a_in.T @ dzl, dzl.sum(axis=0)
+        da = dzl @ p64[k].T
+    after = [p + rule_update(opt, g) for p, g in zip(p64, grads)]
+    return (loss, grads, after), buffers
+
+
+def _buffers_rel(got, ref):
+    """Largest error of the running statistics relative to each tensor's largest |value|."""
+    return max((float(np.abs(np.asarray(g, dtype=np.float64) - r).max() / max(float(np.abs(r).max()), 1e-30))
+                for g, r in zip(got, ref)), default=0.0)
+
+
+def prepare_layer(spec, opt, quiet=False):
+    """Build and check the nnlab and torch runners of a layer row; returns (runners that agree,
+    per-framework report, how the dropout check was done or None).
+
+    The BatchNorm/Dropout MLP draws its dropout masks in each framework's own generator, so the
+    checked step agrees on masks: nnlab's first step draws them (read from its workspace after the
+    step), and the float64 reference and a torch model whose Dropout modules multiply by those
+    masks take the same ones; the timed torch model has nn.Dropout(p) and draws its own, as nnlab
+    does in every timed step. BatchNorm's running statistics are compared too."""
+    X, y = layer_data(spec)
+    net = build_layer_net(spec)
+    params = [p.copy() for p in net.params()]
+    runners, reports, how = {}, {}, None
+    t0 = time.perf_counter()
+    nn = NnlabNetRunner(net, opt, X, y)
+    result = nn.first_step()
+    first_s = time.perf_counter() - t0
+    if isinstance(spec, LstmSpec):
+        ref, ref_buffers, masks = lstm_reference(spec, opt, params, X, y), None, None
+    else:
+        masks = nn.dropout_masks()
+        ref, ref_buffers = bn_mlp_reference(spec, opt, params, X, y, masks)
+        how = (f"masks agreed: nnlab's first step drew them ({sum(int(m.size) for m in masks)} entries, "
+               f"{100 * float(np.mean([m.mean() for m in masks])):.1f}% kept); the reference and torch's checked "
+               f"step used them; timed with p = {spec.p:g}, each framework drawing its own")
+
+    def finish(name, runner, result, first_s, buffers=None):
+        rep = check(ref, params, result, opt, scale_atol=LAYER_GRAD_SCALE_ATOL)
+        rep["first_call_s"] = first_s
+        if ref_buffers is not None and buffers is not None:
+            rep["buffers_rel"] = _buffers_rel(buffers, ref_buffers)
+            rep["agree"] = bool(rep["agree"] and rep["buffers_rel"] <= BUFFER_RTOL)
+        reports[name] = rep
+        if not quiet:
+            print(check_line(name, rep), flush=True)
+        if rep["agree"]:
+            runners[name] = runner
+
+    finish("nnlab", nn, result, first_s, nn.buffers() if masks is not None else None)
+    t0 = time.perf_counter()
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        reports["torch"] = None
+        if not quiet:
+            print(check_line("torch", None), flush=True)
+        return runners, reports, how
+    if isinstance(spec, LstmSpec):
+        tr = TorchLstmRunner(spec, opt, params, X, y)
+        finish("torch", tr, tr.first_step(), time.perf_counter() - t0)
+    else:
+        checked = TorchBnMlpRunner(spec, opt, params, X, y, masks=masks)
+        res = checked.first_step()
+        finish("torch", None, res, time.perf_counter() - t0, checked.buffers())
+        if reports["torch"]["agree"]:  # the timed model: same weights, nn.Dropout(p)
+            timed_runner = TorchBnMlpRunner(spec, opt, params, X, y)
+            timed_runner.first_step()
+            runners["torch"] = timed_runner
+    return runners, reports, how
+
+
+def bench_layer(spec, opt, args):
+    print(f"\n[layers: {spec.name} / {opt}] {spec.describe()}", flush=True)
+    print("  correctness of one step vs a float64 NumPy reference (same weights and batch):", flush=True)
+    runners, reports, how = prepare_layer(spec, opt)
+    if how:
+        print(f"    dropout: {how}", flush=True)
+    if runners:
+        timing, other, retries = timed({n: r.run for n, r in runners.items()}, args.repeat, args.target,
+                                       args.rounds, args.budget)
+    else:
+        timing, other, retries = {}, None, 0
+    row = {"row": spec.name, "optimizer": opt, "spec": spec.describe(), "check": reports, "dropout_check": how,
+           "time": timing, "other_processes_cores": other, "retimed": retries,
+           "refused": [n for n, r in reports.items() if r is not None and not r["agree"]],
+           "unavailable": [n for n, r in reports.items() if r is None]}
+    nn = timing.get("nnlab")
+    row["ratios"] = {"torch/nnlab": timing["torch"]["median_s"] / nn["median_s"]} if nn and "torch" in timing else {}
+    summary = "  ".join(f"{n} {fmt_us(t['median_s'])} us" for n, t in timing.items())
+    print(f"  median per step: {summary}" + (f"  [other processes used {other:.2f} cores meanwhile]"
+                                                if other is not None else ""), flush=True)
+    return row
+
+
+def bench_layers(args):
+    return [bench_layer(LAYER_SPECS[name], opt, args) for name, opt in LAYER_ROWS]
+
+
+def layers_table(rows):
+    head = (f"{'row':8s} {'optimizer':13s} {'nnlab us':>9s} {'torch us':>9s} {'torch/nnlab':>11s} {'load':>5s}  "
+            "network")
+    lines = [head, "-" * 120]
+    for r in rows:
+        load = r.get("other_processes_cores")
+        load = "-" if load is None else f"{load:.2f}"
+        ratio = r.get("ratios", {}).get("torch/nnlab")
+        lines.append(f"{r['row']:8s} {r['optimizer']:13s} {cell_us(r, 'nnlab'):>9s} {cell_us(r, 'torch'):>9s} "
+                     f"{('-' if ratio is None else f'{ratio:.2f}x'):>11s} {load:>5s}  {r['spec']}")
+    return "\n".join(lines)
+
+
+def evaluate_layer_goals(rows):
+    """[(goal text, measured, verdict text, met or None)] for LAYER_GOALS."""
+    by = {(r["row"], r["optimizer"]): r for r in rows}
+    out = []
+    for name, opt, need in LAYER_GOALS:
+        text = f"{name} ({opt}): torch/nnlab >= {need:g}x"
+        r = by.get((name, opt))
+        ratio = r and r.get("ratios", {}).get("torch/nnlab")
+        if ratio is None:
+            out.append((text, "-", "not measured" if r is None else "no ratio (torch unavailable or refused)", None))
+            continue
+        nn = r["time"]["nnlab"]["median_s"]
+        out.append((text, f"{ratio:.2f}x", _verdict(ratio, need, nn, r["time"]["torch"]["median_s"]), ratio >= need))
+    return out
+
+
 # ---------------------------------------------------------------- subprocess probes
 
 def _vm(field):
@@ -1250,9 +1718,10 @@ def evaluate_goals(cases, demo, denormals=None):
     return out
 
 
-def goals_table(goals):
-    lines = [f"{'goal (SGD-momentum rows)':38s} {'measured':>9s}  verdict", "-" * 100]
-    lines += [f"{g:38s} {m:>9s}  {v}" for g, m, v, _ in goals]
+def goals_table(goals, title="goal (SGD-momentum rows)"):
+    width = max([38, len(title)] + [len(g) for g, _, _, _ in goals])
+    lines = [f"{title:{width}s} {'measured':>9s}  verdict", "-" * 100]
+    lines += [f"{g:{width}s} {m:>9s}  {v}" for g, m, v, _ in goals]
     return "\n".join(lines)
 
 
@@ -1422,6 +1891,10 @@ def report(results):
         if f"{kind}_sweep" in results:
             print(f"\n{kind.capitalize()} sweep (SGD-momentum, sigmoid, batch 64, PyTorch default init)")
             print(sweep_table(kind, results[f"{kind}_sweep"]))
+    if results.get("layers"):
+        print("\nLayers: nnlab (Trainer.step) beside PyTorch eager, same architecture and weights (median per step; "
+              "torch/nnlab > 1 means nnlab is faster)")
+        print(layers_table(results["layers"]))
     if results.get("memory"):
         print(f"\nResident-set growth, MB: peak over setup + 4 steps / growth over 5 more steps "
               f"({results['memory'][0].get('optimizer', '')}; each framework in a fresh process, warmed on tiny first)")
@@ -1433,8 +1906,11 @@ def report(results):
               f"import nnlab {fc['warm']['import_s']:.2f} s")
     if demo:
         print(f"nnlab demo vanishing (whole process): {demo['wall_s'][0]:.2f} s, then {demo['wall_s'][1]:.2f} s warm")
-    print("\nGoals of issue 5 (nnlab = Trainer.step)")
+    print("\nPerformance goals (nnlab = Trainer.step)")
     print(goals_table(goals))
+    if results.get("layers"):
+        print()
+        print(goals_table(evaluate_layer_goals(results["layers"]), "goal (layers)"))
     return goals
 
 
@@ -1487,6 +1963,10 @@ def main(argv=None):
         results["depth_sweep"] = bench_sweep("depth", depths, args)
         results["width_sweep"] = bench_sweep("width", widths, args)
         sections["sweeps"] = time.perf_counter() - t0
+    if "layers" not in args.skip:
+        t0 = time.perf_counter()
+        results["layers"] = bench_layers(args)
+        sections["layers"] = time.perf_counter() - t0
     if "memory" not in args.skip:
         t0 = time.perf_counter()
         results["memory"] = bench_memory(args.configs, args.optimizers[-1])
@@ -1519,6 +1999,9 @@ def main(argv=None):
     results["goals"] = [{"goal": g, "measured": m, "verdict": v, "met": ok}
                         for g, m, v, ok in evaluate_goals(results["cases"], results.get("demo"),
                                                           results.get("denormals"))]
+    if "layers" in results:
+        results["layer_goals"] = [{"goal": g, "measured": m, "verdict": v, "met": ok}
+                                  for g, m, v, ok in evaluate_layer_goals(results["layers"])]
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(results, fh, indent=2, default=str)

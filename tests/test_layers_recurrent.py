@@ -244,21 +244,24 @@ def test_equals_torch_on_copied_weights(kind, seq, layers):
 # ---------------------------------------------------------------- a large LSTM: blocks of rows on threads
 @contextlib.contextmanager
 def _lstm_blocks(count):
-    """Let a large LSTM run in ``count`` blocks of batch rows (count = 1: the one-thread path):
-    Numba's pool size as the kernels read it, and the BLAS's thread count (the smaller of the two
-    decides). Skips where the BLAS's thread count is unknown (then the LSTM never splits)."""
-    from nnlab.kernels import blas
+    """Let a large LSTM run in ``count`` blocks of batch rows (count = 1: the one-thread path): the
+    threads the kernels may use (their table) and the BLAS's thread count (the smaller decides).
+    On a one-core machine the blocks run one after another on Numba's one thread. Skips where the
+    BLAS's thread count is unknown (then the LSTM never splits)."""
+    from nnlab.kernels import recurrent as R
 
     before = nl.backend.get_num_threads()
     if before is None:
         pytest.skip("no bundled OpenBLAS: the LSTM runs on one thread")
-    saved = blas._TABLE[4]
-    blas._TABLE[4] = count
+    R.enable_lstm_threads()
+    R._compile_entries()
+    saved = R._LSTM_TABLE[0]
+    R._LSTM_TABLE[0] = count
     nl.backend.set_num_threads(count)
     try:
         yield
     finally:
-        blas._TABLE[4] = saved
+        R._LSTM_TABLE[0] = saved
         nl.backend.set_num_threads(before)
 
 
@@ -286,7 +289,7 @@ def test_large_lstm_in_blocks_equals_the_numpy_reference(N, T, F, H, seq, k):
     runs = {}
     for count in (2, 1):
         with _lstm_blocks(count):
-            assert R._lstm_blocks(N, T, H, 4 * H) == count
+            assert R._lstm_blocks(N, T, H, 4 * H, 8) == count
             mon = nl.GradientMonitor(net)
             mon.observe(X, y)
             loss, grads, dX = net.loss_and_grads(X, y, wrt_input=True)

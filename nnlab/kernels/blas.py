@@ -14,7 +14,7 @@ a system BLAS under other symbol names, or ``NNLAB_BLAS=numba`` in the environme
 
 How the compiled code finds the function and still caches: at import the function addresses go
 into a small table -- ``sgemm``, ``dgemm``, and the library's ``set_num_threads`` and
-``get_num_threads``, and the size of Numba's thread pool -- and the table's address is registered with LLVM under the symbol name
+``get_num_threads`` -- and the table's address is registered with LLVM under the symbol name
 ``nnlab_blas_table`` (``llvmlite.binding.add_symbol``). Compiled kernels read the table at run time
 through that name, so a kernel loaded from Numba's cache in another process links to that
 process's table. A product entry of 0 selects the ``np.dot`` branch; a thread entry of 0 makes
@@ -141,47 +141,40 @@ def _thread_addresses(package):
 _S, _D, LIBRARY = _numpy_cblas()
 """Which BLAS the kernels' matrix products call (a description)."""
 
-def _kernel_threads():
-    """How many threads of Numba's pool a kernel may use for work of its own (the LSTM's blocks of
-    rows, ``prange``): the pool's size (``NUMBA_NUM_THREADS``, one per core by default); 1 with
-    the ``workqueue`` threading layer, which aborts the process when two threads launch parallel
-    work at once.
-
-    This also starts Numba's threading layer (``numba.get_num_threads`` does, ~3 ms), which must
-    happen before any kernel is loaded from Numba's cache: a cached kernel that contains parallel
-    code only re-initialises the layer when it was compiled in a process that compiled that
-    parallel code itself, and one loaded without it crashes."""
-    import numba
-
-    count = max(1, int(numba.get_num_threads()))
-    return 1 if numba.threading_layer() == "workqueue" else count
-
-
-# sgemm, dgemm, the thread setter and getter of the library the products use (SciPy's for the
-# np.dot branch), and the threads of Numba's pool the kernels may use; kept alive for the life of
-# the process
-_TABLE = (ctypes.c_uint64 * 5)(_S or 0, _D or 0, *_thread_addresses("numpy" if _S else "scipy"), _kernel_threads())
+# sgemm, dgemm, and the thread setter and getter of the library the products use (SciPy's for the
+# np.dot branch); kept alive for the life of the process
+_TABLE = (ctypes.c_uint64 * 4)(_S or 0, _D or 0, *_thread_addresses("numpy" if _S else "scipy"))
 llvm.add_symbol(_SYMBOL, ctypes.addressof(_TABLE))
 
 
-@intrinsic
-def _table_entry(typingctx, which):
-    """Slot ``which`` of the table, read at run time: the function address of 0 sgemm, 1 dgemm,
-    2 set threads, 3 get threads; 4 holds the threads of Numba's pool the kernels may use."""
-    if not isinstance(which, types.Integer):
-        return None
+def table_reader(symbol, size):
+    """An intrinsic ``read(which)``: slot ``which`` of the int64 table of ``size`` slots that is
+    registered with LLVM under ``symbol``, read at run time (so that cached kernels find this
+    process's table)."""
 
-    def codegen(context, builder, signature, args):
-        i64 = ir.IntType(64)
-        mod = builder.module
-        gv = mod.globals.get(_SYMBOL)
-        if gv is None:
-            gv = ir.GlobalVariable(mod, ir.ArrayType(i64, 5), _SYMBOL)
-            gv.linkage = "external"
-        idx = context.cast(builder, args[0], signature.args[0], types.intp)
-        return builder.load(builder.gep(gv, [ir.Constant(ir.IntType(32), 0), idx]))
+    @intrinsic
+    def read(typingctx, which):
+        if not isinstance(which, types.Integer):
+            return None
 
-    return types.int64(which), codegen
+        def codegen(context, builder, signature, args):
+            i64 = ir.IntType(64)
+            mod = builder.module
+            gv = mod.globals.get(symbol)
+            if gv is None:
+                gv = ir.GlobalVariable(mod, ir.ArrayType(i64, size), symbol)
+                gv.linkage = "external"
+            idx = context.cast(builder, args[0], signature.args[0], types.intp)
+            return builder.load(builder.gep(gv, [ir.Constant(ir.IntType(32), 0), idx]))
+
+        return types.int64(which), codegen
+
+    return read
+
+
+_table_entry = table_reader(_SYMBOL, 4)
+"""Slot ``which`` of the table: the function address of 0 sgemm, 1 dgemm, 2 set threads, 3 get
+threads."""
 
 
 @intrinsic
@@ -249,6 +242,28 @@ def _call_int(typingctx, fn):
         return builder.sext(builder.call(func, []), ir.IntType(64))
 
     return types.int64(fn), codegen
+
+
+@intrinsic
+def call_i64(typingctx, fn, args):
+    """f(*args) for the C function ``void f(int64, ...)`` at address ``fn``; ``args`` a tuple of
+    integers (an array's ``ctypes.data`` passes its data pointer: on x86-64 and AArch64 a pointer
+    argument is passed as a 64-bit integer is)."""
+    if not isinstance(fn, types.Integer) or not isinstance(args, types.BaseTuple):
+        return None
+    if not all(isinstance(a, types.Integer) for a in args):
+        return None
+
+    def codegen(context, builder, signature, llargs):
+        i64 = ir.IntType(64)
+        fnty = ir.FunctionType(ir.VoidType(), [i64] * len(args))
+        func = builder.inttoptr(context.cast(builder, llargs[0], signature.args[0], types.int64), fnty.as_pointer())
+        vals = [context.cast(builder, builder.extract_value(llargs[1], k), args[k], types.int64)
+                for k in range(len(args))]
+        builder.call(func, vals)
+        return context.get_dummy_value()
+
+    return types.void(fn, args), codegen
 
 
 def _dot_into(a, b, C, beta):
@@ -337,14 +352,6 @@ def blas_threads():
     if fn == 0:
         return 0
     return _call_int(fn)
-
-
-@njit(**JIT)
-def kernel_threads():
-    """The threads of Numba's pool that a kernel may use for work of its own (``prange``): the
-    pool's size (``NUMBA_NUM_THREADS``), read at run time (a cached kernel cannot call
-    ``numba.get_num_threads``, a function pointer of this process)."""
-    return _table_entry(4)
 
 
 @njit(**JIT)
