@@ -1,4 +1,4 @@
-"""What bounds nnlab's training step where issue 5's goals are missed: profile evidence, measured.
+"""What bounds nnlab's training step where the performance goals are missed: profile evidence, measured.
 
     python benchmarks/bench_bounds.py [--configs mnist,deep-narrow,wide] [--skip gemm,context,threads]
         [--json out.json]

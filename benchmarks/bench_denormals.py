@@ -2,7 +2,7 @@
 
     python benchmarks/bench_denormals.py [--depth 50] [--steps 30] [--repeat 5] [--json out.json]
 
-The net of issue 4: ``--depth`` sigmoid layers of width 64 and a linear 64 -> 10 output, batch 64,
+The deep-sigmoid net: ``--depth`` sigmoid layers of width 64 and a linear 64 -> 10 output, batch 64,
 float32, softmax cross-entropy, SGD(lr=0.01, momentum=0.9), every weight and bias drawn from
 U(-1/sqrt(64), 1/sqrt(64)) -- PyTorch's default ``nn.Linear`` initialisation -- so that the backward
 signal shrinks by ~0.14 per layer and reaches float32's subnormal range (< 1.18e-38) in the lower

@@ -1,4 +1,4 @@
-"""The training-step benchmark of issue 5 (also ``nnlab bench``): see :mod:`nnlab.benchmark`.
+"""The training-step benchmark (also ``nnlab bench``): see :mod:`nnlab.benchmark`.
 
     python benchmarks/bench_train_step.py [--quick] [--configs tiny,mnist,deep-narrow,wide]
         [--optimizers sgd-momentum,adam] [--repeat N] [--json out.json] [--skip SECTIONS]

@@ -4,7 +4,7 @@ PyTorch/JAX is ``bench_train_step.py``).
     python benchmarks/profile_step.py [--configs tiny,mnist,deep,wide] [--opt sgd|adam] [--ftz]
     python benchmarks/profile_step.py --baseline /tmp/base/nnlab_base [--configs ...]
 
-The first form prints, per configuration (float32, as in issue 5), the median and minimum time of
+The first form prints, per configuration (float32, the benchmark's), the median and minimum time of
 
 * ``step``      ``Trainer.step(X, y)`` (input checks included),
 * ``_step``     ``Trainer._step`` on pre-validated arrays (optimizer bookkeeping, the kernel call),
@@ -29,7 +29,7 @@ import time
 
 import numpy as np
 
-CONFIGS = {  # name: (widths, batch, activation, loss) -- the configurations of issue 5
+CONFIGS = {  # name: (widths, batch, activation, loss) -- the benchmark's configurations
     "tiny": ([8, 16, 16, 1], 16, "tanh", "mse"),
     "mnist": ([784, 256, 256, 10], 128, "relu", "softmax_cross_entropy"),
     "deep": ([64] + [64] * 50 + [10], 64, "sigmoid", "softmax_cross_entropy"),

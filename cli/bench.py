@@ -11,7 +11,7 @@ from .main import cli
 
 CONFIGS = ("tiny", "mnist", "deep-narrow", "wide")
 OPTIMIZERS = ("sgd-momentum", "adam")
-SECTIONS = ("fit", "denormals", "sweeps", "memory", "compile", "demo")
+SECTIONS = ("fit", "denormals", "sweeps", "layers", "memory", "compile", "demo")
 
 
 def _names(option, known):
@@ -54,8 +54,9 @@ def bench(quick, configs, optimizers, repeat, skip, wait_quiet, json_path, repor
     For each configuration (tiny, mnist-like, deep-narrow, wide; float32) and optimizer, every
     framework first runs one step from the same weights and is checked against a float64
     reference; then steps are timed in round-robin blocks. Prints medians, ratios, GFLOP/s, the
-    goals of issue 5 as MET/MISSED, and more sections (fit, denormals, depth/width sweeps, memory,
-    cold/warm compile, the demo's start-up). PyTorch and JAX are optional: a framework that is not
+    performance goals as MET/MISSED, and more sections (fit, denormals, depth/width sweeps, layers:
+    an LSTM and a BatchNorm/Dropout MLP beside PyTorch with their own goals, memory, cold/warm
+    compile, the demo's start-up). PyTorch and JAX are optional: a framework that is not
     importable is reported as n/a. The machine should be quiet; compare ratios within one run.
     See docs/performance.md.
     """

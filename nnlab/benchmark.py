@@ -1,5 +1,5 @@
 """Benchmark: one whole training step (forward, loss, backward, optimizer update) per call -- nnlab's
-fused compiled step beside PyTorch eager, JAX jit and plain NumPy (issue 5).
+fused compiled step beside PyTorch eager, JAX jit and plain NumPy.
 
     nnlab bench [--quick] [--configs tiny,mnist,deep-narrow,wide]
         [--optimizers sgd-momentum,adam] [--repeat N] [--json out.json] [--skip SECTIONS]
@@ -17,13 +17,14 @@ an idle gap before every framework's turn; see time_round_robin), and prints the
 step -- nnlab's ``Trainer.step``, the bare compiled call it makes, PyTorch, JAX, NumPy and a "GEMM
 floor" of the step's matrix products alone -- the ratios other/nnlab (> 1: nnlab is faster),
 nnlab's achieved GFLOP/s against a measured float32 GEMM peak, the CPU load other processes put on
-the machine meanwhile, and the issue's goals as met / missed.
+the machine meanwhile, and the performance goals as met / missed.
 
 Further sections (``--skip`` any of them, comma-separated): ``fit`` (per-step time of
 ``Trainer.fit``), ``denormals`` (deep-narrow with flush-to-zero off/on), ``sweeps`` (time per step
-vs depth and vs width), ``memory`` (peak resident memory of one framework per fresh subprocess),
-``compile`` (nnlab's first call in a fresh process with an empty and with a filled Numba cache),
-``demo`` (wall time of ``nnlab demo vanishing``, twice).
+vs depth and vs width), ``layers`` (an LSTM and a BatchNorm/Dropout MLP beside PyTorch, each
+checked first, with their own goals), ``memory`` (peak resident memory of one framework per fresh
+subprocess), ``compile`` (nnlab's first call in a fresh process with an empty and with a filled
+Numba cache), ``demo`` (wall time of ``nnlab demo vanishing``, twice).
 
 All numbers are measurements, never assertions. The machine is shared: compare ratios within one
 run, not absolute times across runs. See docs/performance.md for what every number means.
@@ -90,18 +91,19 @@ CONFIGS = {
     "tiny": Spec("tiny", (8, 16, 16, 1), 16, "tanh", "mse", "xavier_normal"),
     "mnist": Spec("mnist", (784, 256, 256, 10), 128, "relu", "softmax_cross_entropy", "he_normal"),
     # PyTorch's default nn.Linear init: the backward signal shrinks ~0.14x per layer and the lower
-    # layers' float32 gradients go subnormal -- the situation of the issue's anchor numbers.
+    # layers' float32 gradients go subnormal -- the situation behind the anchor numbers below.
     "deep-narrow": Spec("deep-narrow", (64,) + (64,) * 50 + (10,), 64, "sigmoid", "softmax_cross_entropy",
                         "torch_default"),
     "wide": Spec("wide", (1024, 2048, 2048, 10), 256, "relu", "softmax_cross_entropy", "he_normal"),
 }
 
-# Goals of issue 5, on the SGD-momentum rows: (config, other framework, minimum other/nnlab).
+# The performance goals, on the SGD-momentum rows: (config, other framework, minimum other/nnlab).
 GOALS = (("tiny", "torch", 10.0), ("tiny", "jax", 2.0), ("mnist", "torch", 1.5), ("mnist", "jax", 1.2),
          ("deep-narrow", "jax", 1.5), ("deep-narrow", "torch", 5.0), ("wide", "torch", 1.0))
 DEMO_GOAL_S = 5.0
 
-# Issue 5's anchors (SGD-momentum, one earlier run on this machine), for orientation only.
+# The anchor timings that came with the goals (SGD-momentum, one earlier run on this machine), for
+# orientation only.
 ANCHORS_US = {"tiny": {"torch": 324, "jax": 62, "numpy": 78}, "mnist": {"torch": 2220, "jax": 1830, "numpy": 2290},
               "deep-narrow": {"torch": 22000, "jax": 2900, "numpy": 27800},
               "wide": {"torch": 53700, "jax": 58600, "numpy": 76600}}
@@ -1683,7 +1685,7 @@ def _verdict(r, need, nn, other_s):
 
 
 def evaluate_goals(cases, demo, denormals=None):
-    """[(goal text, measured, verdict text, met or None)] for the issue's goals (SGD-momentum rows,
+    """[(goal text, measured, verdict text, met or None)] for the performance goals (SGD-momentum rows,
     every framework with its default denormal policy); with the denormals section, the deep-narrow
     goals again with nnlab's flush-to-zero on (against torch with and without it)."""
     by = {(c["config"], c["optimizer"]): c for c in cases}

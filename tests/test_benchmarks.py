@@ -147,15 +147,170 @@ def test_goal_verdicts_and_tables():
 def test_main_end_to_end_tiny(tmp_path, capsys):
     out = tmp_path / "bench.json"
     res = B.main(["--quick", "--configs", "tiny", "--optimizers", "adam", "--repeat", "1",
-                  "--skip", "fit,denormals,sweeps,memory,compile,demo", "--json", str(out)])
+                  "--skip", "fit,denormals,sweeps,layers,memory,compile,demo", "--json", str(out)])
     printed = capsys.readouterr().out
-    assert "Goals of issue 5" in printed and "tiny" in printed
+    assert "Performance goals" in printed and "tiny" in printed
     data = json.loads(out.read_text())
     case = data["cases"][0]
     assert case["check"]["nnlab"]["agree"] and "nnlab" in case["time"]
     assert res["sgemm_peak_gflops"] > 0
     again = B.main(["--report", str(out)])  # re-prints the tables from the JSON
-    assert again["cases"][0]["config"] == "tiny" and "Goals of issue 5" in capsys.readouterr().out
+    assert again["cases"][0]["config"] == "tiny" and "Performance goals" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- the layers section
+SMALL_LAYERS = {"lstm": B.LstmSpec(batch=5, steps=4, n_in=2, hidden=3),
+                "bn-mlp": B.BnMlpSpec(widths=(6, 7, 5, 3), batch=12)}
+
+
+@pytest.fixture
+def small_layers(monkeypatch):
+    monkeypatch.setattr(B, "LAYER_SPECS", SMALL_LAYERS)
+    return SMALL_LAYERS
+
+
+def _fd_check(loss_of, params, grads, h=1e-6, rtol=1e-5, atol=1e-8):
+    """Central differences of ``loss_of(params)`` against ``grads``, every entry."""
+    for p, g in zip(params, grads):
+        fd = np.zeros_like(p)
+        for idx in np.ndindex(p.shape):
+            old = p[idx]
+            p[idx] = old + h
+            up = loss_of(params)
+            p[idx] = old - h
+            down = loss_of(params)
+            p[idx] = old
+            fd[idx] = (up - down) / (2 * h)
+        np.testing.assert_allclose(g, fd, rtol=rtol, atol=atol)
+
+
+def test_layer_references_match_central_differences():
+    lstm = SMALL_LAYERS["lstm"]
+    X, y = B.layer_data(lstm)
+    params = [p.astype(np.float64) for p in B.build_layer_net(lstm).params()]
+    _, grads, _ = B.lstm_reference(lstm, "adam", params, X, y)
+    _fd_check(lambda ps: B.lstm_reference(lstm, "adam", ps, X, y)[0], params, grads)
+    mlp = SMALL_LAYERS["bn-mlp"]
+    X, y = B.layer_data(mlp)
+    params = [p.astype(np.float64) for p in B.build_layer_net(mlp).params()]
+    masks = [np.random.default_rng(k).random((mlp.batch, w)) >= mlp.p for k, w in enumerate(mlp.widths[1:-1])]
+    (_, grads, _), _ = B.bn_mlp_reference(mlp, "sgd-momentum", params, X, y, masks)
+    _fd_check(lambda ps: B.bn_mlp_reference(mlp, "sgd-momentum", ps, X, y, masks)[0][0], params, grads,
+              atol=1e-7)
+
+
+@pytest.mark.parametrize(("name", "opt"), B.LAYER_ROWS)
+def test_layer_rows_agree_and_refuse_wrong_results(small_layers, name, opt):
+    """nnlab and torch agree with the float64 reference on one step (the MLP on nnlab's dropout
+    masks); a wrong loss, gradient, update, dropout mask or running statistic is refused."""
+    spec = small_layers[name]
+    runners, reports, how = B.prepare_layer(spec, opt, quiet=True)
+    assert reports["nnlab"]["agree"], reports["nnlab"]
+    if _importable("torch"):
+        assert reports["torch"]["agree"], reports["torch"]
+        runners["torch"].run(2)
+    else:
+        assert reports["torch"] is None
+    runners["nnlab"].run(2)
+    X, y = B.layer_data(spec)
+    net = B.build_layer_net(spec)
+    params = [p.copy() for p in net.params()]
+    nn = B.NnlabNetRunner(net, opt, X, y)
+    loss, grads, after = nn.first_step()
+    atol = B.LAYER_GRAD_SCALE_ATOL
+    if name == "lstm":
+        assert how is None
+        ref = B.lstm_reference(spec, opt, params, X, y)
+    else:
+        assert "masks agreed" in how
+        masks = nn.dropout_masks()
+        assert [m.shape for m in masks] == [(spec.batch, w) for w in spec.widths[1:-1]]
+        ref, buffers = B.bn_mlp_reference(spec, opt, params, X, y, masks)
+        assert B._buffers_rel(nn.buffers(), buffers) <= B.BUFFER_RTOL
+        assert B._buffers_rel([2 * b for b in nn.buffers()], buffers) > B.BUFFER_RTOL
+        flipped = [m.copy() for m in masks]
+        flipped[0][0, :] = ~flipped[0][0, :]  # one row's mask of the first dropout flipped
+        other, _ = B.bn_mlp_reference(spec, opt, params, X, y, flipped)
+        assert not B.check(other, params, (loss, grads, after), opt, scale_atol=atol)["agree"]
+        everything = [np.ones_like(m) for m in masks]  # no dropout (p = 0) is not what was run
+        other, _ = B.bn_mlp_reference(spec, opt, params, X, y, everything)
+        assert not B.check(other, params, (loss, grads, after), opt, scale_atol=atol)["agree"]
+    assert B.check(ref, params, (loss, grads, after), opt, scale_atol=atol)["agree"]
+    assert not B.check(ref, params, (loss * 1.001, grads, after), opt, scale_atol=atol)["agree"]
+    for k in range(len(grads)):
+        if np.abs(ref[1][k]).max() > 1e-3 * max(np.abs(r).max() for r in ref[1]):
+            bad = [g.copy() for g in grads]
+            bad[k] *= 1.01
+            assert not B.check(ref, params, (loss, bad, after), opt, scale_atol=atol)["agree"], k
+    doubled = [p0 + 2 * (a - p0) for p0, a in zip(params, after)]
+    assert not B.check(ref, params, (loss, grads, doubled), opt, scale_atol=atol)["agree"]
+
+
+def test_a_wrong_framework_is_refused_and_not_timed(small_layers, monkeypatch, capsys):
+    """A torch runner whose step computes something else (here: the loss without its factor 1/2)
+    is reported DISAGREE and never timed; the row has no ratio and its goals are 'no ratio'."""
+    pytest.importorskip("torch")
+
+    def wrong_step(self):
+        self.opt.zero_grad(set_to_none=True)
+        out = self.lin(self.lstm(self.X)[0][:, -1])
+        loss = ((out - self.y) ** 2).sum() / out.shape[0]
+        loss.backward()
+        self.opt.step()
+        return loss
+
+    monkeypatch.setattr(B.TorchLstmRunner, "_step", wrong_step)
+    args = B.parse_args(["--quick", "--repeat", "1"])
+    args.budget = B.QuietBudget(0)
+    row = B.bench_layer(small_layers["lstm"], "adam", args)
+    assert "DISAGREE" in capsys.readouterr().out
+    assert row["refused"] == ["torch"] and "torch" not in row["time"] and "nnlab" in row["time"]
+    assert row["ratios"] == {}
+    assert "refused" in B.layers_table([row])
+    verdicts = {g: (v, ok) for g, _, v, ok in B.evaluate_layer_goals([row])}
+    assert verdicts["lstm (adam): torch/nnlab >= 2x"] == ("no ratio (torch unavailable or refused)", None)
+
+
+def test_layer_goal_verdicts():
+    def row(name, opt, nn, torch):
+        return {"row": name, "optimizer": opt, "spec": name, "refused": [], "other_processes_cores": 0.0,
+                "time": {"nnlab": {"median_s": nn}, "torch": {"median_s": torch}}, "ratios": {"torch/nnlab": torch / nn}}
+
+    rows = [row("lstm", "adam", 0.01, 0.015), row("bn-mlp", "sgd-momentum", 0.002, 0.003)]
+    verdict = {g: (v, ok) for g, _, v, ok in B.evaluate_layer_goals(rows)}
+    assert verdict["lstm (adam): torch/nnlab >= 1x"] == ("MET (margin 1.50x)", True)
+    assert verdict["lstm (adam): torch/nnlab >= 2x"][1] is False
+    assert "MISSED by 1.33x: nnlab 10,000 us, needs <= 7,500 us" in verdict["lstm (adam): torch/nnlab >= 2x"][0]
+    assert verdict["bn-mlp (sgd-momentum): torch/nnlab >= 1x"][1] is True
+    assert verdict["bn-mlp (adam): torch/nnlab >= 1x"] == ("not measured", None)
+    table = B.goals_table(B.evaluate_layer_goals(rows), "goal (layers)")
+    assert "goal (layers)" in table and "MISSED" in table and "MET" in table
+    assert "1.50x" in B.layers_table(rows)
+
+
+def test_layers_section_in_quick_mode_and_json_round_trip(small_layers, tmp_path, capsys):
+    out = tmp_path / "layers.json"
+    res = B.main(["--quick", "--configs", "tiny", "--optimizers", "adam", "--repeat", "1",
+                  "--skip", "fit,denormals,sweeps,memory,compile,demo", "--json", str(out)])
+    printed = capsys.readouterr().out
+    assert "[layers: lstm / adam]" in printed and "[layers: bn-mlp / sgd-momentum]" in printed
+    assert "Performance goals" in printed and "goal (layers)" in printed
+    assert [(r["row"], r["optimizer"]) for r in res["layers"]] == list(B.LAYER_ROWS)
+    data = json.loads(out.read_text())
+    assert [(r["row"], r["optimizer"]) for r in data["layers"]] == list(B.LAYER_ROWS)
+    for r in data["layers"]:
+        assert r["check"]["nnlab"]["agree"] and r["time"]["nnlab"]["median_s"] > 0
+        if _importable("torch"):
+            assert r["ratios"]["torch/nnlab"] > 0
+    assert "masks agreed" in data["layers"][1]["dropout_check"]
+    assert [g["goal"] for g in data["layer_goals"]] == [g for g, _, _, _ in B.evaluate_layer_goals(data["layers"])]
+    again = B.main(["--report", str(out)])
+    reprinted = capsys.readouterr().out
+    assert again["layers"] == data["layers"]
+    assert B.layers_table(data["layers"]) in reprinted and "goal (layers)" in reprinted
+    skipped = B.main(["--quick", "--configs", "tiny", "--optimizers", "adam", "--repeat", "1",
+                      "--skip", "fit,denormals,sweeps,layers,memory,compile,demo"])
+    assert "layers" not in skipped and "goal (layers)" not in capsys.readouterr().out
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads /proc")
@@ -210,13 +365,13 @@ def test_nnlab_bench_command(tmp_path):
     runner = CliRunner()
     out = tmp_path / "b.json"
     res = runner.invoke(cli, ["bench", "--quick", "--configs", "tiny", "--optimizers", "sgd-momentum", "--repeat", "1",
-                              "--skip", "fit,denormals,sweeps,memory,compile,demo", "--json", str(out)])
+                              "--skip", "fit,denormals,sweeps,layers,memory,compile,demo", "--json", str(out)])
     assert res.exit_code == 0, res.output
-    assert "Goals of issue 5" in res.output
+    assert "Performance goals" in res.output
     data = json.loads(out.read_text())
     assert [c["config"] for c in data["cases"]] == ["tiny"] and data["cases"][0]["check"]["nnlab"]["agree"]
     again = runner.invoke(cli, ["bench", "--report", str(out)])
-    assert again.exit_code == 0 and "Goals of issue 5" in again.output
+    assert again.exit_code == 0 and "Performance goals" in again.output
     for args, word in ((["--configs", "tiny,huge"], "huge"), (["--optimizers", "lbfgs"], "lbfgs"),
                        (["--skip", "everything"], "everything"), (["--repeat", "0"], "repeat"),
                        (["--json", str(tmp_path / "no" / "x.json")], "no such directory")):
@@ -233,12 +388,12 @@ def test_nnlab_bench_json_to_stdout():
     import sys
 
     res = subprocess.run([sys.executable, "-m", "nnlab_cli.main", "bench", "--quick", "--configs", "tiny",
-                          "--optimizers", "adam", "--repeat", "1", "--skip", "fit,denormals,sweeps,memory,compile,demo",
+                          "--optimizers", "adam", "--repeat", "1", "--skip", "fit,denormals,sweeps,layers,memory,compile,demo",
                           "--json", "-"], capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
     data = json.loads(res.stdout)
     assert [c["config"] for c in data["cases"]] == ["tiny"]
-    assert "Goals of issue 5" in res.stderr and "Goals of issue 5" not in res.stdout
+    assert "Performance goals" in res.stderr and "Performance goals" not in res.stdout
 
 
 def test_bench_optimizers_runs_every_variant(capsys):
