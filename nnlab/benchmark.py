@@ -643,8 +643,14 @@ def check(ref, params, result, opt, scale_atol=0.0):
             after_rel = max(after_rel, err / max(ref_delta, 1e-300))
     finite = math.isfinite(loss) and all(np.isfinite(np.asarray(g)).all() for g in grads)
     agree = bool(finite and loss_rel <= LOSS_RTOL and grad_rel <= GRAD_RTOL and update_rel <= UPDATE_RTOL)
-    return {"agree": agree, "loss_rel": loss_rel, "grad_rel": grad_rel, "update_rel": update_rel,
-            "after_rel_vs_reference": after_rel}
+    rep = {"agree": agree, "loss_rel": loss_rel, "grad_rel": grad_rel, "update_rel": update_rel,
+           "after_rel_vs_reference": after_rel}
+    if scale_atol > 0:  # what was forgiven: the largest gradient error against the largest gradient
+        largest = max((float(np.abs(r).max()) for r in ref_grads), default=0.0)
+        worst = max((float(np.abs(np.asarray(g, dtype=np.float64).reshape(r.shape) - r).max())
+                     for g, r in zip(grads, ref_grads)), default=0.0)
+        rep["grad_err_vs_largest"] = worst / max(largest, 1e-300)
+    return rep
 
 
 def check_line(name, rep):
@@ -658,6 +664,8 @@ def check_line(name, rep):
         extra += f"; timed jit vs checked jit max |diff| {rep['timed_vs_checked']:.1e}"
     if rep.get("call"):
         extra += f"; replays {rep['call']}"
+    if rep.get("grad_err_vs_largest") is not None:
+        extra += f"; largest gradient error / largest gradient {rep['grad_err_vs_largest']:.1e}"
     if rep.get("buffers_rel") is not None:
         extra += f"; BatchNorm running statistics max rel {rep['buffers_rel']:.1e}"
     return (f"    {name:13s} {verdict:5s}  loss rel {rep['loss_rel']:.1e}, grad max rel {rep['grad_rel']:.1e}, "
