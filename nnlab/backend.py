@@ -105,7 +105,9 @@ def set_num_threads(n):
 
     The products go to the OpenBLAS bundled with NumPy (SciPy's where NumPy's is not found; see
     :mod:`nnlab.kernels.blas`), whose thread count is process-wide: NumPy's own products in this
-    process follow it too. Every other part of a step runs on the calling thread. On a machine
+    process follow it too. Every other part of a step runs on the calling thread, except the sweeps
+    over time of a large LSTM, which run in blocks of batch rows on at most ``n`` of Numba's threads
+    (``n = 1``: on the calling thread; see :mod:`nnlab.kernels.recurrent`). On a machine
     whose cores are busy with other work, ``set_num_threads(1)`` avoids OpenBLAS threads waiting
     for a core (measured 3-15x slower demos under load with the default); the environment variable
     ``OPENBLAS_NUM_THREADS`` does the same before the process starts. Raises

@@ -46,11 +46,11 @@ def test_fallback_branch_gives_the_same_products():
                 blas._TABLE[0] = blas._TABLE[1] = 0
                 C2 = np.empty((6, 5))
                 blas.gemm(A, ta, B, tb, C2)
-                blas._TABLE[0], blas._TABLE[1] = saved
+                blas._TABLE[0], blas._TABLE[1] = saved[:2]
                 np.testing.assert_allclose(C1, ref, rtol=1e-13)
                 np.testing.assert_allclose(C2, ref, rtol=1e-13)
     finally:
-        blas._TABLE[0], blas._TABLE[1] = saved
+        blas._TABLE[0], blas._TABLE[1] = saved[:2]
 
 
 def test_empty_dimensions_and_shape_errors():
@@ -94,3 +94,103 @@ def test_nnlab_blas_numba_selects_np_dot_and_trains_the_same():
         out[mode] = (lib, eval(losses))
     assert out["numba"][0] == "np.dot"
     np.testing.assert_allclose(out["numba"][1], out[""][1], rtol=1e-12)
+
+
+def _both_branches(fn):
+    """Run ``fn()`` through the BLAS and again through the np.dot branch (empty product entries)."""
+    saved = list(blas._TABLE)
+    try:
+        first = fn()
+        blas._TABLE[0] = blas._TABLE[1] = 0
+        second = fn()
+    finally:
+        for i, v in enumerate(saved):
+            blas._TABLE[i] = v
+    return first, second
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("ta", [False, True])
+@pytest.mark.parametrize("tb", [False, True])
+def test_gemm_acc_adds_to_c_in_both_branches(dtype, ta, tb):
+    rng = np.random.default_rng(2)
+    tol = 1e-5 if dtype == np.float32 else 1e-13
+    for m, k, n in SHAPES:
+        A, B, ref = _operands(rng, m, k, n, ta, tb, dtype)
+        C0 = rng.standard_normal((m, n)).astype(dtype)
+
+        def run(A=A, B=B, C0=C0):
+            C = C0.copy()
+            blas.gemm_acc(A, ta, B, tb, C)
+            return C
+
+        for C in _both_branches(run):
+            assert C.dtype == dtype
+            np.testing.assert_allclose(C, C0 + ref, rtol=tol, atol=tol * (np.abs(ref).max() + np.abs(C0).max()))
+    C = np.full((3, 4), 7.0, dtype)
+    blas.gemm_acc(np.empty((3, 0), dtype), False, np.empty((0, 4), dtype), False, C)  # k = 0: adds nothing
+    assert np.array_equal(C, np.full((3, 4), 7.0, dtype))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("acc", [False, True])
+def test_row_strided_views_in_both_branches(dtype, acc):
+    """Column blocks of wider matrices (``Z[:, lo:hi]``) as A, B and C: the BLAS takes them through
+    its leading dimensions, the np.dot branch through copies; nothing outside C's block changes."""
+    rng = np.random.default_rng(3)
+    tol = 1e-5 if dtype == np.float32 else 1e-13
+    for ta in (False, True):
+        for tb in (False, True):
+            m, k, n = 6, 9, 5
+            Abig = rng.standard_normal((k + 3, m + 4) if ta else (m + 3, k + 4)).astype(dtype)
+            Bbig = rng.standard_normal((n + 2, k + 5) if tb else (k + 2, n + 5)).astype(dtype)
+            A = Abig[1:1 + k, 2:2 + m] if ta else Abig[1:1 + m, 2:2 + k]
+            B = Bbig[2:2 + n, 3:3 + k] if tb else Bbig[2:2 + k, 3:3 + n]
+            ref = (A.T if ta else A).astype(np.float64) @ (B.T if tb else B).astype(np.float64)
+            Cbig0 = rng.standard_normal((m + 2, n + 7)).astype(dtype)
+
+            def run(A=A, B=B, ta=ta, tb=tb, Cbig0=Cbig0, m=m, n=n):
+                Cbig = Cbig0.copy()
+                (blas.gemm_acc if acc else blas.gemm)(A, ta, B, tb, Cbig[1:1 + m, 4:4 + n])
+                return Cbig
+
+            for Cbig in _both_branches(run):
+                inside = Cbig[1:1 + m, 4:4 + n]
+                expect = ref + (Cbig0[1:1 + m, 4:4 + n] if acc else 0.0)
+                np.testing.assert_allclose(inside, expect, rtol=tol, atol=tol * np.abs(expect).max())
+                outside = Cbig.copy()
+                outside[1:1 + m, 4:4 + n] = 0.0
+                reference = Cbig0.copy()
+                reference[1:1 + m, 4:4 + n] = 0.0
+                assert np.array_equal(outside, reference)
+
+
+def test_views_the_blas_cannot_take_go_through_copies():
+    """A column with an element stride along its row (``X[:, ::2]``) is not a BLAS operand: the
+    product still comes out right (the np.dot branch, with copies)."""
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((5, 8))
+    B = rng.standard_normal((4, 3))
+    C = np.empty((5, 3))
+    blas.gemm(X[:, ::2], False, B, False, C)
+    np.testing.assert_allclose(C, X[:, ::2] @ B, rtol=1e-13)
+    blas.gemm_acc(X[:, ::2], False, B, False, C)
+    np.testing.assert_allclose(C, 2 * (X[:, ::2] @ B), rtol=1e-13)
+
+
+def test_thread_count_from_compiled_code():
+    """blas_threads / set_blas_threads read and set the thread count that nl.backend reports."""
+    import nnlab as nl
+
+    before = nl.backend.get_num_threads()
+    if before is None:
+        assert blas.blas_threads() == 0
+        blas.set_blas_threads(1)  # nothing to set: does nothing
+        return
+    try:
+        assert blas.blas_threads() == before
+        blas.set_blas_threads(1)
+        assert blas.blas_threads() == 1 and nl.backend.get_num_threads() == 1
+    finally:
+        blas.set_blas_threads(before)
+    assert nl.backend.get_num_threads() == before

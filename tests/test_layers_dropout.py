@@ -296,3 +296,43 @@ def test_width_agnostic_and_bad_input():
         net.forward(np.ones((2, 5)))
     assert nl.Dropout().p == 0.5 and nl.AlphaDropout().p == 0.1
     assert repr(nl.Dropout(0.25)) == "Dropout(p=0.25)"
+
+
+# ---------------------------------------------------------------- the uniform noise stream
+def _splitmix64(key, count):
+    """SplitMix64 written out with Python integers: state += γ, output = mix(state)."""
+    mask = (1 << 64) - 1
+    out, state = [], key
+    for _ in range(count):
+        state = (state + 0x9E3779B97F4A7C15) & mask
+        z = state
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+        out.append(z ^ (z >> 31))
+    return out
+
+
+def test_uniform_noise_is_splitmix64_in_zero_one():
+    """Dropout's U(0,1) noise: SplitMix64 from a per-op key drawn from the call's seed; its top 24
+    (float32) or 53 (float64) bits over 2^24 / 2^53: exactly reproducible, in [0, 1), uniform."""
+    from nnlab.kernels.common import uniform_stream
+
+    key = 0x1234_5678_9ABC_DEF
+    ref = _splitmix64(key, 8)
+    a = np.empty(1 << 20, np.float32)
+    b = np.empty(1 << 20, np.float64)
+    uniform_stream(a, np.uint64(key))
+    uniform_stream(b, np.uint64(key))
+    assert a[:8].tolist() == [(z >> 40) / 2.0 ** 24 for z in ref]
+    assert b[:8].tolist() == [(z >> 11) / 2.0 ** 53 for z in ref]
+    np.testing.assert_array_equal(a, (np.floor(b * 2.0 ** 24) / 2.0 ** 24).astype(np.float32))
+    assert a.min() >= 0.0 and a.max() < 1.0 and b.min() >= 0.0 and b.max() < 1.0
+    hist = np.histogram(b, bins=64, range=(0.0, 1.0))[0]
+    expect = b.size / 64
+    chi2 = float(((hist - expect) ** 2 / expect).sum())
+    assert chi2 < 63 + 6 * math.sqrt(2 * 63)                       # 64 bins: 6 sigma
+    assert abs(b.mean() - 0.5) < 6 * math.sqrt(1 / 12 / b.size)
+    assert abs(np.corrcoef(b[:-1], b[1:])[0, 1]) < 6 / math.sqrt(b.size)
+    c = np.empty(16, np.float64)
+    uniform_stream(c, np.uint64(key + 1))                          # another key: other numbers
+    assert not np.array_equal(c, b[:16])

@@ -3,6 +3,8 @@ reference of (truncated) backpropagation through time, torch on copied weights, 
 the layer (truncate=k) and in the Trainer (fit(tbptt=k)), the per-step gradient norms of the
 monitor, model files, float32, the adding problem, bad input."""
 
+import contextlib
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -237,6 +239,134 @@ def test_equals_torch_on_copied_weights(kind, seq, layers):
         np.testing.assert_allclose(gb, getattr(m, f"bias_ih_l{j}").grad.numpy(), rtol=1e-10, atol=1e-13)
         np.testing.assert_allclose(gb, getattr(m, f"bias_hh_l{j}").grad.numpy(), rtol=1e-10, atol=1e-13)
     np.testing.assert_allclose(dX, xt.grad.numpy(), rtol=1e-10, atol=1e-13)
+
+
+# ---------------------------------------------------------------- a large LSTM: blocks of rows on threads
+@contextlib.contextmanager
+def _lstm_blocks(count):
+    """Let a large LSTM run in ``count`` blocks of batch rows (count = 1: the one-thread path): the
+    threads the kernels may use (their table) and the BLAS's thread count (the smaller decides).
+    On a one-core machine the blocks run one after another on Numba's one thread. Skips where the
+    BLAS's thread count is unknown (then the LSTM never splits)."""
+    from nnlab.kernels import recurrent as R
+
+    before = nl.backend.get_num_threads()
+    if before is None:
+        pytest.skip("no bundled OpenBLAS: the LSTM runs on one thread")
+    R.enable_lstm_threads()
+    R._compile_entries()
+    saved = R._LSTM_TABLE[0]
+    R._LSTM_TABLE[0] = count
+    nl.backend.set_num_threads(count)
+    try:
+        yield
+    finally:
+        R._LSTM_TABLE[0] = saved
+        nl.backend.set_num_threads(before)
+
+
+# (N, T, F, H) large enough to be split (T·N·H·4H >= PAR_MIN_MACS, N >= 2·PAR_MIN_ROWS); the second
+# has T·N < H: the per-step backward product takes W_hh transposed instead of a stored W_hhᵀ
+BIG = [(16, 16, 1, 64), (17, 16, 6, 64), (16, 4, 2, 128)]
+
+
+@pytest.mark.parametrize(("N", "T", "F", "H"), BIG)
+@pytest.mark.parametrize("seq", [False, True])
+@pytest.mark.parametrize("k", [None, 3])
+def test_large_lstm_in_blocks_equals_the_numpy_reference(N, T, F, H, seq, k):
+    """Forward, loss, every gradient, dX, the memoized errors and the per-step gradients reaching
+    h_t: two blocks of rows against the float64 reference; the one-thread path gives the same
+    numbers up to rounding (the order of the float64 sums of ∂L/∂b and of a narrow input's
+    ∂L/∂W_ih, the BLAS's blocking of a product with fewer rows)."""
+    from nnlab.kernels import recurrent as R
+
+    assert T * N * H * 4 * H >= R.PAR_MIN_MACS and N >= 2 * R.PAR_MIN_ROWS
+    X, y = _data(N, T, F, H, seq, 7)
+    net = nl.Sequential([nl.LSTM(F, H, return_sequences=seq, truncate=k)], seed=3)
+    rng = np.random.default_rng(3)
+    for p in net.params():
+        p[...] = rng.uniform(-0.3, 0.3, size=p.shape)
+    runs = {}
+    for count in (2, 1):
+        with _lstm_blocks(count):
+            assert R._lstm_blocks(N, T, H, 4 * H, 8) == count
+            mon = nl.GradientMonitor(net)
+            mon.observe(X, y)
+            loss, grads, dX = net.loss_and_grads(X, y, wrt_input=True)
+            runs[count] = (net.forward(X), loss, grads, dX, net.layer_errors[0], mon.time_grad_norms())
+    out, loss, grads, dX, E, norms = runs[2]
+    rloss, rgrads, rdX, rdZ, rdH = ref_loss_grads("lstm", net, X, y, seq, k=k)
+    Hs = ref_forward("lstm", *net.params(), X)[0]
+    np.testing.assert_allclose(out, Hs[1:].transpose(1, 0, 2) if seq else Hs[T], rtol=1e-12, atol=1e-14)
+    assert loss == pytest.approx(rloss, rel=1e-12)
+    for g, r in zip(grads, rgrads):
+        np.testing.assert_allclose(g, r, rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(dX, rdX, rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(E, rdZ, rtol=1e-10, atol=1e-14)
+    (name, got), = norms.items()
+    np.testing.assert_allclose(got, np.sqrt((rdH[1:] ** 2).sum(axis=(1, 2))), rtol=1e-10)
+    one = runs[1]
+    np.testing.assert_allclose(one[0], out, rtol=1e-12, atol=1e-16)
+    assert one[1] == pytest.approx(loss, rel=1e-12)
+    for a, b in zip(one[2], grads):
+        np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-16)
+    np.testing.assert_allclose(one[3], dX, rtol=1e-11, atol=1e-16)
+    np.testing.assert_allclose(one[4], E, rtol=1e-11, atol=1e-16)
+
+
+def test_large_float32_lstm_in_blocks_equals_torch():
+    """The benchmark's shape in small: float32, many-to-one, two blocks against torch on copied
+    weights (float32 both): the first step's gradients, then the loss along SGD-momentum steps."""
+    torch = pytest.importorskip("torch")
+    N, T, F, H = 32, 20, 1, 64
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(N, T, F)).astype(np.float32)
+    y = rng.normal(size=(N, 1)).astype(np.float32)
+    net = nl.Sequential([nl.LSTM(F, H), nl.Dense(H, 1)], seed=0, dtype="float32")
+    Wih, Whh, b, Wd, bd = net.params()
+    m = torch.nn.LSTM(F, H, batch_first=True)
+    lin = torch.nn.Linear(H, 1)
+    _torch_copy(m, (Wih, Whh, b))
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor(Wd.T))
+        lin.bias.copy_(torch.tensor(bd))
+    m.bias_hh_l0.requires_grad_(False)  # one bias, as nnlab's b (two would move b_ih + b_hh twice as fast)
+    opt = torch.optim.SGD([m.weight_ih_l0, m.weight_hh_l0, m.bias_ih_l0] + list(lin.parameters()), lr=0.05,
+                          momentum=0.9)
+    xt, yt = torch.tensor(X), torch.tensor(y)
+    with _lstm_blocks(2):
+        tr = nl.Trainer(net, nl.optim.SGD(lr=0.05, momentum=0.9))
+        for step in range(5):
+            loss = tr.step(X, y)
+            opt.zero_grad()
+            lt = 0.5 * ((lin(m(xt)[0][:, -1]) - yt) ** 2).sum() / N
+            lt.backward()
+            if step == 0:
+                tg = [m.weight_ih_l0.grad.numpy().T, m.weight_hh_l0.grad.numpy().T, m.bias_ih_l0.grad.numpy(),
+                      lin.weight.grad.numpy().T, lin.bias.grad.numpy()]
+                for g, r in zip(tr.grads, tg):
+                    np.testing.assert_allclose(g, r, rtol=0, atol=1e-5 * np.abs(r).max())
+            opt.step()
+            assert loss == pytest.approx(lt.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("k", [4, 16])
+def test_large_lstm_tbptt_carries_the_state_in_blocks(k):
+    """fit(tbptt=k) of a large sequence LSTM (state carried between windows, per block of rows):
+    two blocks and one thread train to the same weights."""
+    from nnlab.kernels import recurrent as R
+
+    N, T = 64, 16
+    assert k * N * 64 * 256 >= R.PAR_MIN_MACS  # each window is split
+    rng = np.random.default_rng(4)
+    X, Y = rng.normal(size=(N, T, 2)), rng.normal(size=(N, T, 1))
+    flats = []
+    for count in (2, 1):
+        net = nl.Sequential([nl.LSTM(2, 64, return_sequences=True), nl.Dense(64, 1)], seed=4)
+        with _lstm_blocks(count):
+            nl.Trainer(net, nl.optim.SGD(lr=0.05)).fit(X, Y, epochs=2, batch_size=N, seed=0, tbptt=k)
+        flats.append(net._flat.copy())
+    np.testing.assert_allclose(flats[0], flats[1], rtol=1e-11, atol=1e-14)
 
 
 # ---------------------------------------------------------------- truncation in the layer: BPTT(k)

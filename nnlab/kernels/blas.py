@@ -1,4 +1,5 @@
-"""Matrix products for the compiled kernels: C = op(A) op(B) through NumPy's own BLAS.
+"""Matrix products for the compiled kernels: C = op(A) op(B) (:func:`gemm`) and C += op(A) op(B)
+(:func:`gemm_acc`) through NumPy's own BLAS, and that library's thread count from compiled code.
 
 Numba lowers ``np.dot`` inside ``@njit`` to SciPy's BLAS (``scipy.linalg.cython_blas``). The
 wheels of NumPy and SciPy each bundle their own OpenBLAS build, and they differ: on the
@@ -11,17 +12,26 @@ NumPy itself loaded -- the same one ``numpy.matmul`` and the benchmark's NumPy r
 falls back to ``np.dot`` where that library is not found (a NumPy built against MKL, Accelerate or
 a system BLAS under other symbol names, or ``NNLAB_BLAS=numba`` in the environment).
 
-How the compiled code finds the function and still caches: at import the two function addresses
-go into a small table, and the table's address is registered with LLVM under the symbol name
-``nnlab_gemm_table`` (``llvmlite.binding.add_symbol``). Compiled kernels read the table at run time
+How the compiled code finds the function and still caches: at import the function addresses go
+into a small table -- ``sgemm``, ``dgemm``, and the library's ``set_num_threads`` and
+``get_num_threads`` -- and the table's address is registered with LLVM under the symbol name
+``nnlab_blas_table`` (``llvmlite.binding.add_symbol``). Compiled kernels read the table at run time
 through that name, so a kernel loaded from Numba's cache in another process links to that
-process's table. An entry of 0 selects the ``np.dot`` branch.
+process's table. A product entry of 0 selects the ``np.dot`` branch; a thread entry of 0 makes
+:func:`blas_threads` return 0 and :func:`set_blas_threads` do nothing.
+
+The operands may be row-strided views (``Z[:, lo:hi]``: unit stride along a row, any row stride
+at least the row length), which the BLAS takes through its leading dimensions; the ``np.dot``
+branch copies those.
 
 >>> import numpy as np
 >>> from nnlab.kernels.blas import gemm
 >>> A = np.arange(6.0).reshape(2, 3); B = np.ones((2, 4)); C = np.empty((3, 4))
 >>> gemm(A, True, B, False, C)
 >>> bool(np.array_equal(C, A.T @ B))
+True
+>>> gemm_acc(A, True, B, False, C)                  # C += A.T @ B
+>>> bool(np.array_equal(C, 2 * (A.T @ B)))
 True
 """
 
@@ -34,12 +44,12 @@ import numpy as np
 from llvmlite import binding as llvm
 from llvmlite import ir
 from numba import njit, types
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 from .._config import JIT
 
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
-_SYMBOL = "nnlab_gemm_table"
+_SYMBOL = "nnlab_blas_table"
 
 
 _BUNDLED = {  # package -> the file pattern of the OpenBLAS its wheel bundles in <package>.libs
@@ -120,41 +130,65 @@ def get_threads():
     return None if fns is None else int(fns[1]())
 
 
+def _thread_addresses(package):
+    """(set_num_threads, get_num_threads) addresses of ``package``'s bundled OpenBLAS, or (0, 0)."""
+    fns = _thread_functions(package)
+    if fns is None:
+        return 0, 0
+    return tuple(ctypes.cast(f, ctypes.c_void_p).value or 0 for f in fns)
+
+
 _S, _D, LIBRARY = _numpy_cblas()
 """Which BLAS the kernels' matrix products call (a description)."""
 
-_TABLE = (ctypes.c_uint64 * 2)(_S or 0, _D or 0)  # kept alive for the life of the process
+# sgemm, dgemm, and the thread setter and getter of the library the products use (SciPy's for the
+# np.dot branch); kept alive for the life of the process
+_TABLE = (ctypes.c_uint64 * 4)(_S or 0, _D or 0, *_thread_addresses("numpy" if _S else "scipy"))
 llvm.add_symbol(_SYMBOL, ctypes.addressof(_TABLE))
 
 
+def table_reader(symbol, size):
+    """An intrinsic ``read(which)``: slot ``which`` of the int64 table of ``size`` slots that is
+    registered with LLVM under ``symbol``, read at run time (so that cached kernels find this
+    process's table)."""
+
+    @intrinsic
+    def read(typingctx, which):
+        if not isinstance(which, types.Integer):
+            return None
+
+        def codegen(context, builder, signature, args):
+            i64 = ir.IntType(64)
+            mod = builder.module
+            gv = mod.globals.get(symbol)
+            if gv is None:
+                gv = ir.GlobalVariable(mod, ir.ArrayType(i64, size), symbol)
+                gv.linkage = "external"
+            idx = context.cast(builder, args[0], signature.args[0], types.intp)
+            return builder.load(builder.gep(gv, [ir.Constant(ir.IntType(32), 0), idx]))
+
+        return types.int64(which), codegen
+
+    return read
+
+
+_table_entry = table_reader(_SYMBOL, 4)
+"""Slot ``which`` of the table: the function address of 0 sgemm, 1 dgemm, 2 set threads, 3 get
+threads."""
+
+
 @intrinsic
-def _table_entry(typingctx, which):
-    """The function address in slot ``which`` (0 sgemm, 1 dgemm) of the table, read at run time."""
-    if not isinstance(which, types.Integer):
-        return None
-
-    def codegen(context, builder, signature, args):
-        i64 = ir.IntType(64)
-        mod = builder.module
-        gv = mod.globals.get(_SYMBOL)
-        if gv is None:
-            gv = ir.GlobalVariable(mod, ir.ArrayType(i64, 2), _SYMBOL)
-            gv.linkage = "external"
-        idx = context.cast(builder, args[0], signature.args[0], types.intp)
-        return builder.load(builder.gep(gv, [ir.Constant(ir.IntType(32), 0), idx]))
-
-    return types.int64(which), codegen
-
-
-@intrinsic
-def _cblas_gemm(typingctx, fn, ta, tb, m, n, k, A, lda, B, ldb, C, ldc):
-    """cblas_?gemm(RowMajor, ta, tb, m, n, k, 1, A, lda, B, ldb, 0, C, ldc) through the address
-    ``fn``; A, B, C C-contiguous arrays of one float dtype."""
+def _cblas_gemm(typingctx, fn, ta, tb, m, n, k, A, lda, B, ldb, beta, C, ldc):
+    """cblas_?gemm(RowMajor, ta, tb, m, n, k, 1, A, lda, B, ldb, beta, C, ldc) through the address
+    ``fn``; A, B, C 2-D arrays of one float dtype whose rows are contiguous (the caller passes the
+    leading dimensions)."""
     arrays = (A, B, C)
-    if not all(isinstance(a, types.Array) and a.layout == "C" for a in arrays):
+    if not all(isinstance(a, types.Array) and a.ndim == 2 and a.layout in ("C", "A") for a in arrays):
         return None
     dtype = A.dtype
     if dtype not in (types.float32, types.float64) or B.dtype != dtype or C.dtype != dtype:
+        return None
+    if not isinstance(beta, types.Float):
         return None
 
     def codegen(context, builder, signature, args):
@@ -170,19 +204,106 @@ def _cblas_gemm(typingctx, fn, ta, tb, m, n, k, A, lda, B, ldb, C, ldc):
         def as64(pos):
             return context.cast(builder, args[pos], signature.args[pos], types.int64)
 
+        b = context.cast(builder, args[10], signature.args[10], dtype)
         builder.call(func, [ir.Constant(i32, _ROW_MAJOR), builder.trunc(as64(1), i32), builder.trunc(as64(2), i32),
                             as64(3), as64(4), as64(5), ir.Constant(fty, 1.0), data(6), as64(7), data(8), as64(9),
-                            ir.Constant(fty, 0.0), data(10), as64(11)])
+                            b, data(11), as64(12)])
         return context.get_dummy_value()
 
-    return types.void(fn, ta, tb, m, n, k, A, lda, B, ldb, C, ldc), codegen
+    return types.void(fn, ta, tb, m, n, k, A, lda, B, ldb, beta, C, ldc), codegen
+
+
+@intrinsic
+def _call_void_int(typingctx, fn, value):
+    """f(value) for the C function ``void f(int)`` at address ``fn``."""
+    if not isinstance(fn, types.Integer) or not isinstance(value, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [i32])
+        func = builder.inttoptr(args[0], fnty.as_pointer())
+        v = context.cast(builder, args[1], signature.args[1], types.int64)
+        builder.call(func, [builder.trunc(v, i32)])
+        return context.get_dummy_value()
+
+    return types.void(fn, value), codegen
+
+
+@intrinsic
+def _call_int(typingctx, fn):
+    """f() for the C function ``int f(void)`` at address ``fn``."""
+    if not isinstance(fn, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        fnty = ir.FunctionType(ir.IntType(32), [])
+        func = builder.inttoptr(args[0], fnty.as_pointer())
+        return builder.sext(builder.call(func, []), ir.IntType(64))
+
+    return types.int64(fn), codegen
+
+
+@intrinsic
+def call_i64(typingctx, fn, args):
+    """f(*args) for the C function ``void f(int64, ...)`` at address ``fn``; ``args`` a tuple of
+    integers (an array's ``ctypes.data`` passes its data pointer: on x86-64 and AArch64 a pointer
+    argument is passed as a 64-bit integer is)."""
+    if not isinstance(fn, types.Integer) or not isinstance(args, types.BaseTuple):
+        return None
+    if not all(isinstance(a, types.Integer) for a in args):
+        return None
+
+    def codegen(context, builder, signature, llargs):
+        i64 = ir.IntType(64)
+        fnty = ir.FunctionType(ir.VoidType(), [i64] * len(args))
+        func = builder.inttoptr(context.cast(builder, llargs[0], signature.args[0], types.int64), fnty.as_pointer())
+        vals = [context.cast(builder, builder.extract_value(llargs[1], k), args[k], types.int64)
+                for k in range(len(args))]
+        builder.call(func, vals)
+        return context.get_dummy_value()
+
+    return types.void(fn, args), codegen
+
+
+def _dot_into(a, b, C, beta):
+    """C = a b (beta 0) or C += a b (beta 1) through ``np.dot`` (the fallback branch)."""
+
+
+@overload(_dot_into, jit_options=JIT)
+def _dot_into_impl(a, b, C, beta):
+    if all(x.layout in ("C", "F") for x in (a, b, C)):
+        def plain(a, b, C, beta):
+            if beta == 0.0:
+                np.dot(a, b, C)
+            else:
+                C += np.dot(a, b)
+        return plain
+
+    def strided(a, b, C, beta):  # np.dot takes contiguous arrays only: copies
+        P = np.dot(np.ascontiguousarray(a), np.ascontiguousarray(b))
+        if beta == 0.0:
+            C[:, :] = P
+        else:
+            C += P
+    return strided
 
 
 @njit(**JIT)
-def gemm(A, ta, B, tb, C):
-    """C = op(A) op(B), op = transpose where ``ta``/``tb``; A, B, C C-contiguous 2-D arrays of one
-    float dtype (C is overwritten, never read). Through NumPy's BLAS (see the module docstring),
-    else ``np.dot``."""
+def _ld(X):
+    """The leading dimension of a 2-D array whose rows are contiguous (in elements), or -1 when the
+    BLAS cannot take it as it is (an element stride other than 1 along a row, overlapping rows)."""
+    rows, cols = X.shape
+    if cols > 1 and X.strides[1] != X.itemsize:
+        return -1
+    ld = X.strides[0] // X.itemsize if rows > 1 else cols
+    if rows > 1 and (X.strides[0] % X.itemsize != 0 or ld < cols):
+        return -1
+    return max(1, cols, ld)
+
+
+@njit(**JIT)
+def _gemm(A, ta, B, tb, C, beta):
     m, n = C.shape
     k = A.shape[0] if ta else A.shape[1]
     if (A.shape[1] if ta else A.shape[0]) != m or (B.shape[0] if tb else B.shape[1]) != n or \
@@ -191,15 +312,52 @@ def gemm(A, ta, B, tb, C):
     if m == 0 or n == 0:
         return
     fn = _table_entry(0 if A.itemsize == 4 else 1)
-    if fn == 0 or k == 0:
-        if ta and tb:
-            np.dot(A.T, B.T, C)
+    lda, ldb, ldc = _ld(A), _ld(B), _ld(C)
+    if fn == 0 or k == 0 or lda < 0 or ldb < 0 or ldc < 0:
+        if k == 0:
+            if beta == 0.0:
+                C[:, :] = 0.0
+        elif ta and tb:
+            _dot_into(A.T, B.T, C, beta)
         elif ta:
-            np.dot(A.T, B, C)
+            _dot_into(A.T, B, C, beta)
         elif tb:
-            np.dot(A, B.T, C)
+            _dot_into(A, B.T, C, beta)
         else:
-            np.dot(A, B, C)
+            _dot_into(A, B, C, beta)
         return
     _cblas_gemm(fn, _TRANS if ta else _NO_TRANS, _TRANS if tb else _NO_TRANS, m, n, k,
-                A, max(1, A.shape[1]), B, max(1, B.shape[1]), C, max(1, C.shape[1]))
+                A, lda, B, ldb, beta, C, ldc)
+
+
+@njit(**JIT)
+def gemm(A, ta, B, tb, C):
+    """C = op(A) op(B), op = transpose where ``ta``/``tb``; A, B, C 2-D arrays of one float dtype,
+    C-contiguous or row-strided views (C is overwritten, never read). Through NumPy's BLAS (see the
+    module docstring), else ``np.dot``."""
+    _gemm(A, ta, B, tb, C, 0.0)
+
+
+@njit(**JIT)
+def gemm_acc(A, ta, B, tb, C):
+    """C += op(A) op(B) (the BLAS's beta = 1: no temporary, no second pass over C); operands as
+    for :func:`gemm`."""
+    _gemm(A, ta, B, tb, C, 1.0)
+
+
+@njit(**JIT)
+def blas_threads():
+    """The thread count of the BLAS the products use, read at run time; 0 when unknown."""
+    fn = _table_entry(3)
+    if fn == 0:
+        return 0
+    return _call_int(fn)
+
+
+@njit(**JIT)
+def set_blas_threads(count):
+    """Set the thread count of the BLAS the products use (process-wide, as
+    ``nl.backend.set_num_threads``); nothing when unknown."""
+    fn = _table_entry(2)
+    if fn != 0:
+        _call_void_int(fn, count)

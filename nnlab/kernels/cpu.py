@@ -12,8 +12,9 @@ loss and its gradient, backward through every op (memoizing the layer errors in 
 :func:`train_step` adds clipping and the optimizer update; :func:`train_epoch` runs an epoch of
 them. A step allocates no array memory, except for the float64 products of a layer whose errors
 went subnormal (see ``TINY_GEMM``), the monitor's small per-step buffer, the per-feature
-float64 sums of the normalisation layers (2·F values per op) and a float32 recurrent layer's
-float64 bias-gradient accumulator.
+float64 sums of the normalisation layers (2·F values per op), a float32 RNN's float64
+bias-gradient accumulator and an LSTM's float64 per-block sums of ∂L/∂b (and of a narrow input's
+∂L/∂W_ih).
 
 Threading (a deliberate choice, measured on a 2-core machine; see
 docs/performance-notes.md): the matrix products go to NumPy's OpenBLAS through
@@ -24,7 +25,10 @@ update (4.8 -> 1.9 ms), but inside the step it runs right after a BLAS call, who
 is still spinning for work: there the same parallel update took twice the serial time, and a
 32k-element activation loop is slower with ``prange`` even alone (thread wake-up). BLAS threads
 for the products and serial, vectorised loops for the rest was the faster combination in every
-configuration measured inside the step.
+configuration measured inside the step. The exception is a large LSTM
+(:mod:`nnlab.kernels.recurrent`): its batch rows never meet in the recurrence, so its sweeps over
+time run in blocks of rows on Numba's threads, each block with one-thread products, the BLAS set
+to one thread meanwhile.
 """
 
 import math

@@ -21,6 +21,9 @@ time-major, row (t, r) at t·n + r):
   + 4, tanh(c_t) (T, n, H).
 * the last auxiliary tensor: backward scratch (its ``ws`` region).
 
+The LSTM's backward pass keeps W_hhᵀ, stored contiguously, in the ``dws`` region of its gate
+values (no gradient uses it) when T·n >= H.
+
 The carry block (``F_CARRY``, in ``ws`` before the first tensor) keeps the final state between
 windows of truncated BPTT in training (``hp[i, HP_CARRY]``: 0 start from zeros; 1 start from zeros
 and keep the final state; 2 start from the kept state and keep the final one).
@@ -29,7 +32,9 @@ Backward (``F_K`` = 0: full BPTT, one sweep T..1): with dh_t the gradient reachi
 RNN  ∂L/∂z_t = dh_t ⊙ a·θ'(z_t);  LSTM  dc_t = dc_{t+1}⊙f_{t+1} + dh_t⊙o⊙(1 − tanh²c_t),
 ∂L/∂z_i = dc_t⊙g⊙i(1−i), ∂L/∂z_f = dc_t⊙c_{t−1}⊙f(1−f), ∂L/∂z_g = dc_t⊙i⊙(1−g²),
 ∂L/∂z_o = dh_t⊙tanh(c_t)⊙o(1−o); then dh_{t−1} += ∂L/∂z_t W_hhᵀ. At the end one product each:
-∂L/∂W_ih = Xtᵀ ∂L/∂Z, ∂L/∂W_hh = [h_0..h_{T−1}]ᵀ ∂L/∂Z, ∂L/∂b = Σ_rows ∂L/∂Z, dX = ∂L/∂Z W_ihᵀ.
+∂L/∂W_ih = Xtᵀ ∂L/∂Z, ∂L/∂W_hh = [h_0..h_{T−1}]ᵀ ∂L/∂Z, ∂L/∂b = Σ_rows ∂L/∂Z, dX = ∂L/∂Z W_ihᵀ
+(the LSTM sums ∂L/∂b, the ∂L/∂W_ih of a narrow input and dX step by step during its sweep
+instead, and runs a large layer in blocks of batch rows on several threads: see the LSTM section).
 
 Truncation ``F_K`` = k (1 <= k < T; Williams & Peng's BPTT(h)): the loss term at step t reaches
 the parameters and the inputs only through steps t−k+1 .. t. A sequence output runs, per t, a
@@ -37,13 +42,16 @@ sweep of at most k steps from the gradient of the output at t, accumulated into 
 state alone (many-to-one) is the full sweep stopped after k steps.
 """
 
+import ctypes
+
 import numpy as np
-from numba import njit
+from llvmlite import binding as llvm
+from numba import carray, njit, prange, types
 
 from .._config import JIT
 from ..activations._math import TANH, act_d, act_f
 from . import fastmath as FM
-from .blas import gemm
+from .blas import blas_threads, call_i64, gemm, gemm_acc, set_blas_threads, table_reader
 from .common import act_slots, flag, tview
 from .dense import fast_code, fast_forward
 from .layout import (
@@ -345,10 +353,53 @@ def rnn_backward(ops, hp, tens, params, grads, ws, dws, i, n, stored):
 
 
 # ---------------------------------------------------------------- LSTM
+# Rows of a batch never meet in the recurrence: row r's states depend on row r's inputs only. So a
+# large LSTM runs its sweeps over time in P blocks of batch rows, one per thread (``prange``), each
+# block with its own single-threaded products; the BLAS is set to one thread meanwhile (its thread
+# count is process-wide) and set back after, so that no BLAS worker thread competes with them for
+# a core. The products over all steps (the input projection; after the backward sweeps ∂L/∂W_hh)
+# are split the same way, by blocks of rows or of columns. Small layers (and one thread) run the
+# same functions over all rows on the calling thread.
+#
+# The parallel functions are not called directly by the kernels: code that contains ``prange`` must
+# find Numba's threading layer started when it is loaded from Numba's cache, and starting it at
+# ``import nnlab`` would load an OpenMP runtime into every process (one that loads PyTorch after it
+# then shares that runtime, and its steps ran 1.5-4x slower in the measurement). They are compiled
+# (or loaded) as C callbacks the first time a network with an LSTM is built
+# (:func:`enable_lstm_threads`), and the kernels call them through the addresses in a table, as the
+# BLAS (:mod:`nnlab.kernels.blas`); until then, and where they are not available, every LSTM runs
+# on the calling thread.
+# The gate math may contract a·b + c into one fused multiply-add (LLVM's "contract" alone: no other
+# reassociation, NaN and Inf as without it): 22% faster (13.1 against 16.9 µs per step of 32 rows of
+# 128 units, float32), within an ulp of the separately rounded forms.
+CELL_JIT = dict(JIT, fastmath=set(JIT["fastmath"]) | {"contract"})
+PAR_MIN_MACS = 1 << 22  # multiply-adds of the recurrent products T·n·H·4H below which one thread runs it all
+PAR_MIN_ROWS = 8        # batch rows per block at least
+
+_LSTM_SYMBOL = "nnlab_lstm_table"
+# 0: the threads of Numba's pool an LSTM may use (0: not enabled); 1, 2: the forward and backward
+# entries for float32, 3, 4: for float64 (0: not compiled)
+_LSTM_TABLE = (ctypes.c_uint64 * 5)()
+llvm.add_symbol(_LSTM_SYMBOL, ctypes.addressof(_LSTM_TABLE))
+_lstm_entry = table_reader(_LSTM_SYMBOL, 5)
+
+
 @njit(**JIT)
+def _lstm_blocks(n, T, H, G, itemsize):
+    """How many blocks of batch rows (threads) an LSTM of this size runs in: 1 for a small layer or
+    before :func:`enable_lstm_threads`, else the smaller of Numba's pool size and the BLAS's thread
+    count (``nl.backend``'s; 1 where it is unknown), at most n / PAR_MIN_ROWS."""
+    threads = _lstm_entry(0)
+    if threads <= 1 or T * n * H * G < PAR_MIN_MACS or _lstm_entry(1 if itemsize == 4 else 3) == 0:
+        return 1
+    p = min(threads, blas_threads(), n // PAR_MIN_ROWS)
+    return max(1, p)
+
+
+@njit(**CELL_JIT)
 def _sigmoid_into(z, out):
-    """out = σ(z) elementwise (flat): the registry's values through the vectorisable fastmath form,
-    float32 arithmetic for float32 arrays."""
+    """out = σ(z) elementwise (flat): the registry's values through the vectorisable fastmath form
+    (with fused multiply-adds: CELL_JIT), float32 arithmetic for float32 arrays."""
     if z.itemsize == 4:
         for k in range(z.size):
             out[k] = FM.sigmoid32_d(z[k])[0]
@@ -357,7 +408,7 @@ def _sigmoid_into(z, out):
             out[k] = FM.sigmoid_d(z[k])[0]
 
 
-@njit(**JIT)
+@njit(**CELL_JIT)
 def _tanh_into(z, out):
     """out = tanh(z) elementwise (flat), as :func:`_sigmoid_into`."""
     if z.itemsize == 4:
@@ -368,21 +419,21 @@ def _tanh_into(z, out):
             out[k] = FM.tanh_d(z[k])[0]
 
 
-@njit(**JIT)
+@njit(**CELL_JIT)
 def _cell_state(gv, cp, cn, H):
     """c_t = f ⊙ c_{t−1} + i ⊙ g for one row (gate values gv = [i f g o])."""
     for j in range(H):
         cn[j] = gv[H + j] * cp[j] + gv[j] * gv[2 * H + j]
 
 
-@njit(**JIT)
+@njit(**CELL_JIT)
 def _hidden(gv, tc, hn, H):
     """h_t = o ⊙ tanh(c_t) for one row."""
     for j in range(H):
         hn[j] = gv[3 * H + j] * tc[j]
 
 
-@njit(**JIT)
+@njit(**CELL_JIT)
 def _lstm_cell(Zt, Gt, cprev, cnext, tct, hnext, n, H):
     """Gate values, c_t and h_t of one step from its pre-activations Zt (n, 4H). Short loops over
     two or three arrays each: LLVM vectorises them (one loop over all seven arrays it does not,
@@ -400,9 +451,77 @@ def _lstm_cell(Zt, Gt, cprev, cnext, tct, hnext, n, H):
 
 
 @njit(**JIT)
+def _lstm_project(ops, tens, params, ws, i, n, q0, q1):
+    """Z = x_t W_ih + b for the time-major rows q0..q1 of all steps (one product)."""
+    T = ops[i, F_T]
+    F = ops[i, F_NIN]
+    G = 4 * ops[i, F_NOUT]
+    Xt = _region(ws, tens, ops[i, F_AUX] + 1, n)[:T * n * F]
+    Zf = _region(ws, tens, ops[i, F_Z], n)
+    w = ops[i, F_W]
+    Z = _mat(Zf, q0, q1 - q0, G)
+    gemm(_mat(Xt, q0, q1 - q0, F), False, params[w:w + F * G].reshape((F, G)), False, Z)
+    _add_bias(Z, params, ops[i, F_B], G)
+
+
+@njit(**JIT)
+def _lstm_forward_rows(ops, hp, tens, params, ws, i, n, r0, r1):
+    """The recurrence for batch rows r0..r1 over t = 1..T (Z already holds x_t W_ih + b): per step
+    z_t += h_{t−1} W_hh (the BLAS's beta = 1; skipped at t = 1 from the zero state), then the
+    gates, c_t and h_t; the carried state in and out as ``hp[i, HP_CARRY]`` says."""
+    T = ops[i, F_T]
+    F = ops[i, F_NIN]
+    H = ops[i, F_NOUT]
+    G = 4 * H
+    aux = ops[i, F_AUX]
+    Hf = _region(ws, tens, aux, n)[:(T + 1) * n * H]
+    Gv = _region(ws, tens, aux + 2, n)[:T * n * G]
+    Cs = _region(ws, tens, aux + 3, n)[:(T + 1) * n * H]
+    TC = _region(ws, tens, aux + 4, n)[:T * n * H]
+    Zf = _region(ws, tens, ops[i, F_Z], n)
+    w = ops[i, F_W]
+    Whh = params[w + F * G:w + F * G + H * G].reshape((H, G))
+    m = r1 - r0
+    mode = int(hp[i, HP_CARRY])
+    h0 = _mat(Hf, r0, m, H)
+    c0 = _mat(Cs, r0, m, H)
+    if mode == 2:
+        kept = _carry(ws, ops, i, n, 2 * H)
+        h0[:, :] = kept[r0:r1, :H]
+        c0[:, :] = kept[r0:r1, H:]
+    else:
+        h0[:, :] = 0.0
+        c0[:, :] = 0.0
+    for t in range(T):
+        zt = _mat(Zf, t * n + r0, m, G)
+        if t > 0 or mode == 2:
+            gemm_acc(_mat(Hf, t * n + r0, m, H), False, Whh, False, zt)
+        _lstm_cell(zt, _mat(Gv, t * n + r0, m, G), _mat(Cs, t * n + r0, m, H), _mat(Cs, (t + 1) * n + r0, m, H),
+                   _mat(TC, t * n + r0, m, H), _mat(Hf, (t + 1) * n + r0, m, H), m, H)
+    if mode >= 1:
+        kept = _carry(ws, ops, i, n, 2 * H)
+        kept[r0:r1, :H] = _mat(Hf, T * n + r0, m, H)
+        kept[r0:r1, H:] = _mat(Cs, T * n + r0, m, H)
+
+
+@njit(parallel=True, **JIT)
+def _lstm_project_par(P, ops, tens, params, ws, i, n):
+    rows = ops[i, F_T] * n
+    for k in prange(P):
+        _lstm_project(ops, tens, params, ws, i, n, rows * k // P, rows * (k + 1) // P)
+
+
+@njit(parallel=True, **JIT)
+def _lstm_forward_par(P, ops, hp, tens, params, ws, i, n):
+    for k in prange(P):
+        _lstm_forward_rows(ops, hp, tens, params, ws, i, n, n * k // P, n * (k + 1) // P)
+
+
+@njit(**JIT)
 def lstm_forward(ops, hp, tens, params, ws, dws, i, n, training, store):
     """The LSTM recurrence for t = 1..T: one product for every x_t W_ih, one (n, H)·(H, 4H) product
-    per step, the gates, c_t and h_t fused in one vectorised loop per step."""
+    per step accumulated into z_t, the gates, c_t and h_t in vectorised loops per step; in blocks
+    of batch rows on several threads for a large layer (see above)."""
     T = ops[i, F_T]
     F = ops[i, F_NIN]
     H = ops[i, F_NOUT]
@@ -410,42 +529,23 @@ def lstm_forward(ops, hp, tens, params, ws, dws, i, n, training, store):
     aux = ops[i, F_AUX]
     Hs = _region(ws, tens, aux, n)[:(T + 1) * n * H].reshape(((T + 1) * n, H))
     Xt = _region(ws, tens, aux + 1, n)[:T * n * F].reshape((T * n, F))
-    Gv = _region(ws, tens, aux + 2, n)[:T * n * G]
-    Cs = _region(ws, tens, aux + 3, n)[:(T + 1) * n * H]
-    TC = _region(ws, tens, aux + 4, n)[:T * n * H]
-    Z = _region(ws, tens, ops[i, F_Z], n).reshape((T * n, G))
     to_time_major(tview(ws, tens, ops[i, F_X], n), Xt, n, T, F)
-    w = ops[i, F_W]
-    Wih = params[w:w + F * G].reshape((F, G))
-    Whh = params[w + F * G:w + F * G + H * G].reshape((H, G))
-    gemm(Xt, False, Wih, False, Z)
-    _add_bias(Z, params, ops[i, F_B], G)
-    mode = int(hp[i, HP_CARRY])
-    Hf = Hs.reshape(-1)
-    m = n * H
-    if mode == 2:
-        kept = _carry(ws, ops, i, n, 2 * H)
-        _mat(Hf, 0, n, H)[:, :] = kept[:, :H]
-        _mat(Cs, 0, n, H)[:, :] = kept[:, H:]
+    P = _lstm_blocks(n, T, H, G, ws.itemsize)
+    if P > 1:
+        before = blas_threads()
+        set_blas_threads(1)
+        call_i64(_lstm_entry(1 if ws.itemsize == 4 else 3),
+                 (P, ops.ctypes.data, ops.shape[0], ops.shape[1], hp.ctypes.data, hp.shape[0], hp.shape[1],
+                  tens.ctypes.data, tens.shape[0], tens.shape[1], params.ctypes.data, params.size,
+                  ws.ctypes.data, ws.size, i, n))
+        set_blas_threads(before)
     else:
-        Hf[:m] = 0.0
-        Cs[:m] = 0.0
-    Zf = Z.reshape(-1)
-    for t in range(T):
-        gt = _mat(Gv, t * n, n, G)
-        gemm(_mat(Hf, t * n, n, H), False, Whh, False, gt)
-        zt = Zf[t * n * G:(t + 1) * n * G]
-        _add_into(zt, gt)
-        _lstm_cell(zt.reshape((n, G)), gt, _mat(Cs, t * n, n, H), _mat(Cs, (t + 1) * n, n, H),
-                   _mat(TC, t * n, n, H), _mat(Hf, (t + 1) * n, n, H), n, H)
-    if mode >= 1:
-        kept = _carry(ws, ops, i, n, 2 * H)
-        kept[:, :H] = _mat(Hf, T * n, n, H)
-        kept[:, H:] = _mat(Cs, T * n, n, H)
+        _lstm_project(ops, tens, params, ws, i, n, 0, T * n)
+        _lstm_forward_rows(ops, hp, tens, params, ws, i, n, 0, n)
     _output(ops, tens, ws, i, n, Hs, T, H)
 
 
-@njit(**JIT)
+@njit(**CELL_JIT)
 def _dc_total(dh, dc, gv, tc, H):
     """dc ← dc + dh ⊙ o ⊙ (1 − tanh² c_t) for one row: the total gradient reaching c_t."""
     for j in range(H):
@@ -453,7 +553,7 @@ def _dc_total(dh, dc, gv, tc, H):
         dc[j] = dc[j] + dh[j] * gv[3 * H + j] * (1.0 - t * t)
 
 
-@njit(**JIT)
+@njit(**CELL_JIT)
 def _gate_grads(dh, dc, gv, cp, tc, d, H):
     """∂L/∂z_t = [∂z_i ∂z_f ∂z_g ∂z_o] for one row from dc_t (total) and dh_t."""
     for j in range(H):
@@ -470,14 +570,14 @@ def _gate_grads(dh, dc, gv, cp, tc, d, H):
         d[3 * H + j] = dh[j] * tc[j] * (og * (1.0 - og))
 
 
-@njit(**JIT)
+@njit(**CELL_JIT)
 def _dc_back(dc, gv, H):
     """dc ← dc_t ⊙ f_t: the part of the gradient at c_t that reaches c_{t−1}."""
     for j in range(H):
         dc[j] = dc[j] * gv[H + j]
 
 
-@njit(**JIT)
+@njit(**CELL_JIT)
 def _lstm_step_back(dh, dc, Gt, cprev, tct, dz, n, H):
     """One step back: from dh (gradient reaching h_t) and dc (gradient reaching c_t from step t+1)
     write ∂L/∂z_t into dz (n, 4H) and leave dc_t ⊙ f_t (the gradient reaching c_{t−1}) in dc.
@@ -491,64 +591,295 @@ def _lstm_step_back(dh, dc, Gt, cprev, tct, dz, n, H):
 
 
 @njit(**JIT)
-def lstm_backward(ops, hp, tens, params, grads, ws, dws, i, n, stored):
-    """Backpropagation through time for the LSTM (full or truncated, see the module docstring),
-    then one product each for ∂L/∂W_ih, ∂L/∂W_hh and the input gradient."""
+def _transpose_into(W, WT):
+    """WT = Wᵀ (both C-contiguous), in tiles of 16 x 16."""
+    R, C = W.shape
+    for a0 in range(0, R, 16):
+        a1 = min(a0 + 16, R)
+        for j0 in range(0, C, 16):
+            j1 = min(j0 + 16, C)
+            for j in range(j0, j1):
+                row = WT[j]
+                for a in range(a0, a1):
+                    row[a] = W[a, j]
+
+
+SMALL_IN = 4  # inputs per step up to which ∂L/∂W_ih is summed step by step beside ∂L/∂b (else one product)
+
+
+@njit(**JIT)
+def _step_sums(dz, x, acc, small):
+    """Add one step's share to a block's float64 sums ``acc``: Σ_rows ∂L/∂z_t into acc[:G] (∂L/∂b)
+    and, for a small input (``small``), Σ_rows x_f ∂L/∂z_t into acc[G(1+f):G(2+f)] (∂L/∂W_ih row
+    f). dz (m, G), x (m, F): the block's rows of one step, read while they are in the cache."""
+    m, G = dz.shape
+    F = x.shape[1]
+    db = acc[:G]
+    for r in range(m):
+        d = dz[r]
+        for j in range(G):
+            db[j] += d[j]
+        if small:
+            for f in range(F):
+                xv = np.float64(x[r, f])
+                a = acc[G * (1 + f):G * (2 + f)]
+                for j in range(G):
+                    a[j] += xv * d[j]
+
+
+@njit(**JIT)
+def _lstm_backward_rows(ops, hp, tens, params, ws, dws, i, n, r0, r1, Wb, tb, acc):
+    """Backpropagation through time for batch rows r0..r1 (full or truncated, see the module
+    docstring): ∂L/∂z_t into dZ, the gradient reaching each h_t into dH, and per step the rows'
+    input gradient ∂L/∂z_t W_ihᵀ (time-major, scattered by the caller) and their float64 sums
+    (:func:`_step_sums`) into ``acc``. The step back to h_{t−1} is ∂L/∂z_t W_hhᵀ, written into dH
+    (added, the BLAS's beta = 1, where the output's own gradient is there), with op(Wb) = W_hhᵀ:
+    Wb is W_hhᵀ stored contiguously (tb False) or W_hh itself (tb True)."""
     T = ops[i, F_T]
     F = ops[i, F_NIN]
     H = ops[i, F_NOUT]
     G = 4 * H
     aux = ops[i, F_AUX]
-    Hs = _region(ws, tens, aux, n)[:(T + 1) * n * H].reshape(((T + 1) * n, H))
-    dH = _region(dws, tens, aux, n)[:(T + 1) * n * H].reshape(((T + 1) * n, H))
-    Xt = _region(ws, tens, aux + 1, n)[:T * n * F].reshape((T * n, F))
-    dXt = _region(dws, tens, aux + 1, n)[:T * n * F].reshape((T * n, F))
+    dHf = _region(dws, tens, aux, n)[:(T + 1) * n * H]
+    Xt = _region(ws, tens, aux + 1, n)[:T * n * F]
+    dXt = _region(dws, tens, aux + 1, n)[:T * n * F]
     Gv = _region(ws, tens, aux + 2, n)[:T * n * G]
     Cs = _region(ws, tens, aux + 3, n)[:(T + 1) * n * H]
     TC = _region(ws, tens, aux + 4, n)[:T * n * H]
-    dZ = _region(dws, tens, ops[i, F_Z], n).reshape((T * n, G))
+    dZf = _region(dws, tens, ops[i, F_Z], n)
     S = _region(ws, tens, aux + 5, n)
     w = ops[i, F_W]
-    Whh = params[w + F * G:w + F * G + H * G].reshape((H, G))
-    m = n * H
-    dHf = dH.reshape(-1)
-    dZf = dZ.reshape(-1)
-    dh = _mat(S, 0, n, H)
-    dc = _mat(S, n, n, H)
-    g = _mat(S, 2 * n, 4 * n, H).reshape((n, G))
+    Wih = params[w:w + F * G].reshape((F, G))
+    m = r1 - r0
+    dh = _mat(S, r0, m, H)
+    dc = _mat(S, n + r0, m, H)
+    g = _mat(S, 2 * n, 4 * n, H).reshape((n, G))[r0:r1]
+    dA = tview(dws, tens, ops[i, F_A], n)
     k = ops[i, F_K]
     seq = ops[i, F_SEQ] != 0
+    small = F <= SMALL_IN
+    dx = ops[i, F_DX] != DX_SKIP
     if k == 0 or not seq:
-        _seed_dh(ops, tens, dws, i, n, dH, T, H)
+        # one sweep T..lo: dH[t] is complete when step t is reached
         lo = 1 if k == 0 else max(1, T - k + 1)
-        if lo > 1:
-            dZf[:(lo - 1) * n * G] = 0.0
+        if seq:
+            for t in range(1, T + 1):
+                _mat(dHf, t * n + r0, m, H)[:, :] = dA[r0:r1, (t - 1) * H:t * H]
+        else:  # the output sees h_T alone: the steps below write their dH before it is read
+            _mat(dHf, T * n + r0, m, H)[:, :] = dA[r0:r1, :]
+        for t in range(lo):
+            _mat(dHf, t * n + r0, m, H)[:, :] = 0.0
+        for t in range(1, lo):
+            _mat(dZf, (t - 1) * n + r0, m, G)[:, :] = 0.0
+            if dx:
+                _mat(dXt, (t - 1) * n + r0, m, F)[:, :] = 0.0
         dc[:, :] = 0.0
         for t in range(T, lo - 1, -1):
-            zt = _mat(dZf, (t - 1) * n, n, G)
-            _lstm_step_back(_mat(dHf, t * n, n, H), dc, _mat(Gv, (t - 1) * n, n, G), _mat(Cs, (t - 1) * n, n, H),
-                            _mat(TC, (t - 1) * n, n, H), zt, n, H)
+            zt = _mat(dZf, (t - 1) * n + r0, m, G)
+            _lstm_step_back(_mat(dHf, t * n + r0, m, H), dc, _mat(Gv, (t - 1) * n + r0, m, G),
+                            _mat(Cs, (t - 1) * n + r0, m, H), _mat(TC, (t - 1) * n + r0, m, H), zt, m, H)
             if t > lo:
-                gemm(zt, False, Whh, True, dh)
-                _add_into(dHf[(t - 1) * m:t * m], dh)
+                if seq:
+                    gemm_acc(zt, False, Wb, tb, _mat(dHf, (t - 1) * n + r0, m, H))
+                else:
+                    gemm(zt, False, Wb, tb, _mat(dHf, (t - 1) * n + r0, m, H))
+            _step_sums(zt, _mat(Xt, (t - 1) * n + r0, m, F), acc, small)
+            if dx:
+                gemm(zt, False, Wih, True, _mat(dXt, (t - 1) * n + r0, m, F))
     else:
-        dA = tview(dws, tens, ops[i, F_A], n)
-        dHf[:] = 0.0
-        dZf[:] = 0.0
+        # BPTT(k) with a gradient at every step: per t, a sweep over steps t..t−k+1
+        for t in range(T + 1):
+            _mat(dHf, t * n + r0, m, H)[:, :] = 0.0
+        for t in range(T):
+            _mat(dZf, t * n + r0, m, G)[:, :] = 0.0
         for t in range(T, 0, -1):
-            for r in range(n):
-                src = dA[r, (t - 1) * H:t * H]
-                dst = dh[r]
-                for j in range(H):
-                    dst[j] = src[j]
+            dh[:, :] = dA[r0:r1, (t - 1) * H:t * H]
             dc[:, :] = 0.0
             lo = max(1, t - k + 1)
             for s in range(t, lo - 1, -1):
-                _add_into(dHf[s * m:(s + 1) * m], dh)
-                _lstm_step_back(dh, dc, _mat(Gv, (s - 1) * n, n, G), _mat(Cs, (s - 1) * n, n, H),
-                                _mat(TC, (s - 1) * n, n, H), g, n, H)
-                _add_into(dZf[(s - 1) * n * G:s * n * G], g)
+                _add_into(_mat(dHf, s * n + r0, m, H), dh)
+                _lstm_step_back(dh, dc, _mat(Gv, (s - 1) * n + r0, m, G), _mat(Cs, (s - 1) * n + r0, m, H),
+                                _mat(TC, (s - 1) * n + r0, m, H), g, m, H)
+                _add_into(_mat(dZf, (s - 1) * n + r0, m, G), g)
                 if s > lo:
-                    gemm(g, False, Whh, True, dh)
-    dHf[:m] = 0.0
-    _shared_products(ops, tens, params, grads, ws, dws, i, n, T, F, H, G, Xt, Hs, dZ, dXt)
+                    gemm(g, False, Wb, tb, dh)
+        for t in range(1, T + 1):  # ∂L/∂z_t is complete only now
+            zt = _mat(dZf, (t - 1) * n + r0, m, G)
+            _step_sums(zt, _mat(Xt, (t - 1) * n + r0, m, F), acc, small)
+            if dx:
+                gemm(zt, False, Wih, True, _mat(dXt, (t - 1) * n + r0, m, F))
+    _mat(dHf, r0, m, H)[:, :] = 0.0  # h_0 is a constant
+
+
+@njit(**JIT)
+def _lstm_products(ops, hp, tens, grads, ws, dws, i, n, c0, c1):
+    """After the backward sweeps, for the gate columns c0..c1: ∂L/∂W_hh = [h_0..h_{T−1}]ᵀ ∂L/∂Z
+    (without the rows of a zero h_0) and, for an input wider than SMALL_IN, ∂L/∂W_ih = Xtᵀ ∂L/∂Z."""
+    T = ops[i, F_T]
+    F = ops[i, F_NIN]
+    H = ops[i, F_NOUT]
+    G = 4 * H
+    aux = ops[i, F_AUX]
+    rows = T * n
+    Hs = _region(ws, tens, aux, n)[:(T + 1) * n * H]
+    dZ = _region(dws, tens, ops[i, F_Z], n)[:rows * G].reshape((rows, G))
+    w = ops[i, F_W]
+    if c1 <= c0:
+        return
+    skip = 0 if int(hp[i, HP_CARRY]) == 2 else n  # h_0 = 0 adds nothing
+    gemm(_mat(Hs, skip, rows - skip, H), True, dZ[skip:, c0:c1], False,
+         grads[w + F * G:w + F * G + H * G].reshape((H, G))[:, c0:c1])
+    if F > SMALL_IN:
+        Xt = _region(ws, tens, aux + 1, n)[:rows * F].reshape((rows, F))
+        gemm(Xt, True, dZ[:, c0:c1], False, grads[w:w + F * G].reshape((F, G))[:, c0:c1])
+
+
+@njit(parallel=True, **JIT)
+def _lstm_backward_par(P, ops, hp, tens, params, ws, dws, i, n, Wb, tb, acc):
+    for k in prange(P):
+        _lstm_backward_rows(ops, hp, tens, params, ws, dws, i, n, n * k // P, n * (k + 1) // P, Wb, tb, acc[k])
+
+
+@njit(parallel=True, **JIT)
+def _lstm_products_par(P, ops, hp, tens, grads, ws, dws, i, n):
+    G = 4 * ops[i, F_NOUT]
+    for k in prange(P):
+        c0 = (G * k // P) // 16 * 16
+        c1 = G if k == P - 1 else (G * (k + 1) // P) // 16 * 16
+        _lstm_products(ops, hp, tens, grads, ws, dws, i, n, c0, c1)
+
+
+@njit(**JIT)
+def lstm_backward(ops, hp, tens, params, grads, ws, dws, i, n, stored):
+    """Backpropagation through time for the LSTM (full or truncated, see the module docstring),
+    then the products over all steps: ∂L/∂W_hh (and ∂L/∂W_ih of a wide input) in one product;
+    ∂L/∂b (and ∂L/∂W_ih of a narrow input) summed in float64 step by step, and the input gradient
+    step by step, during the sweeps. In blocks of batch rows (the sweeps) and of gate columns (the
+    products) on several threads for a large layer (see above)."""
+    T = ops[i, F_T]
+    F = ops[i, F_NIN]
+    H = ops[i, F_NOUT]
+    G = 4 * H
+    aux = ops[i, F_AUX]
+    w = ops[i, F_W]
+    Whh = params[w + F * G:w + F * G + H * G].reshape((H, G))
+    # the per-step product ∂L/∂z_t W_hhᵀ reads W_hhᵀ stored contiguously (a faster product than
+    # the transposed operand) in the unused gradient region of the gate values, when it fits
+    spare = _region(dws, tens, aux + 2, n)
+    if spare.size >= H * G:
+        Wb = spare[:H * G].reshape((G, H))
+        _transpose_into(Whh, Wb)
+        tb = False
+    else:
+        Wb = Whh
+        tb = True
+    small = F <= SMALL_IN
+    P = _lstm_blocks(n, T, H, G, ws.itemsize)
+    acc = np.zeros((P, G * (1 + F) if small else G))  # per block: Σ ∂L/∂z_t, and Σ x ∂L/∂z_t (narrow input)
+    if P > 1:
+        before = blas_threads()
+        set_blas_threads(1)
+        call_i64(_lstm_entry(2 if ws.itemsize == 4 else 4),
+                 (P, ops.ctypes.data, ops.shape[0], ops.shape[1], hp.ctypes.data, hp.shape[0], hp.shape[1],
+                  tens.ctypes.data, tens.shape[0], tens.shape[1], params.ctypes.data, params.size,
+                  grads.ctypes.data, grads.size, ws.ctypes.data, ws.size, dws.ctypes.data, dws.size, i, n,
+                  Wb.ctypes.data, Wb.shape[0], Wb.shape[1], 1 if tb else 0, acc.ctypes.data, acc.shape[0],
+                  acc.shape[1]))
+        set_blas_threads(before)
+    else:
+        _lstm_backward_rows(ops, hp, tens, params, ws, dws, i, n, 0, n, Wb, tb, acc[0])
+        _lstm_products(ops, hp, tens, grads, ws, dws, i, n, 0, G)
+    for k in range(1, P):  # the blocks' sums, in block order
+        for j in range(acc.shape[1]):
+            acc[0, j] += acc[k, j]
+    b = ops[i, F_B]
+    if b >= 0:
+        db = grads[b:b + G]
+        for j in range(G):
+            db[j] = acc[0, j]
+    if small:
+        dWih = grads[w:w + F * G]
+        for j in range(F * G):
+            dWih[j] = acc[0, G + j]
+    mode = ops[i, F_DX]
+    if mode != DX_SKIP:
+        dXt = _region(dws, tens, aux + 1, n)[:T * n * F].reshape((T * n, F))
+        from_time_major(dXt, tview(dws, tens, ops[i, F_X], n), n, T, F, mode)
+
+
+# ---------------------------------------------------------------- the LSTM's threaded entries
+def _forward_entry(P, ops_p, ops_r, ops_c, hp_p, hp_r, hp_c, tens_p, tens_r, tens_c, params_p, params_n, ws_p,
+                   ws_n, i, n):
+    """The input projection and the forward sweeps of an LSTM in P blocks (a C callback: arrays as
+    data pointers and sizes)."""
+    ops = carray(ops_p, (ops_r, ops_c))
+    hp = carray(hp_p, (hp_r, hp_c))
+    tens = carray(tens_p, (tens_r, tens_c))
+    params = carray(params_p, params_n)
+    ws = carray(ws_p, ws_n)
+    _lstm_project_par(P, ops, tens, params, ws, i, n)
+    _lstm_forward_par(P, ops, hp, tens, params, ws, i, n)
+
+
+def _backward_entry(P, ops_p, ops_r, ops_c, hp_p, hp_r, hp_c, tens_p, tens_r, tens_c, params_p, params_n, grads_p,
+                    grads_n, ws_p, ws_n, dws_p, dws_n, i, n, wb_p, wb_r, wb_c, tb, acc_p, acc_r, acc_c):
+    """The backward sweeps and the products for ∂L/∂W_hh of an LSTM in P blocks (a C callback)."""
+    ops = carray(ops_p, (ops_r, ops_c))
+    hp = carray(hp_p, (hp_r, hp_c))
+    tens = carray(tens_p, (tens_r, tens_c))
+    params = carray(params_p, params_n)
+    grads = carray(grads_p, grads_n)
+    ws = carray(ws_p, ws_n)
+    dws = carray(dws_p, dws_n)
+    Wb = carray(wb_p, (wb_r, wb_c))
+    acc = carray(acc_p, (acc_r, acc_c))
+    _lstm_backward_par(P, ops, hp, tens, params, ws, dws, i, n, Wb, tb != 0, acc)
+    _lstm_products_par(P, ops, hp, tens, grads, ws, dws, i, n)
+
+
+_ENTRIES = []  # the compiled callbacks, kept alive for the life of the process
+
+
+def _entry_signatures(ftype):
+    i64, f64 = types.int64, types.float64
+    pi, pf, pd = types.CPointer(i64), types.CPointer(ftype), types.CPointer(f64)
+    head = (i64, pi, i64, i64, pd, i64, i64, pi, i64, i64, pf, i64)
+    fwd = types.void(*head, pf, i64, i64, i64)
+    bwd = types.void(*head, pf, i64, pf, i64, pf, i64, i64, i64, pf, i64, i64, i64, pd, i64, i64)
+    return fwd, bwd
+
+
+def _compile_entries():
+    """Compile (or load from Numba's cache) the four threaded entries and put their addresses in the
+    kernels' table (once)."""
+    if _ENTRIES:
+        return
+    import numba
+
+    opts = {"cache": True, "nopython": True, "error_model": "numpy"}
+    for slot, ftype in ((1, types.float32), (3, types.float64)):
+        fwd, bwd = _entry_signatures(ftype)
+        for k, (fn, sig) in enumerate(((_forward_entry, fwd), (_backward_entry, bwd))):
+            cb = numba.cfunc(sig, **opts)(fn)
+            _ENTRIES.append(cb)
+            _LSTM_TABLE[slot + k] = cb.address
+
+
+def enable_lstm_threads():
+    """Let large LSTMs run in blocks of rows on Numba's threads (see the LSTM section above): start
+    Numba's threading layer, compile (or load from Numba's cache) the threaded entries and put their
+    addresses in the kernels' table. Called when a network with an LSTM is built; does nothing
+    after the first call, and leaves the LSTM on one thread where Numba's pool has one thread or is
+    the ``workqueue`` layer (which aborts the process when two threads start parallel work at
+    once). Returns the threads an LSTM may use."""
+    if _LSTM_TABLE[0]:
+        return int(_LSTM_TABLE[0])
+    import numba
+
+    threads = int(numba.get_num_threads())  # starts the threading layer
+    if threads <= 1 or numba.threading_layer() == "workqueue":
+        _LSTM_TABLE[0] = 1
+        return 1
+    _compile_entries()
+    _LSTM_TABLE[0] = threads
+    return threads
