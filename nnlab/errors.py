@@ -41,3 +41,7 @@ class ModelFileError(NnlabError, ValueError):
 class ResourceError(NnlabError, ValueError):
     """A run would need more memory than the machine has (or than a documented bound allows); raised
     before anything large is allocated, naming what to reduce."""
+
+
+class DeviceError(NnlabError, RuntimeError):
+    """A device was asked for that is not usable here (no GPU or driver, numba-cuda not installed)."""
