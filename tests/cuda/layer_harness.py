@@ -26,6 +26,8 @@ except DeviceError as exc:  # no GPU and no simulator: nothing here can run
 from nnlab.kernels.cuda import registry  # noqa: E402
 from nnlab.kernels.cuda.program import DeviceProgram  # noqa: E402
 
+registry.load_all()  # every kernel module registers its kinds (a test may have imported one module first)
+
 TPB = 4 if device.simulated() else 32  # small blocks: several blocks and a partial one on tiny shapes
 GRID = 3  # at most 3 blocks: the grid-stride loops run several rounds (and the simulator stays fast)
 TOL = {np.dtype(np.float32): dict(rtol=1e-4, atol=2e-5), np.dtype(np.float64): dict(rtol=1e-10, atol=1e-12)}

@@ -13,7 +13,16 @@ from layer_harness import CUDA, Case, noisy_ops  # noqa: E402
 import nnlab as nl  # noqa: E402
 from nnlab.kernels import common, cpu  # noqa: E402
 from nnlab.kernels.cuda import dropout as dd  # noqa: E402
-from nnlab.kernels.layout import DX_ADD, DX_SKIP, DX_WRITE, F_DX, F_KIND, KIND_ALPHA_DROPOUT, KIND_DROPOUT  # noqa: E402
+from nnlab.kernels.layout import (  # noqa: E402
+    DX_ADD,
+    DX_SKIP,
+    DX_WRITE,
+    F_DX,
+    F_KIND,
+    F_NOISE,
+    KIND_ALPHA_DROPOUT,
+    KIND_DROPOUT,
+)
 
 # the SplitMix64 stream multiplies uint64 values modulo 2^64 on purpose; the simulator runs it with
 # NumPy scalars, which warn about that wrap-around
@@ -56,7 +65,7 @@ def test_noise_of_a_pass_matches_cpu_forward(dtype, training):
         dd.fill_noise(case.dev, i, n, training, keys, normal)
     ws = case.dev.ws.copy_to_host()
     for i in ops:
-        lo, hi = case.region(case.ops[i, 12])
+        lo, hi = case.region(case.ops[i, F_NOISE])
         np.testing.assert_array_equal(ws[lo:hi], case.ws[lo:hi])
     if training:
         assert len({int(keys[i]) for i in ops if case.ops[i, F_KIND] in (KIND_DROPOUT, KIND_ALPHA_DROPOUT)}) == 2

@@ -40,6 +40,7 @@ from ..layout import (
     F_CARRY,
     F_DX,
     F_K,
+    F_KIND,
     F_NIN,
     F_NOUT,
     F_SEQ,
@@ -305,7 +306,7 @@ class _Op:
         o = prog.ops[i]
         self.prog, self.i, self.n = prog, i, n
         self.T, self.F, self.H = int(o[F_T]), int(o[F_NIN]), int(o[F_NOUT])
-        self.G = (4 if o[0] == KIND_LSTM else 1) * self.H
+        self.G = (4 if o[F_KIND] == KIND_LSTM else 1) * self.H
         self.aux = int(o[F_AUX])
         self.mode = int(prog.hp[i, HP_CARRY])
         self.seq = 1 if o[F_SEQ] != 0 else 0
