@@ -83,3 +83,21 @@ def test_program_matches_cpu_executor(dtype, which):
     regions = [(int(tens[t, 0]) * n, int(tens[t, 0] + tens[t, 1]) * n) for t in tensors]
     _compare("ws", d.ws.copy_to_host(), ws, tol, regions)
     _compare("dws", d.dws.copy_to_host(), dws, tol, regions)  # the memoized errors and ∂L/∂X
+
+
+def test_every_layer_kind_is_found_after_one_module_was_imported():
+    """The executor imports the dropout module for the noise first; the registry still loads the
+    launchers of every other kind when one is asked for."""
+    import subprocess
+
+    code = ("from nnlab.kernels.cuda import dropout, registry\n"
+            "from nnlab.kernels import layout as L\n"
+            "kinds = [L.KIND_BATCHNORM, L.KIND_LAYERNORM, L.KIND_DROPOUT, L.KIND_ALPHA_DROPOUT, L.KIND_ADD,\n"
+            "         L.KIND_GATE, L.KIND_MAXOUT, L.KIND_RBF, L.KIND_RNN, L.KIND_LSTM]\n"
+            "print(' '.join(registry.launchers(k)[0].__name__ for k in kinds))\n")
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["batchnorm_forward", "layernorm_forward", "dropout_forward", "alpha_dropout_forward",
+                                   "add_forward", "gate_forward", "maxout_forward", "rbf_forward", "rnn_forward",
+                                   "lstm_forward"]
