@@ -3,15 +3,17 @@
 pass as the seed, every op backward in reverse) against the CPU executor's ``loss_and_grad``: the
 DX modes, scratch use and buffers as the program builder lowers them, not set by hand."""
 
+import importlib
 import os
 import sys
 
 import numpy as np
 import pytest
+from numba.core import sigutils
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from layer_harness import CUDA, TOL  # noqa: E402
+from layer_harness import CUDA, TOL, LaunchTypes  # noqa: E402
 
 import nnlab as nl  # noqa: E402
 from nnlab.kernels.cuda import dropout as dd  # noqa: E402
@@ -40,6 +42,23 @@ def _compare(name, got, want, tol, regions):
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("which", ["rows", "sequence"])
 def test_program_matches_cpu_executor(dtype, which):
+    """... and every kernel launched gets exactly the argument types of the signature the PTX test
+    compiles (float32 scalars for a float32 kernel, contiguous 1-D arrays)."""
+    rec = LaunchTypes()
+    try:
+        _program_matches_cpu_executor(dtype, which)
+    finally:
+        rec.restore()
+    assert len(rec.seen) >= (16 if which == "rows" else 12)
+    wrong = []
+    for (module, name, dt), launched in sorted(rec.seen.items()):
+        template = importlib.import_module(f"nnlab.kernels.cuda.{module}").SIGNATURES[name]
+        args, _ = sigutils.normalize_signature(template.replace("F", dt))
+        wrong += [(module, name, dt, types) for types in launched if types != tuple(args)]
+    assert wrong == []
+
+
+def _program_matches_cpu_executor(dtype, which):
     net = _nets(dtype)[which]
     rng = np.random.default_rng(0)
     n = 4
@@ -101,3 +120,4 @@ def test_every_layer_kind_is_found_after_one_module_was_imported():
     assert proc.stdout.split() == ["batchnorm_forward", "layernorm_forward", "dropout_forward", "alpha_dropout_forward",
                                    "add_forward", "gate_forward", "maxout_forward", "rbf_forward", "rnn_forward",
                                    "lstm_forward"]
+
