@@ -96,3 +96,22 @@ def test_threshold_is_the_float64_comparison():
         t = dd.threshold(p, np.float32)
         below = np.nextafter(t, np.float32(0))
         assert float(t) >= p > float(below)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_dropout_without_noise_is_the_identity(dtype):
+    """p = 0 lowers an op without a noise tensor: A = X and dX = dA in both modes."""
+    net = nl.Sequential([nl.Dense(3, 4), nl.Dropout(0.0), nl.AlphaDropout(0.0), nl.Dense(4, 2)], dtype=dtype)
+    for mode, training in ((DX_WRITE, True), (DX_ADD, False)):
+        case = Case(net, 3, seed=mode)
+        ops = [int(i) for i in np.flatnonzero(np.isin(case.ops[:, F_KIND], (KIND_DROPOUT, KIND_ALPHA_DROPOUT)))]
+        assert len(ops) == 2 and (case.ops[ops, F_NOISE] < 0).all()
+        for i in ops:
+            case.ops[i, F_DX] = mode
+        case.upload()
+        for i in ops:
+            case.forward(i, training, True)
+        case.compare(exact=("ws", "dws", "grads", "params"))
+        for i in ops[::-1]:
+            case.backward(i)
+        case.compare(exact=("ws", "dws", "grads", "params"))
