@@ -9,12 +9,14 @@ on the device by :func:`uniform`, the same integer arithmetic as the CPU's (the 
 bit), and the normal numbers are copied.
 """
 
+import warnings
+
 import numpy as np
 from numba import cuda, njit
 
 from ..._config import JIT
 from ..layout import NOISE_UNIFORM
-from .device import blocks, threads_per_block
+from .device import blocks, simulated, threads_per_block
 
 _GAMMA = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -72,6 +74,11 @@ def uniform(U, key, stream=0):
     (the twin of ``common.uniform_stream``; flat device array U)."""
     tpb = threads_per_block()
     k = _uniform32 if U.dtype == np.float32 else _uniform64
+    if simulated():  # the simulator runs the kernel on NumPy scalars, which warn where uint64 wraps
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            k[blocks(U.size, tpb), tpb, stream](U, np.uint64(key))
+        return
     k[blocks(U.size, tpb), tpb, stream](U, np.uint64(key))
 
 
