@@ -16,3 +16,5 @@ def small_blocks():
     old = D.set_threads_per_block(4 if D.simulated() else 32)
     yield
     D.set_threads_per_block(old)
+
+collect_ignore = ["ptx_check.py"]  # a script the PTX tests run in a process of its own

@@ -61,14 +61,10 @@ def _make(dtype, ds):
                 D[k] = a * act_d(code, z, p0, p1, p2, u)
 
     @cuda.jit
-    def errors(E, dA, Z, params, code, mask, ap, q0, q1, q2, qa, U, has_noise, stored):
-        """E = dA ⊙ E (``stored``: E holds a·θ'(Z)) or E = dA·a·θ'(Z)."""
+    def errors(E, dA, Z, params, code, mask, ap, q0, q1, q2, qa, U, has_noise):
+        """E = dA·a·θ'(Z) (an op that did not store its derivative; otherwise ``elementwise.mul``)."""
         start = cuda.grid(1)
         stride = cuda.gridsize(1)
-        if stored:
-            for k in range(start, E.size, stride):
-                E[k] = dA[k] * E[k]
-            return
         p0, p1, p2, a = act_slots(params, mask, ap, q0, q1, q2, qa)
         for k in range(start, E.size, stride):
             u = U[k] if has_noise else nbt(0.0)
@@ -163,7 +159,7 @@ def signatures(dtype):
     q = "float64, float64, float64, float64"
     return {
         "forward": f"void({a}, {a}, {a}, {a}, int64, int64, int64, int64, int64, {q}, {a}, boolean, boolean)",
-        "errors": f"void({a}, {a}, {a}, {a}, int64, int64, int64, {q}, {a}, boolean, boolean)",
+        "errors": f"void({a}, {a}, {a}, {a}, int64, int64, int64, {q}, {a}, boolean)",
         "param_grads": f"void({a}, {a}, {a}, {a}, int64, int64, int64, {q}, {a}, boolean)",
         "col_sum": f"void({a}, {a}, int64)",
     }
@@ -226,8 +222,11 @@ def dense_backward(prog, i, n, stored):
     if mask and not stored:
         K["param_grads"][1, min(tpb, MAX_TPB), st](dAf, Zf, prog.params, prog.grads, code, mask, ap,
                                                    q0, q1, q2, qa, U, has_noise)
-    K["errors"][blocks(Ef.size, tpb), tpb, st](Ef, dAf, Zf, prog.params, code, mask, ap, q0, q1, q2, qa,
-                                               U, has_noise, bool(stored))
+    if stored:  # E = dA ⊙ a·θ'(Z), the derivative kept by the forward pass: in the dtype, no activation
+        elementwise.mul(Ef, dAf, st)
+    else:
+        K["errors"][blocks(Ef.size, tpb), tpb, st](Ef, dAf, Zf, prog.params, code, mask, ap, q0, q1, q2, qa,
+                                                   U, has_noise)
     b = int(ops[i, F_B])
     if b >= 0:
         K["col_sum"][blocks(nout, tpb), tpb, st](Ef, prog.grads[b:b + nout], nout)

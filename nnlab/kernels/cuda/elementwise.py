@@ -37,7 +37,15 @@ def _make(dtype):
         for k in range(start, dst.size, stride):
             dst[k] = value
 
-    return {"put": put, "fill": fill}
+    @cuda.jit
+    def mul(dst, src):
+        """dst = src ⊙ dst."""
+        start = cuda.grid(1)
+        stride = cuda.gridsize(1)
+        for k in range(start, dst.size, stride):
+            dst[k] = src[k] * dst[k]
+
+    return {"put": put, "fill": fill, "mul": mul}
 
 
 def kernels(dtype):
@@ -67,6 +75,13 @@ def copy(dst, src, stream=0):
     put_dx(dst, src, DX_WRITE, stream)
 
 
+def mul(dst, src, stream=0):
+    """dst = src ⊙ dst (device arrays of one size and dtype)."""
+    d = _flat(dst)
+    tpb = threads_per_block()
+    kernels(d.dtype)["mul"][blocks(d.size, tpb), tpb, stream](d, _flat(src))
+
+
 def fill(dst, value, stream=0):
     """dst[:] = value."""
     d = _flat(dst)
@@ -79,4 +94,5 @@ def fill(dst, value, stream=0):
 def signatures(dtype):
     """{kernel name: signature} as the launchers call them (for :func:`numba.cuda.compile_ptx`)."""
     t = "float32" if np.dtype(dtype) == np.float32 else "float64"
-    return {"put": f"void({t}[::1], {t}[::1], boolean)", "fill": f"void({t}[::1], {t})"}
+    return {"put": f"void({t}[::1], {t}[::1], boolean)", "fill": f"void({t}[::1], {t})",
+            "mul": f"void({t}[::1], {t}[::1])"}

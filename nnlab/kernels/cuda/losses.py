@@ -1,7 +1,8 @@
 """The losses on the device: the twins of :func:`nnlab.kernels.cpu.loss_sum` and
 :func:`nnlab.kernels.cpu.loss_fwd_bwd`.
 
-One thread per row (grid-stride) computes the row's loss terms in float64, as the CPU does, and
+One thread per row (grid-stride) computes the row's loss terms in float64, as the CPU does (the
+casts to float64 spell out the promotions compiled code makes, so the simulator computes the same), and
 with ``need_grad`` writes dL/dŶ of the batch's mean loss. The per-row sums go to a float64 device
 array and are added on the host in row order after one copy (n doubles): no atomics, so the
 loss is the same bits on every run.
@@ -10,7 +11,7 @@ loss is the same bits on every run.
 import math
 
 import numpy as np
-from numba import cuda
+from numba import cuda, float32, float64
 
 from ..layout import LOSS_BCE, LOSS_MSE, LOSS_SOFTMAX_CE
 from .device import blocks, threads_per_block
@@ -18,12 +19,18 @@ from .device import blocks, threads_per_block
 _kernel = {}
 
 
-def _make():
+def _make(dtype):
+    # nbt(math.exp(x)) and the like: compiled code evaluates math functions of a float32 argument in
+    # float32 (expf), on the CPU and on the device alike; the casts say so for the simulator, which
+    # would otherwise return a Python float (and cost nothing in compiled code)
+    nbt = float32 if np.dtype(dtype) == np.float32 else float64
+
     @cuda.jit(device=True)
     def sigm(x):
+        """``_math.sigm`` of a value of the dtype (σ in float64 from the dtype's exponential)."""
         if x >= 0:
-            return 1.0 / (1.0 + math.exp(-x))
-        e = math.exp(x)
+            return 1.0 / (1.0 + nbt(math.exp(-x)))
+        e = nbt(math.exp(x))
         return e / (1.0 + e)
 
     @cuda.jit
@@ -38,7 +45,7 @@ def _make():
             total = 0.0
             if code == LOSS_MSE:
                 for j in range(k):
-                    diff = Yhat[o + j] - Y[o + j]
+                    diff = float64(Yhat[o + j] - Y[o + j])  # (the difference in the dtype, as on the CPU)
                     total += 0.5 * diff * diff
                     if need_grad:
                         dY[o + j] = diff / n
@@ -49,12 +56,12 @@ def _make():
                         m = Yhat[o + j]
                 s = 0.0
                 for j in range(k):
-                    e = math.exp(Yhat[o + j] - m)
+                    e = nbt(math.exp(Yhat[o + j] - m))
                     s += e
                     if need_grad:
                         dY[o + j] = e
                 label = int(Y[r])
-                total += (m - Yhat[o + label]) + math.log(s)
+                total += float64(m - Yhat[o + label]) + math.log(s)
                 if need_grad:
                     for j in range(k):
                         p = dY[o + j] / s
@@ -62,20 +69,21 @@ def _make():
             else:  # LOSS_BCE
                 for j in range(k):
                     x = Yhat[o + j]
-                    y = Y[o + j]
-                    total += max(x, 0.0) - x * y + math.log1p(math.exp(-abs(x)))
+                    xy = float64(x * Y[o + j])  # (the product in the dtype, as on the CPU)
+                    total += max(float64(x), 0.0) - xy + float64(nbt(math.log1p(nbt(math.exp(-abs(x))))))
                     if need_grad:
-                        dY[o + j] = (sigm(x) - y) / (n * k)
+                        dY[o + j] = (sigm(x) - float64(Y[o + j])) / (n * k)
             out[r] = total
 
     return rows
 
 
-def kernel():
-    """The per-row loss kernel (one for both dtypes: Numba compiles a signature per dtype)."""
-    k = _kernel.get(0)
+def kernel(dtype):
+    """The per-row loss kernel of ``dtype``."""
+    dtype = np.dtype(dtype)
+    k = _kernel.get(dtype)
     if k is None:
-        k = _kernel[0] = _make()
+        k = _kernel[dtype] = _make(dtype)
     return k
 
 
@@ -90,7 +98,7 @@ def loss_sum(cuda_mod, loss_code, Yhat, Y, dY, need_grad, total, rows, stream=0)
     k = Yhat.size // rows
     out = cuda_mod.device_array(rows, np.float64, stream=stream)
     tpb = threads_per_block()
-    kernel()[blocks(rows, tpb), tpb, stream](int(loss_code), Yhat, Y, dY, k, bool(need_grad), out)
+    kernel(Yhat.dtype)[blocks(rows, tpb), tpb, stream](int(loss_code), Yhat, Y, dY, k, bool(need_grad), out)
     host = out.copy_to_host(stream=stream)
     if stream:
         stream.synchronize()
