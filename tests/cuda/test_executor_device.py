@@ -177,3 +177,12 @@ def test_every_layer_kind_in_one_network(monkeypatch, dtype):
         np.testing.assert_allclose(tb.step(X, y), ta.step(X, y), **tol)
     for p, q in zip(a.params(), b.params()):
         np.testing.assert_allclose(q, p, **tol)
+
+
+def test_gradcheck_of_a_device_network():
+    """Finite differences of the device's loss against the device's gradients (float64)."""
+    net = nl.Sequential([nl.Dense(2, 3, activation="softplus"), nl.Dense(3, 1)], seed=0, device="cuda")
+    X = np.random.default_rng(3).normal(size=(3, 2))
+    res = nl.gradcheck.check_network(net, X, X.sum(axis=1))
+    assert res.ok, res
+    assert net.device == "cuda"
