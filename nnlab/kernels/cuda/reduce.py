@@ -62,6 +62,22 @@ def block_max(sh, v):
     return r
 
 
+@cuda.jit(device=True)
+def tree_sum(sh, k):
+    """Add the rows 0..k-1 of the (rows, MAXT) float64 shared array ``sh``, which every thread has
+    filled at its column, into column 0 (one tree for all rows: one barrier per level)."""
+    tid = cuda.threadIdx.x
+    bd = cuda.blockDim.x
+    cuda.syncthreads()
+    step = 1
+    while step < bd:
+        if tid % (2 * step) == 0 and tid + step < bd:
+            for r in range(k):
+                sh[r, tid] += sh[r, tid + step]
+        cuda.syncthreads()
+        step *= 2
+
+
 def _factory(dtype):
     @cuda.jit
     def seg_sq(x, offs, whole, part):
