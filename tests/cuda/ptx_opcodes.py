@@ -1,27 +1,24 @@
 """Compile every optimizer, clipping, reduction and statistics kernel with ``cuda.compile_ptx`` at
 cc 8.0 for float32 and float64 and print, as JSON, the opcode counts of each kernel's PTX.
 
-Run as a script in a process without the simulator (the PTX test starts it). Device functions are
+Run as a script in a process without the simulator (the PTX test starts it with
+``NUMBA_ENABLE_CUDASIM`` removed from the environment). Device functions are
 compiled for the current device's compute capability; without a GPU there is none, so the script
 stands in cc 8.0 -- the architecture every kernel here is compiled for anyway. Exit status 3: the
 CUDA toolkit (NVVM) is missing, with the reason on stderr."""
 
 import collections
 import json
-import os
 import re
 import sys
 import types
-
-os.environ.pop("NUMBA_ENABLE_CUDASIM", None)
-
-from numba import cuda  # noqa: E402
 
 OP = re.compile(r"^\s*(?:@!?%p\d+\s+)?([a-z][\w.]*)\s", re.M)
 
 
 def main():
     import numba.cuda.dispatcher as dispatcher
+    from numba import cuda
 
     try:
         has_gpu = cuda.is_available()

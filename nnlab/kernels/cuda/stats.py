@@ -55,7 +55,7 @@ from ..layout import (
     S_ZERO_GRAD,
 )
 from .device import MAX_BLOCKS, blocks, threads_per_block
-from .reduce import MAXT, block_max, block_sum, tree_sum
+from .reduce import MAXT, block_max, block_sum, partials, to_host, tree_sum
 
 DBL_MAX = K.DBL_MAX
 
@@ -259,9 +259,9 @@ def _reduce(name, rows, x, *args, stream=0, how="sum"):
     """Launch reduction ``name`` over x (grid-stride, per-block partials) and combine the partials."""
     tpb = threads_per_block()
     nb = max(1, min(MAX_BLOCKS, (x.size + tpb - 1) // tpb))
-    part = cuda.device_array((rows, nb), np.float64, stream=stream)
+    part = partials(rows, nb, stream)
     kernels(x.dtype)[name][nb, tpb, stream](x, *args, part)
-    p = part.copy_to_host(stream=stream)
+    p = to_host(part, stream)
     return p.max(axis=1) if how == "max" else p.sum(axis=1)
 
 
@@ -310,7 +310,7 @@ def _moments(s, sq, cnt, shift):
 def _flat_moments(x, stream):
     """(Σ(v−k), Σ(v−k)², count, shift k, non-finite count) over the finite entries of x."""
     i = _first_finite(x, x, stream)
-    k = float(x[i:i + 1].copy_to_host(stream=stream)[0]) if i >= 0 else 0.0
+    k = float(to_host(x[i:i + 1], stream)[0]) if i >= 0 else 0.0
     if x.size == 0:
         return 0.0, 0.0, 0, k, 0
     s, sq, cnt = _reduce("flat_moments", 3, x, k, stream=stream)
@@ -325,7 +325,7 @@ def _act_slots(prog, i):
     if mask:
         ap = int(ops[i, F_AP])
         nlearn = bin(mask & 15).count("1")
-        learn = prog.params[ap:ap + nlearn].copy_to_host(stream=prog.stream)
+        learn = to_host(prog.params[ap:ap + nlearn], prog.stream)
         j = 0
         for k in range(4):
             if mask & (1 << k):
@@ -362,8 +362,8 @@ def grad_stats(prog, n, sat, stats):
             zs = float(sat[i, 2]) if saturating else 0.0
             k = _first_finite(Zf, Af, st)
             if k >= 0:
-                kz = float(Zf[k:k + 1].copy_to_host(stream=st)[0])
-                ka = float(Af[k:k + 1].copy_to_host(stream=st)[0])
+                kz = float(to_host(Zf[k:k + 1], st)[0])
+                ka = float(to_host(Af[k:k + 1], st)[0])
             else:
                 kz = ka = 0.0
             has_noise = int(ops[i, F_NOISE]) >= 0
@@ -374,7 +374,7 @@ def grad_stats(prog, n, sat, stats):
             kernels(Zf.dtype)["act_pass"][blocks(nout, tpb), tpb, st](
                 Zf, Af, U, has_noise, np.int64(nout), kz, ka, zs, thr, saturating, np.int64(ops[i, F_ACT]),
                 p0, p1, p2, a, out)
-            o = out.copy_to_host(stream=st)
+            o = to_host(out, st)
             zsum, zsq, asum, asq = (float(v) for v in o[:4].sum(axis=1))
             cnt = int(o[4].sum())
             n_sat = int(o[5].sum())
