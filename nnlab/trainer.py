@@ -123,8 +123,10 @@ def _reg_spec(regularizer):
 class Trainer:
     """Train a :class:`~nnlab.Sequential` with an optimizer; see the module docstring."""
 
-    def __init__(self, net, optimizer, clip=None, regularizer=None, on_nonfinite="stop", monitor=None):
+    def __init__(self, net, optimizer, clip=None, regularizer=None, on_nonfinite="stop", monitor=None, device=None):
         self.net = net
+        if device is not None:  # (None: where the network is)
+            net.to(device)
         if monitor is not None and getattr(monitor, "net", None) is not net:
             raise HyperparameterError("the monitor must watch the trainer's network (GradientMonitor(net))")
         self.monitor = monitor
@@ -232,6 +234,7 @@ class Trainer:
     @property
     def grads(self):
         """The gradients of the last step (after clipping), aligned with ``net.params()``."""
+        self.net._to_host()
         return [self._grads[o:o + int(np.prod(s))].reshape(s) for o, s in self.net._shapes]
 
     def evaluate(self, X, y):
