@@ -177,3 +177,35 @@ def test_update_stats_beyond_the_float64_range():
         cols = [L.S_W_NORM, L.S_UPDATE_NORM]
         assert np.all(np.isfinite(want[:, cols])) and np.all(want[:, cols] > 0)
         np.testing.assert_allclose(got[:, cols], want[:, cols], rtol=1e-13)
+
+
+def test_registered_activation_dead_units():
+    """A user-registered activation: the registry's device act_d decides dead units, as the CPU's
+    extended dispatcher does (the statistics read any buffers: Z, A and E are filled directly)."""
+    from nnlab.kernels import kernels_for
+
+    A = nl.activations
+    A.register("stats_hinge", lambda z: max(z, 0.0), lambda z: 1.0 if z > 0 else 0.0)
+    try:
+        net = nl.Sequential([nl.Dense(3, 4, activation="stats_hinge"), nl.Dense(4, 2)], seed=2)
+        X, _ = data(np.float64, seed=4)
+        prog = net._prog_for(X)
+        ws, dws = (b.copy() for b in net._workspace(X.shape[0], prog.width))
+        rng = np.random.default_rng(6)
+        ws[:] = rng.standard_normal(ws.size)
+        dws[:] = rng.standard_normal(dws.size)
+        grads = rng.standard_normal(net._flat.size)
+        z_off = prog.tens[prog.ops[0, L.F_Z], 0] * X.shape[0]
+        ws[z_off + 1:z_off + 4 * X.shape[0]:4] = -1.0  # unit 1 below 0 in every row: dead
+        sat = nl.GradientMonitor(net)._sat
+        want = np.zeros((2, L.NS))
+        ks = kernels_for([int(prog.ops[0, L.F_ACT])])
+        ks.grad_stats(prog.ops, prog.hp, prog.tens, net._store, grads, ws, dws, X.shape[0], sat, want)
+        dp = DeviceProgram(cuda, prog.ops, prog.hp, prog.tens, cuda.to_device(net._store), cuda.to_device(grads),
+                           cuda.to_device(ws), cuda.to_device(dws))
+        got = np.zeros_like(want)
+        GS.grad_stats(dp, X.shape[0], sat, got)
+        assert want[0, L.S_DEAD] == 0.25
+        compare(got, want)
+    finally:
+        A.unregister("stats_hinge")

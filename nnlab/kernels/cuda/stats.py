@@ -9,9 +9,10 @@ fills the row of ``stats``. Everything accumulates in float64, as on the CPU (th
 compares magnitudes across many orders, so its sums are float64 for either dtype); norms whose
 float64 sum of squares over- or underflows are recomputed with the CPU's power-of-two scaling.
 
-Dead and saturated units of a dense op need the activation derivative θ'(z): one thread per
-unit walks the unit's rows (race-free, no shared flag), with the same decisions as the CPU
-(``sat``: saturating flag, threshold on |a·θ'(z)|, z_sat).
+Dead and saturated units of a dense op need the activation derivative θ'(z) -- the device ``act_d``
+of :func:`nnlab.kernels.cuda.activations.device_set` (the CPU's scalar code, user-registered
+activations included): one thread per unit walks the unit's rows (race-free, no shared flag),
+with the same decisions as the CPU (``sat``: saturating flag, threshold on |a·θ'(z)|, z_sat).
 """
 
 import math
@@ -19,7 +20,6 @@ import math
 import numpy as np
 from numba import boolean, cuda, float32, float64, int64
 
-from ...activations import _math
 from .. import optim_cpu as K
 from ..layout import (
     F_A,
@@ -59,13 +59,10 @@ from .reduce import MAXT, block_max, block_sum, partials, to_host, tree_sum
 
 DBL_MAX = K.DBL_MAX
 
-# The activation derivative as a device function, compiled from the CPU's scalar code.
-act_d = cuda.jit(device=True)(_math.act_d.py_func)
-
 _kernels = {}
 
 
-def _factory(dtype):
+def _factory(dtype, act_d):
     @cuda.jit
     def sq_count(x, part):
         """Per block: Σx² (float64), then the counts of non-finite, float32-subnormal and zero entries."""
@@ -237,11 +234,15 @@ def _factory(dtype):
 
 
 def kernels(dtype):
-    """{name: kernel} of the statistics kernels for float32 or float64 buffers."""
-    dtype = np.dtype(dtype)
-    k = _kernels.get(dtype)
+    """{name: kernel} of the statistics kernels for float32 or float64 buffers (built again when an
+    activation is registered: the activation pass calls the registry's device ``act_d``)."""
+    from .activations import device_set
+
+    ds = device_set()
+    key = (np.dtype(dtype), ds.version)
+    k = _kernels.get(key)
     if k is None:
-        k = _kernels[dtype] = _factory(dtype)
+        k = _kernels[key] = _factory(key[0], ds.act_d)
     return k
 
 
