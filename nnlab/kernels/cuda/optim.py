@@ -367,7 +367,7 @@ def opt_update_checked(code, opt_hp, t, P, grads, state, norm, stream=0):
     flag.copy_to_device(host, stream=stream)
     _launch(code, opt_hp, t, P, grads, state, flag, False, stream)
     flag.copy_to_host(host, stream=stream)
-    if stream:
+    if not isinstance(stream, int):
         stream.synchronize()
     if host[0] != 0:
         return False

@@ -20,6 +20,7 @@ from .device import MAX_BLOCKS, threads_per_block
 MAXT = 1024  # shared-memory slots per block: the largest threads-per-block
 _kernels = {}
 _offsets = {}
+_partials = {}
 
 
 @cuda.jit(device=True)
@@ -60,6 +61,22 @@ def block_max(sh, v):
     r = sh[0]
     cuda.syncthreads()
     return r
+
+
+@cuda.jit(device=True)
+def tree_sum(sh, k):
+    """Add the rows 0..k-1 of the (rows, MAXT) float64 shared array ``sh``, which every thread has
+    filled at its column, into column 0 (one tree for all rows: one barrier per level)."""
+    tid = cuda.threadIdx.x
+    bd = cuda.blockDim.x
+    cuda.syncthreads()
+    step = 1
+    while step < bd:
+        if tid % (2 * step) == 0 and tid + step < bd:
+            for r in range(k):
+                sh[r, tid] += sh[r, tid + step]
+        cuda.syncthreads()
+        step *= 2
 
 
 def _factory(dtype):
@@ -134,6 +151,27 @@ def signatures(dtype):
             "seg_scaled_sq": (x, offs, boolean, float64[::1], float64[::1], part)}
 
 
+def to_host(darr, stream=0):
+    """A host copy of the device array ``darr`` once it has arrived (a copy on a stream is
+    asynchronous: the stream is synchronised before the values are read)."""
+    h = darr.copy_to_host(stream=stream)
+    if not isinstance(stream, int):
+        stream.synchronize()
+    return h
+
+
+def partials(rows, nb, stream=0):
+    """A (rows, nb) float64 device array for per-block partials, kept between calls (each call reads
+    its partials back before the next launch on the stream can overwrite them)."""
+    key = (rows, nb, id(stream))
+    a = _partials.get(key)
+    if a is None:
+        if len(_partials) > 256:
+            _partials.clear()
+        a = _partials[key] = cuda.device_array((rows, nb), np.float64, stream=stream)
+    return a
+
+
 def device_offsets(offsets, stream=0):
     """A device copy of the int64 segment bounds ``offsets`` (kept: the executor passes the same
     bounds every step)."""
@@ -167,9 +205,9 @@ def _run(name, x, offsets, extra, stream, combine):
     if nseg <= 0:
         return np.zeros(0)
     tpb, nb = _grid(longest)
-    part = cuda.device_array((nseg, nb), np.float64, stream=stream)
+    part = partials(nseg, nb, stream)
     kernels(x.dtype)[name][(nb, nseg), tpb, stream](x, offs, whole, *extra, part)
-    return combine(part.copy_to_host(stream=stream))
+    return combine(to_host(part, stream))
 
 
 def seg_sq(x, offsets=None, stream=0):
