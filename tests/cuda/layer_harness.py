@@ -26,6 +26,8 @@ except DeviceError as exc:  # no GPU and no simulator: nothing here can run
 from nnlab.kernels.cuda import registry  # noqa: E402
 from nnlab.kernels.cuda.program import DeviceProgram  # noqa: E402
 
+registry.load_all()  # every kernel module registers its kinds (a test may have imported one module first)
+
 TPB = 4 if device.simulated() else 32  # small blocks: several blocks and a partial one on tiny shapes
 GRID = 3  # at most 3 blocks: the grid-stride loops run several rounds (and the simulator stays fast)
 TOL = {np.dtype(np.float32): dict(rtol=1e-4, atol=2e-5), np.dtype(np.float64): dict(rtol=1e-10, atol=1e-12)}
@@ -126,6 +128,55 @@ class Case:
         n = self.n if n is None else n
         off = int(self.tens[buf_t, 0]) * n
         return off, off + n * int(self.tens[buf_t, 1])
+
+
+class LaunchTypes:
+    """Records the numba types of every launch of the layer kernels (module, kernel, dtype) while
+    active, to check them against the signatures the PTX test compiles (a launch with other types
+    would compile another specialisation on a GPU: a float32 kernel given a float64 scalar computes
+    in float64)."""
+
+    MODULES = ("dropout", "combine", "norm", "maxout", "rbf", "recurrent")
+
+    def __init__(self):
+        import importlib
+
+        self.seen = {}
+        self._saved = []
+        for name in self.MODULES:
+            mod = importlib.import_module(f"nnlab.kernels.cuda.{name}")
+            for dtype in ("float32", "float64"):
+                ns = mod.kernels(dtype)
+                for kname in mod.SIGNATURES:
+                    self._saved.append((ns, kname, getattr(ns, kname)))
+                    setattr(ns, kname, self._proxy(getattr(ns, kname), (name, kname, dtype)))
+
+    def _proxy(self, kernel, key):
+        seen = self.seen
+
+        class Configured:
+            def __getitem__(self, config):
+                run = kernel[config]
+
+                def call(*args):
+                    seen.setdefault(key, set()).add(tuple(_typeof(a) for a in args))
+                    return run(*args)
+
+                return call
+
+        return Configured()
+
+    def restore(self):
+        for ns, kname, k in self._saved:
+            setattr(ns, kname, k)
+
+
+def _typeof(a):
+    import numba
+
+    if hasattr(a, "copy_to_host"):
+        return numba.typeof(a.copy_to_host())
+    return numba.typeof(a)
 
 
 def noisy_ops(ops):

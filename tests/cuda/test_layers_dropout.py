@@ -13,7 +13,16 @@ from layer_harness import CUDA, Case, noisy_ops  # noqa: E402
 import nnlab as nl  # noqa: E402
 from nnlab.kernels import common, cpu  # noqa: E402
 from nnlab.kernels.cuda import dropout as dd  # noqa: E402
-from nnlab.kernels.layout import DX_ADD, DX_SKIP, DX_WRITE, F_DX, F_KIND, KIND_ALPHA_DROPOUT, KIND_DROPOUT  # noqa: E402
+from nnlab.kernels.layout import (  # noqa: E402
+    DX_ADD,
+    DX_SKIP,
+    DX_WRITE,
+    F_DX,
+    F_KIND,
+    F_NOISE,
+    KIND_ALPHA_DROPOUT,
+    KIND_DROPOUT,
+)
 
 # the SplitMix64 stream multiplies uint64 values modulo 2^64 on purpose; the simulator runs it with
 # NumPy scalars, which warn about that wrap-around
@@ -56,7 +65,7 @@ def test_noise_of_a_pass_matches_cpu_forward(dtype, training):
         dd.fill_noise(case.dev, i, n, training, keys, normal)
     ws = case.dev.ws.copy_to_host()
     for i in ops:
-        lo, hi = case.region(case.ops[i, 12])
+        lo, hi = case.region(case.ops[i, F_NOISE])
         np.testing.assert_array_equal(ws[lo:hi], case.ws[lo:hi])
     if training:
         assert len({int(keys[i]) for i in ops if case.ops[i, F_KIND] in (KIND_DROPOUT, KIND_ALPHA_DROPOUT)}) == 2
@@ -87,3 +96,22 @@ def test_threshold_is_the_float64_comparison():
         t = dd.threshold(p, np.float32)
         below = np.nextafter(t, np.float32(0))
         assert float(t) >= p > float(below)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_dropout_without_noise_is_the_identity(dtype):
+    """p = 0 lowers an op without a noise tensor: A = X and dX = dA in both modes."""
+    net = nl.Sequential([nl.Dense(3, 4), nl.Dropout(0.0), nl.AlphaDropout(0.0), nl.Dense(4, 2)], dtype=dtype)
+    for mode, training in ((DX_WRITE, True), (DX_ADD, False)):
+        case = Case(net, 3, seed=mode)
+        ops = [int(i) for i in np.flatnonzero(np.isin(case.ops[:, F_KIND], (KIND_DROPOUT, KIND_ALPHA_DROPOUT)))]
+        assert len(ops) == 2 and (case.ops[ops, F_NOISE] < 0).all()
+        for i in ops:
+            case.ops[i, F_DX] = mode
+        case.upload()
+        for i in ops:
+            case.forward(i, training, True)
+        case.compare(exact=("ws", "dws", "grads", "params"))
+        for i in ops[::-1]:
+            case.backward(i)
+        case.compare(exact=("ws", "dws", "grads", "params"))

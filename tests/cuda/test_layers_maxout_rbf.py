@@ -11,7 +11,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from layer_harness import Case  # noqa: E402
 
 import nnlab as nl  # noqa: E402
-from nnlab.kernels.layout import DX_ADD, DX_SKIP, DX_WRITE, F_DX, F_KIND, F_W, F_Z, KIND_MAXOUT, KIND_RBF  # noqa: E402
+from nnlab.kernels.layout import DX_ADD, DX_SKIP, DX_WRITE, F_B, F_DX, F_KIND, F_W, F_Z, KIND_MAXOUT, KIND_RBF  # noqa: E402
 
 
 def _case(net, kind, mode, seed, n=5, **kw):
@@ -24,11 +24,19 @@ def _case(net, kind, mode, seed, n=5, **kw):
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_maxout(dtype):
-    """Every DX mode (DX_ADD through the op's scratch tensor), with ties and a NaN piece."""
+    """Every DX mode (DX_ADD through the op's scratch tensor), with ties (forward and backward) and
+    a NaN piece."""
     net = nl.Sequential([nl.Dense(3, 4), nl.Maxout(4, 3, k=3), nl.Dense(3, 2)], dtype=dtype)
     for mode in (DX_WRITE, DX_ADD, DX_SKIP):
         case, i = _case(net, KIND_MAXOUT, mode, seed=mode, scratch=4)
+        W = case.store[case.ops[i, F_W]:case.ops[i, F_W] + 4 * 9].reshape(4, 9)
+        W[:, 1] = W[:, 0]  # unit 0: pieces 0 and 1 tie on every row (the first wins)
+        b = case.store[case.ops[i, F_B]:case.ops[i, F_B] + 9]
+        b[:] = 0.0
+        case.upload()
         case.forward(i, True, False)
+        lo, _ = case.region(case.ops[i, F_Z])
+        assert (case.ws[lo:lo + 45:9] == case.ws[lo + 1:lo + 45:9]).all()
         lo, _ = case.region(case.ops[i, F_Z])
         z = case.ws[lo:lo + 9]  # row 0: unit 0 ties, unit 1 has a NaN piece (the CPU wrote these)
         z[1] = z[2] = z[0] + 1

@@ -13,7 +13,7 @@ so x̂, A and the gradients are computed from them in float64 and rounded once t
 dtype: the float32 kernels of this module contain float64 arithmetic on purpose (the one
 exception to "a float32 kernel computes in float32", checked by the PTX tests). The order of the
 additions is the tree's, not the CPU's row order: results agree to the float64 rounding of the
-sums (bit for bit in most float32 entries).
+sums, far below a float32 rounding.
 """
 
 import math

@@ -33,7 +33,7 @@ def load_all():
 
 def launchers(kind):
     """(forward, backward) of op kind ``kind``; KeyError names a kind without device kernels."""
-    if not _LAUNCHERS:
+    if int(kind) not in _LAUNCHERS:  # also after one kernel module was imported on its own
         load_all()
     try:
         return _LAUNCHERS[int(kind)]
