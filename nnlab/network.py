@@ -73,7 +73,7 @@ class Sequential:
     (2, (16, 8))
     """
 
-    def __init__(self, layers, loss="mse", seed=0, dtype="float64", device="cpu"):
+    def __init__(self, layers, loss="mse", seed=0, dtype="float64", device=None):
         layers = list(layers)
         if not layers:
             raise ShapeError("Sequential needs at least one layer")
@@ -94,6 +94,10 @@ class Sequential:
         self._init_params()
         self.layer_errors = []
         self._ws = {}
+        if device is None:  # (the process default: nl.backend.set_device)
+            from .backend import get_device
+
+            device = get_device()
         if device != "cpu":
             self.to(device)
 
@@ -488,7 +492,7 @@ class Sequential:
         """An independent network with the same architecture, parameter values and buffers
         (optionally recast), on the CPU (``.to("cuda")`` moves it)."""
         self._sync_activation_values()
-        net = from_config(self.config(), dtype=dtype)
+        net = from_config(self.config(), dtype=dtype, device="cpu")
         net._store[...] = self._store
         net.training = self.training
         return net
@@ -525,10 +529,11 @@ class Sequential:
         return f"Sequential([\n  {inner}], loss={self.loss_name!r}, dtype={self.dtype.name!r})"
 
 
-def from_config(cfg, dtype=None):
-    """The network a ``config()`` dict (the JSON a model file holds) describes, freshly initialised."""
+def from_config(cfg, dtype=None, device=None):
+    """The network a ``config()`` dict (the JSON a model file holds) describes, freshly initialised
+    (on ``device``, by default the process default: :func:`nnlab.backend.set_device`)."""
     layers = [layer_from_config(lc) for lc in cfg["layers"]]
-    return Sequential(layers, loss=cfg["loss"], seed=cfg.get("seed"), dtype=dtype or cfg["dtype"])
+    return Sequential(layers, loss=cfg["loss"], seed=cfg.get("seed"), dtype=dtype or cfg["dtype"], device=device)
 
 
 def model_from_json(source, dtype=None, seed=None):

@@ -125,8 +125,6 @@ class Trainer:
 
     def __init__(self, net, optimizer, clip=None, regularizer=None, on_nonfinite="stop", monitor=None, device=None):
         self.net = net
-        if device is not None:  # (None: where the network is)
-            net.to(device)
         if monitor is not None and getattr(monitor, "net", None) is not net:
             raise HyperparameterError("the monitor must watch the trainer's network (GradientMonitor(net))")
         self.monitor = monitor
@@ -139,6 +137,8 @@ class Trainer:
         if not isinstance(on_nonfinite, str) or on_nonfinite not in ("stop", "raise", "ignore"):
             raise HyperparameterError(f"on_nonfinite must be 'stop', 'raise' or 'ignore'; got {on_nonfinite!r}")
         self.on_nonfinite = "raise" if clip_raises else on_nonfinite
+        if device is not None:  # (None: where the network is; moved once every argument is checked)
+            net.to(device)
         self._offsets = np.array([o for o, _ in net._shapes] + [net.n_params], dtype=np.int64)
         self._grads = np.zeros_like(net._flat)
         self._out = np.zeros(3)

@@ -3,6 +3,7 @@
 reference and torch, the train/eval split, buffers through copies, files and failed steps, bad input."""
 
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -399,6 +400,19 @@ def test_float32_network_matches_float64():
 
 
 # ---------------------------------------------------------------- torch
+@pytest.fixture(autouse=True)
+def _restore_torch_default_dtype():
+    """The torch comparisons below switch torch to float64; other test modules expect its default."""
+    torch = sys.modules.get("torch")
+    old = torch.get_default_dtype() if torch is not None else None
+    yield
+    torch = sys.modules.get("torch")
+    if torch is not None and old is not None:
+        torch.set_default_dtype(old)
+    elif torch is not None:
+        torch.set_default_dtype(torch.float32)
+
+
 def _torch():
     torch = pytest.importorskip("torch")
     torch.set_default_dtype(torch.float64)

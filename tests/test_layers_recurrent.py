@@ -324,8 +324,8 @@ def test_large_float32_lstm_in_blocks_equals_torch():
     y = rng.normal(size=(N, 1)).astype(np.float32)
     net = nl.Sequential([nl.LSTM(F, H), nl.Dense(H, 1)], seed=0, dtype="float32")
     Wih, Whh, b, Wd, bd = net.params()
-    m = torch.nn.LSTM(F, H, batch_first=True)
-    lin = torch.nn.Linear(H, 1)
+    m = torch.nn.LSTM(F, H, batch_first=True, dtype=torch.float32)
+    lin = torch.nn.Linear(H, 1, dtype=torch.float32)
     _torch_copy(m, (Wih, Whh, b))
     with torch.no_grad():
         lin.weight.copy_(torch.tensor(Wd.T))

@@ -11,7 +11,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the helpers be
 from nnlab.kernels.cuda import device as D
 
 
-@pytest.fixture(autouse=True, scope="session")
+@pytest.fixture(autouse=True, scope="package")
 def small_blocks():
     old = D.set_threads_per_block(4 if D.simulated() else 32)
     yield

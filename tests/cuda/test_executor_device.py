@@ -8,6 +8,7 @@ import sgd_twin
 
 import nnlab as nl
 from nnlab.errors import DeviceError
+from nnlab.kernels import layout as L
 from nnlab.kernels.cuda import executor, registry
 from nnlab.kernels.layout import KIND_DENSE
 
@@ -140,3 +141,48 @@ def test_unregistered_kind_is_refused_by_name():
 def test_bad_device_name():
     with pytest.raises(nl.errors.HyperparameterError, match="device"):
         nl.Sequential([nl.Dense(2, 1)], device="tpu")
+
+
+def _mixed():
+    return [nl.Dense(3, 6, activation="relu"), nl.BatchNorm(6), nl.Dropout(0.3),
+            nl.Residual([nl.Dense(6, 6, activation="tanh"), nl.LayerNorm(6)]),
+            nl.Highway(6, activation="tanh"), nl.Maxout(6, 4, k=2), nl.RBF(4, 3), nl.Dense(3, 2)]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_every_layer_kind_in_one_network(monkeypatch, dtype):
+    """Every registered kind in one program (shared inputs: the DX_ADD paths), in training (masks,
+    batch statistics, running statistics) and in eval, then a few training steps."""
+    missing = set(executor.KIND_NAMES) - set(registry.load_all())
+    kinds = {KIND_DENSE} | {getattr(L, f"KIND_{n}") for n in ("BATCHNORM", "DROPOUT", "ADD", "LAYERNORM", "GATE",
+                                                              "MAXOUT", "RBF")}
+    assert not kinds & missing, f"no device kernels for {sorted(executor.KIND_NAMES[k] for k in kinds & missing)}"
+    sgd_twin.install(monkeypatch)
+    a, b = _pair(dtype, "softmax_cross_entropy", _mixed)
+    a.fixed_noise_seed = b.fixed_noise_seed = 7
+    X = np.random.default_rng(5).normal(size=(5, 3))
+    y = np.array([0, 1, 1, 0, 1])
+    la, ga = a.loss_and_grads(X, y)
+    lb, gb = b.loss_and_grads(X, y)
+    tol = dict(rtol=1e-4, atol=1e-5) if dtype == "float32" else dict(rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(lb, la, **tol)
+    for name, p, q in zip(a.param_names(), ga, gb):
+        np.testing.assert_allclose(q, p, err_msg=name, **tol)
+    for p, q in zip(a.buffers(), b.buffers()):  # running statistics, updated by the training pass
+        np.testing.assert_allclose(q, p, **tol)
+    np.testing.assert_allclose(b.forward(X, training=False), a.forward(X, training=False), **tol)
+    ta = nl.Trainer(a, nl.optim.SGD(lr=0.05))
+    tb = nl.Trainer(b, nl.optim.SGD(lr=0.05))
+    for _ in range(2):
+        np.testing.assert_allclose(tb.step(X, y), ta.step(X, y), **tol)
+    for p, q in zip(a.params(), b.params()):
+        np.testing.assert_allclose(q, p, **tol)
+
+
+def test_gradcheck_of_a_device_network():
+    """Finite differences of the device's loss against the device's gradients (float64)."""
+    net = nl.Sequential([nl.Dense(2, 3, activation="softplus"), nl.Dense(3, 1)], seed=0, device="cuda")
+    X = np.random.default_rng(3).normal(size=(3, 2))
+    res = nl.gradcheck.check_network(net, X, X.sum(axis=1))
+    assert res.ok, res
+    assert net.device == "cuda"

@@ -269,8 +269,9 @@ class DeviceExecutor:
 
     def _step(self, dp, dX, dY, loss_code, training, seed, clip_kind, clip_value, offsets, opt_code, opt_hp, t,
               dstate, skip_nonfinite, out, record, prev, sat, stats):
-        optim = _twin("optim")
+        optim = _twin("optim")  # (every module the step needs is found before anything runs)
         clip = _twin("clip")
+        stats_mod = _twin("stats") if record else None
         n = dX.size // int(dp.tens[0, 1])
         npar = dp.grads.size
         Pp = dp.params[:npar]
@@ -282,7 +283,6 @@ class DeviceExecutor:
         loss = self._loss_and_grad(dp, dX, dY, n, loss_code, training, seed)
         dprev = None
         if record:
-            stats_mod = _twin("stats")
             dprev = self.dev(prev, scratch=True)
             elementwise.copy(dprev, Pp, self.stream)
             stats_mod.grad_stats(dp, n, sat, stats)
@@ -337,11 +337,11 @@ class DeviceExecutor:
 
     def observe(self, ops, hp, tens, params, grads, ws, dws, X, Y, loss_code, training, seed, sat, stats):
         """loss_and_grad plus the gradient-health statistics, without an update."""
+        stats_mod = _twin("stats")
         P, G, W, D = self._buffers(params, grads, ws, dws)
         dp = self._prog(ops, hp, tens, P, G, W, D)
         n = X.shape[0]
         loss = self._loss_and_grad(dp, self._input(X), self._input(Y), n, loss_code, training, seed)
-        stats_mod = _twin("stats")
         stats_mod.grad_stats(dp, n, sat, stats)
         stats_mod.update_stats(dp, P[:G.size], stats)
         self.written(grads)
