@@ -19,17 +19,9 @@ except DeviceError as exc:
 from nnlab.kernels import optim_cpu as K  # noqa: E402
 from nnlab.kernels.cuda import clip as GC  # noqa: E402
 from nnlab.kernels.cuda import reduce as GR  # noqa: E402
-from nnlab.kernels.cuda.device import set_threads_per_block  # noqa: E402
 
 OFFSETS = np.array([0, 3, 10, 11, 19], np.int64)  # tensors of 3, 7, 1 and 8 entries
 KINDS = {"none": K.CLIP_NONE, "value": K.CLIP_VALUE, "norm": K.CLIP_NORM, "global_norm": K.CLIP_GLOBAL_NORM}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def small_blocks():
-    old = set_threads_per_block(4)
-    yield
-    set_threads_per_block(old)
 
 
 @contextlib.contextmanager

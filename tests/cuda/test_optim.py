@@ -21,9 +21,8 @@ except DeviceError as exc:
 import nnlab as nl  # noqa: E402
 from nnlab.kernels import optim_cpu as K  # noqa: E402
 from nnlab.kernels.cuda import optim as G  # noqa: E402
-from nnlab.kernels.cuda.device import set_threads_per_block  # noqa: E402
 
-N = 11  # 3 blocks of 4 threads, the last one partial
+N = 11  # 3 blocks of 4 threads under the simulator (tests/cuda/conftest.py), the last one partial
 STEPS = 3
 
 # every optimizer code, with the options that take other branches of its rule
@@ -47,13 +46,6 @@ CONFIGS = {
 }
 
 REG = {"weight_decay": 0.05, "l1": 0.01, "maximize": True}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def small_blocks():
-    old = set_threads_per_block(4)
-    yield
-    set_threads_per_block(old)
 
 
 @contextlib.contextmanager

@@ -20,18 +20,10 @@ import nnlab as nl  # noqa: E402
 from nnlab.kernels import cpu  # noqa: E402
 from nnlab.kernels import layout as L  # noqa: E402
 from nnlab.kernels.cuda import stats as GS  # noqa: E402
-from nnlab.kernels.cuda.device import set_threads_per_block  # noqa: E402
 from nnlab.kernels.cuda.program import DeviceProgram  # noqa: E402
 
 COUNTS = [L.S_NONFINITE, L.S_SUBNORMAL, L.S_ZERO_GRAD, L.S_N_GRAD]
 ROWS = 5
-
-
-@pytest.fixture(scope="module", autouse=True)
-def small_blocks():
-    old = set_threads_per_block(4)
-    yield
-    set_threads_per_block(old)
 
 
 @contextlib.contextmanager
