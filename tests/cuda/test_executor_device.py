@@ -186,3 +186,27 @@ def test_gradcheck_of_a_device_network():
     res = nl.gradcheck.check_network(net, X, X.sum(axis=1))
     assert res.ok, res
     assert net.device == "cuda"
+
+
+def test_recurrent_network_and_truncated_bptt(monkeypatch):
+    """An LSTM and an RNN on sequences, and fit(tbptt=k), whose windows carry the state through the
+    workspace on the device (the program's carry hyperparameter changes between windows)."""
+    sgd_twin.install(monkeypatch)
+    monkeypatch.setattr(nl.Trainer, "compiled_epochs", False)
+    layers = lambda: [nl.LSTM(2, 3, return_sequences=True), nl.RNN(3, 2, return_sequences=True),  # noqa: E731
+                      nl.Dense(2, 1)]
+    rng = np.random.default_rng(6)
+    X = rng.normal(size=(2, 4, 2))
+    y = rng.normal(size=(2, 4, 1))
+    a, b = _pair("float64", "mse", layers)
+    la, ga = a.loss_and_grads(X, y)
+    lb, gb = b.loss_and_grads(X, y)
+    np.testing.assert_allclose(lb, la, rtol=1e-11)
+    for name, p, q in zip(a.param_names(), ga, gb):
+        np.testing.assert_allclose(q, p, rtol=1e-10, atol=1e-12, err_msg=name)
+    ha = nl.Trainer(a, nl.optim.SGD(lr=0.1)).fit(X, y, epochs=1, batch_size=2, tbptt=2, seed=0)
+    hb = nl.Trainer(b, nl.optim.SGD(lr=0.1)).fit(X, y, epochs=1, batch_size=2, tbptt=2, seed=0)
+    assert len(hb.loss) == len(ha.loss) == 2
+    np.testing.assert_allclose(hb.loss, ha.loss, rtol=1e-11)
+    for p, q in zip(a.params(), b.params()):
+        np.testing.assert_allclose(q, p, rtol=1e-10, atol=1e-12)
