@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from .main import cli
+from .main import cli, device_option
 
 CONFIGS = ("tiny", "mnist", "deep-narrow", "wide")
 OPTIMIZERS = ("sgd-momentum", "adam")
@@ -54,6 +54,7 @@ def _names(option, known):
 @click.option("--report", "report_path", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Only print the tables of a saved --json file.")
 @click.pass_context
+@device_option(real_gpu=True)
 def bench(ctx, quick, configs, optimizers, repeat, skip, wait_quiet, json_path, report_path, cold):
     """Time nnlab's fused training step beside PyTorch, JAX and NumPy.
 

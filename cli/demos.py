@@ -12,7 +12,7 @@ import sys
 
 import click
 
-from .main import _dump_json, _term_width, _write_text, check_outputs, demo, progress
+from .main import _dump_json, _term_width, _write_text, check_outputs, demo, device_option, progress
 
 COMMON_HELP = (
     "Prints the claim, tables and terminal charts, and whether the claim held; exits 0 when it held "
@@ -99,6 +99,8 @@ def _command(name, module):
         emit(module, res, json_path, plot_path)
 
     help_text = f"{module.SUMMARY}\n\nClaim: {module.CLAIM}.\n\n{COMMON_HELP}"
+    callback = device_option(callback)
+    params += callback.__click_params__
     return click.Command(name, params=params, callback=callback, help=help_text, short_help=module.SUMMARY)
 
 

@@ -13,6 +13,7 @@ from .main import (
     _write_text,
     check_outputs,
     cli,
+    device_option,
     load_dataset,
     progress,
 )
@@ -131,6 +132,7 @@ def _time_chart(mon, charts, width):
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, writable=True), default=None,
               metavar="FILE", help="Also write every statistic and verdict as JSON to FILE ('-' prints only the JSON).")
 @click.pass_context
+@device_option
 def diagnose(ctx, model, data, samples, seq_len, steps, optimizer, lr, batch_size, seed, flush_denormals, json_path):
     """Gradient health of a saved MODEL (.npz from `nnlab train --save` or Sequential.save) on a dataset.
 

@@ -6,6 +6,7 @@ and exits 2; any other exception prints one line ``internal error: ...`` and exi
 ``NNLAB_DEBUG=1`` to get the traceback instead.
 """
 
+import functools
 import json
 import math
 import os
@@ -108,6 +109,30 @@ def _pack(parts, width, indent):
 
 def _dump_json(obj):
     return json.dumps(obj, indent=2, allow_nan=False)
+
+
+def device_option(fn=None, *, real_gpu=False):
+    """``--device cpu|cuda`` for a command that trains or runs networks: "cuda" makes the GPU the
+    default device of the networks the command creates (``nl.backend.set_device``, and
+    ``NNLAB_DEVICE`` for the processes it starts); an unusable GPU is a one-line DeviceError.
+    ``real_gpu``: refuse Numba's simulator too (timings)."""
+    if fn is None:
+        return lambda f: device_option(f, real_gpu=real_gpu)
+
+    @functools.wraps(fn)
+    def wrapper(*args, device="cpu", **kwargs):
+        if device != "cpu":
+            import nnlab as nl
+
+            nl.backend.set_device(device)
+            if real_gpu and nl.backend.info()["cuda"]["gpu"] == "simulator":
+                raise nl.errors.DeviceError("this command measures a real GPU; Numba's CUDA simulator "
+                                            "(NUMBA_ENABLE_CUDASIM=1) only runs the tests")
+            os.environ["NNLAB_DEVICE"] = device
+        return fn(*args, **kwargs)
+
+    return click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+                        help="Where the networks run: the CPU, or an NVIDIA GPU (cuda; see docs/gpu.md).")(wrapper)
 
 
 # ---------------------------------------------------------------- the group
@@ -347,6 +372,7 @@ def _result_record(kind, r):
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed of the networks' weights and data.")
+@device_option
 def gradcheck(as_json, seed):
     """Check every analytic derivative against float64 central differences.
 
@@ -429,6 +455,7 @@ def _render_vanishing(res):
               metavar="FILE", help="Also write the numbers as JSON to FILE ('-' prints only the JSON).")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, writable=True), default=None,
               metavar="FILE.png", help="Also draw the per-layer norms to a PNG (needs matplotlib).")
+@device_option
 def vanishing(depth, width, batch, seed, configs, dtype, json_path, plot_path):
     """Deep nets side by side: does the gradient vanish before it reaches the first layer?
 
@@ -652,6 +679,7 @@ def _pct(x):
                    "--epochs may extend it); the result is that of a run that never stopped. Checkpoints "
                    "go on into FILE unless --checkpoint says otherwise.")
 @click.pass_context
+@device_option
 def train(ctx, data, samples, seq_len, model_path, layers, activation, init_name, optimizer, lr, momentum, weight_decay,
           clip_global_norm, clip_norm, clip_value, epochs, batch_size, seed, test_fraction, dtype, save_path,
           json_path, checkpoint_path, checkpoint_every, resume_path):

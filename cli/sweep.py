@@ -5,7 +5,7 @@ import os
 
 import click
 
-from .main import cli
+from .main import cli, device_option
 
 
 @cli.command()
@@ -20,6 +20,7 @@ from .main import cli
                    "in this process (no Dask needed).")
 @click.option("--retry-failed", is_flag=True, help="Run the points recorded as failed again.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines (also NNLAB_QUIET=1).")
+@device_option
 def sweep(grid_file, results_path, scheduler, workers, retry_failed, quiet):
     """Run every point of a grid of training runs, in parallel on Dask.
 

@@ -89,6 +89,14 @@ def positive_int(value, name, minimum=1):
     return int(value)
 
 
+def device(value, name="device"):
+    """'cpu' or 'cuda' (case-insensitive); anything else raises HyperparameterError."""
+    v = value.lower() if isinstance(value, str) else value
+    if v not in ("cpu", "cuda"):
+        raise HyperparameterError(f"{name} must be 'cpu' or 'cuda'; got {value!r}")
+    return v
+
+
 def resolve_dtype(dtype):
     """Map 'float32'/'float64' (or the numpy dtypes) to a numpy dtype; anything else raises."""
     try:

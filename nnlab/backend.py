@@ -139,3 +139,72 @@ def get_num_threads():
 
     return blas.get_threads()
 
+
+
+# ---------------------------------------------------------------- devices
+_DEVICE = [None]  # None: read NNLAB_DEVICE on first use
+
+
+def set_device(device):
+    """Make ``device`` ("cpu" or "cuda") where networks created from now on run (a network's own
+    ``device=`` argument and :meth:`~nnlab.Sequential.to` override it); returns the previous one.
+    "cuda" is checked first: :class:`~nnlab.errors.DeviceError` names what is missing (numba-cuda,
+    a GPU). See docs/gpu.md.
+
+    >>> import nnlab as nl
+    >>> nl.backend.get_device()
+    'cpu'
+    """
+    from . import _validate
+
+    device = _validate.device(device)
+    if device == "cuda":
+        from .kernels.cuda.device import cuda
+
+        cuda()
+    old = get_device()
+    _DEVICE[0] = device
+    return old
+
+
+def get_device():
+    """The device new networks run on: "cpu" unless :func:`set_device` changed it (or the environment
+    variable ``NNLAB_DEVICE`` names one, as ``nnlab ... --device cuda`` sets it for its workers)."""
+    if _DEVICE[0] is None:
+        import os
+
+        from . import _validate
+
+        _DEVICE[0] = _validate.device(os.environ.get("NNLAB_DEVICE", "cpu"), "NNLAB_DEVICE")
+    return _DEVICE[0]
+
+
+def info():
+    """What runs where, as a dict: ``device`` (the default device), ``cpu_gemm`` (the CPU's matrix
+    products), and ``cuda`` once the device backend is loaded (a network was put on "cuda", or
+    set_device("cuda")): the GPU's name (or "simulator"), and ``gemm``, the device's matrix product
+    (nnlab's own tiled shared-memory kernel). Loading nothing: it never imports numba.cuda itself.
+
+    >>> import nnlab as nl
+    >>> sorted(nl.backend.info())[:2]
+    ['cpu_gemm', 'device']
+    """
+    import sys
+
+    from .kernels import blas
+
+    out = {"device": get_device(),
+           "cpu_gemm": "OpenBLAS (cblas_?gemm)" if blas.get_threads() is not None else "numpy.dot"}
+    if "nnlab.kernels.cuda.device" in sys.modules:
+        from .errors import DeviceError
+        from .kernels.cuda import device as dev
+        from .kernels.cuda.gemm import TILE
+
+        try:
+            c = dev.cuda()
+            gpu = "simulator" if dev.simulated() else str(c.get_current_device().name)
+        except DeviceError as exc:
+            gpu = f"unusable: {exc}"
+        out["cuda"] = {"gpu": gpu, "gemm": f"nnlab tiled kernel ({TILE}x{TILE} shared-memory tiles)",
+                       "threads_per_block": dev.threads_per_block()}
+    return out

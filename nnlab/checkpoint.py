@@ -81,6 +81,7 @@ def save_checkpoint(path, trainer):
     from . import __version__
 
     net, opt = trainer.net, trainer.optimizer
+    net._to_host()  # a network on a device: its parameters and the optimizer state as the device has them
     members = dict(net._members())
     sd = opt.state_dict()
     state = sd.pop("state")

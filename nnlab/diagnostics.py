@@ -271,6 +271,8 @@ class GradientMonitor:
         """The saturation threshold ratio·max|a·θ'| of layers whose slope α (sigmoid) or scale a is
         learned, from their current values (the threshold follows the derivative's maximum)."""
         prog = self._sat_prog
+        if self._live_sat:
+            self.net._to_host()
         for i, act in self._live_sat:
             p0, _, _, a = _slots(prog.ops, prog.hp, self.net._store, i)
             unit = abs(p0) / 4 if act.name == "sigmoid" else float(act.entry.facts.deriv_range[1])

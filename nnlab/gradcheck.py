@@ -231,12 +231,13 @@ def check_network(net, X, y, eps=EPS, atol=ATOL, rtol=RTOL):
         raise _validate.HyperparameterError(f"check_network checks an nnlab.Sequential; got {type(net).__name__}")
     eps, atol, rtol = _tolerances(eps, atol, rtol)
     _refuse_truncation(net, X)
-    net64 = net.copy(dtype="float64")
+    net64 = net.copy(dtype="float64").to(net.device)  # (a network on the GPU is checked there)
     net64.fixed_noise_seed = 12345
     flat = net64._flat
     analytic = np.concatenate([g.reshape(-1) for g in net64.loss_and_grads(X, y)[1]])
 
     def loss_at(v):
+        net64._to_host(write=True)  # (on a device: the host's values are uploaded before the next pass)
         flat[...] = v
         return net64.loss(X, y)
 

@@ -73,7 +73,7 @@ class Sequential:
     (2, (16, 8))
     """
 
-    def __init__(self, layers, loss="mse", seed=0, dtype="float64"):
+    def __init__(self, layers, loss="mse", seed=0, dtype="float64", device=None):
         layers = list(layers)
         if not layers:
             raise ShapeError("Sequential needs at least one layer")
@@ -94,6 +94,12 @@ class Sequential:
         self._init_params()
         self.layer_errors = []
         self._ws = {}
+        if device is None:  # (the process default: nl.backend.set_device)
+            from .backend import get_device
+
+            device = get_device()
+        if device != "cpu":
+            self.to(device)
 
     # -------------------------------------------------------------- construction
     def _check_widths(self):
@@ -199,9 +205,47 @@ class Sequential:
             else:  # learnable activation hyperparameter: its configured value
                 view[...] = layer.activation.hyperparams[name.split(".", 1)[1]]
 
+    # -------------------------------------------------------------- device
+    device = "cpu"
+    _dev = None  # the device executor of a network on "cuda" (nnlab.kernels.cuda.executor)
+
+    def to(self, device):
+        """Run this network on ``device`` ("cpu" or "cuda"; see docs/gpu.md) from now on; returns it.
+
+        On "cuda" the parameters, the optimizer state and the workspace live in GPU memory
+        during training and every public method still takes and returns NumPy arrays. Raises
+        :class:`~nnlab.errors.DeviceError` naming what is missing (numba-cuda, a GPU, device
+        kernels for one of its layer kinds) when the network cannot run there."""
+        device = _validate.device(device)
+        if device == self.device:
+            return self
+        if device == "cuda":
+            from .kernels.cuda.device import cuda
+            from .kernels.cuda.executor import DeviceExecutor
+
+            self._dev = DeviceExecutor(cuda(), self.dtype, set(self._ops[:, F_KIND].tolist()))
+            self._kernels = self._dev
+        else:
+            self._to_host()
+            self._dev = None
+            prog = self._program(1)
+            self._kernels = kernels_for(prog.ops[:, F_ACT], prog.ops[:, F_KIND])
+        self.device = device
+        return self
+
+    def _to_host(self, write=False):
+        """On a device: copy back what the device holds newer (parameters, buffers, optimizer
+        state, gradients); with ``write`` the host's parameters may be changed next, so they are
+        uploaded before the device reads them again."""
+        if self._dev is not None:
+            self._dev.to_host()
+            if write:
+                self._dev.host_written(self._store)
+
     # -------------------------------------------------------------- parameters
     def params(self):
         """Live views [W1, b1, (act params), W2, b2, ...]; writing into them changes the network."""
+        self._to_host(write=True)
         return list(self._views)
 
     def param_names(self):
@@ -212,6 +256,7 @@ class Sequential:
     def buffers(self):
         """Live views of the layers' buffers (running statistics): saved, loaded and copied with
         the parameters, never trained."""
+        self._to_host(write=True)
         return list(self._buffer_views)
 
     def buffer_names(self):
@@ -245,12 +290,14 @@ class Sequential:
             if init is None:  # a learned activation value: validated as the activation's set_value does
                 layer.activation.check_value(pname.split(".", 1)[1], float(a.reshape(-1)[0]))
             checked.append(a)
+        self._to_host(write=True)
         for view, a in zip(self._views, checked):
             view[...] = a
         self._sync_activation_values()
 
     def _sync_activation_values(self):
         """Write learned activation hyperparameters back into the Activation objects (for config)."""
+        self._to_host()
         for (layer, name, initializer), view in zip(self._inits, self._views):
             if initializer is None:
                 layer.activation._set_learned(name.split(".", 1)[1], float(view[0]))
@@ -443,9 +490,9 @@ class Sequential:
 
     def copy(self, dtype=None):
         """An independent network with the same architecture, parameter values and buffers
-        (optionally recast)."""
+        (optionally recast), on the CPU (``.to("cuda")`` moves it)."""
         self._sync_activation_values()
-        net = from_config(self.config(), dtype=dtype)
+        net = from_config(self.config(), dtype=dtype, device="cpu")
         net._store[...] = self._store
         net.training = self.training
         return net
@@ -482,10 +529,11 @@ class Sequential:
         return f"Sequential([\n  {inner}], loss={self.loss_name!r}, dtype={self.dtype.name!r})"
 
 
-def from_config(cfg, dtype=None):
-    """The network a ``config()`` dict (the JSON a model file holds) describes, freshly initialised."""
+def from_config(cfg, dtype=None, device=None):
+    """The network a ``config()`` dict (the JSON a model file holds) describes, freshly initialised
+    (on ``device``, by default the process default: :func:`nnlab.backend.set_device`)."""
     layers = [layer_from_config(lc) for lc in cfg["layers"]]
-    return Sequential(layers, loss=cfg["loss"], seed=cfg.get("seed"), dtype=dtype or cfg["dtype"])
+    return Sequential(layers, loss=cfg["loss"], seed=cfg.get("seed"), dtype=dtype or cfg["dtype"], device=device)
 
 
 def model_from_json(source, dtype=None, seed=None):

@@ -123,7 +123,7 @@ def _reg_spec(regularizer):
 class Trainer:
     """Train a :class:`~nnlab.Sequential` with an optimizer; see the module docstring."""
 
-    def __init__(self, net, optimizer, clip=None, regularizer=None, on_nonfinite="stop", monitor=None):
+    def __init__(self, net, optimizer, clip=None, regularizer=None, on_nonfinite="stop", monitor=None, device=None):
         self.net = net
         if monitor is not None and getattr(monitor, "net", None) is not net:
             raise HyperparameterError("the monitor must watch the trainer's network (GradientMonitor(net))")
@@ -137,6 +137,8 @@ class Trainer:
         if not isinstance(on_nonfinite, str) or on_nonfinite not in ("stop", "raise", "ignore"):
             raise HyperparameterError(f"on_nonfinite must be 'stop', 'raise' or 'ignore'; got {on_nonfinite!r}")
         self.on_nonfinite = "raise" if clip_raises else on_nonfinite
+        if device is not None:  # (None: where the network is; moved once every argument is checked)
+            net.to(device)
         self._offsets = np.array([o for o, _ in net._shapes] + [net.n_params], dtype=np.int64)
         self._grads = np.zeros_like(net._flat)
         self._out = np.zeros(3)
@@ -232,6 +234,7 @@ class Trainer:
     @property
     def grads(self):
         """The gradients of the last step (after clipping), aligned with ``net.params()``."""
+        self.net._to_host()
         return [self._grads[o:o + int(np.prod(s))].reshape(s) for o, s in self.net._shapes]
 
     def evaluate(self, X, y):

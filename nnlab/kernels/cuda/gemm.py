@@ -52,8 +52,8 @@ def _kernel(dtype):
                 acc += sA[ty, q] * sB[q, tx]
             cuda.syncthreads()
         if i < m and j < n:
-            if beta != 0.0:
-                acc += nbt(beta) * C[i, j]
+            if beta != nbt(0.0):
+                acc += beta * C[i, j]
             C[i, j] = acc
 
     _kernels[dtype] = tiled
@@ -65,4 +65,4 @@ def gemm(A, ta, B, tb, C, beta=0.0, stream=0):
     m, n = C.shape
     k = _kernel(C.dtype)
     grid = ((n + TILE - 1) // TILE, (m + TILE - 1) // TILE)
-    k[grid, (TILE, TILE), stream](A, bool(ta), B, bool(tb), C, float(beta))
+    k[grid, (TILE, TILE), stream](A, bool(ta), B, bool(tb), C, C.dtype.type(beta))  # beta in C's dtype
