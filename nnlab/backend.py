@@ -186,8 +186,8 @@ def info():
     (nnlab's own tiled shared-memory kernel). Loading nothing: it never imports numba.cuda itself.
 
     >>> import nnlab as nl
-    >>> sorted(nl.backend.info())[:2]
-    ['cpu_gemm', 'device']
+    >>> {"cpu_gemm", "device"} <= set(nl.backend.info())
+    True
     """
     import sys
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import _validate
-from ..errors import ActivationCompileError, HyperparameterError, ShapeError, UnknownNameError
+from ..errors import ActivationCompileError, HyperparameterError, NonFiniteError, ShapeError, UnknownNameError
 from . import _math as M
 
 INF = math.inf
@@ -368,6 +368,16 @@ class Activation:
         u = self._noise(flat.size, training, seed, noise)
         p0, p1, p2, a = self.slots()
         kernels_for((self.code,)).act_map(what, self.code, flat, out, p0, p1, p2, a, u)
+        if not np.isfinite(out).all() and np.isfinite(u).all():
+            # a moderate finite input never gives a silent inf/NaN (there the hyperparameters
+            # overflow it); beyond |z| = OVERFLOW_Z results overflow as IEEE arithmetic does
+            bad_at = ~np.isfinite(out) & (np.abs(flat) <= OVERFLOW_Z)
+            if not bad_at.any():
+                return out.reshape(arr.shape if np.ndim(z) else ())
+            bad = int(np.flatnonzero(bad_at)[0])
+            values = ", ".join(f"{k}={v!r}" for k, v in {**self.values, "a": a}.items())
+            raise NonFiniteError(f"{self.name}({values}) overflows at the finite z={float(flat[bad])!r} "
+                                 f"(result {float(out[bad])!r} in {out.dtype}); use smaller hyperparameters")
         return out.reshape(arr.shape if np.ndim(z) else ())  # a scalar in gives a 0-d array out
 
     def _noise(self, n, training, seed, noise):
@@ -385,7 +395,12 @@ class Activation:
 
     def forward(self, z, training=False, seed=None, noise=None):
         """f(z) elementwise. ``training`` draws the noise of rrelu/noisy_relu (seeded by ``seed``);
-        ``noise`` passes the noise sample u explicitly (U(0,1) for rrelu, N(0,1) for noisy_relu)."""
+        ``noise`` passes the noise sample u explicitly (U(0,1) for rrelu, N(0,1) for noisy_relu).
+
+        A result that is not finite for a finite ``z`` with ``|z| <= OVERFLOW_Z`` (1e30) raises
+        NonFiniteError naming the hyperparameters that overflow it (e.g. leaky_relu with α = 1e308);
+        beyond that, results overflow to ±inf as IEEE arithmetic does (the closure of the range).
+        The same holds for :meth:`derivative` and :meth:`param_derivative`."""
         return self._run(0, z, training, seed, noise)
 
     __call__ = forward
@@ -404,6 +419,9 @@ class Activation:
         raise UnknownNameError(
             f"activation {self.name!r} has no parameter {name!r}; it has {list(self.values) + ['a']}"
         )
+
+
+OVERFLOW_Z = 1e30  # |z| up to which a finite z must give a finite result (Activation.forward)
 
 
 def _check_value_or_none(value):
