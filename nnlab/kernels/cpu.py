@@ -799,3 +799,16 @@ def observe(ops, hp, tens, params, grads, ws, dws, X, Y, loss_code, training, se
     grad_stats(ops, hp, tens, params, grads, ws, dws, n, sat, stats)
     update_stats(ops, params, params, stats)
     return loss
+
+
+_variants = {}
+
+
+def __getattr__(name):
+    """The per-optimizer training entry points of the general executor (``train_step_o0``, ...:
+    :mod:`nnlab.kernels.variants`), made on first use."""
+    from .variants import variant
+
+    if name.startswith("__"):
+        raise AttributeError(name)
+    return variant(globals(), name, _variants)
