@@ -71,6 +71,11 @@ def test_the_first_optimizer_of_a_process_gets_its_own_step_and_later_ones_the_g
     assert variants.epoch_name(OK.SGD) == "train_epoch_o0"
     assert variants.epoch_name(OK.ADAM) == "train_epoch"
     assert variants.step_name(1234, True) == "train_step"  # (True: Adam came first)
+    monkeypatch.setattr(variants, "FIRST", {})
+    variants.several_optimizers()  # a process that compares optimizers: the general steps from the start
+    assert variants.step_name(OK.ADAM, False) == "train_step"
+    assert variants.step_name(OK.SGD, True) == "train_step"
+    assert variants.epoch_name(OK.SGD) == "train_epoch"
 
 
 def test_the_trainer_calls_the_per_optimizer_step(monkeypatch):

@@ -85,6 +85,12 @@ demos) compiles its update rule alone; one that compares several (``nnlab demo o
 sweep over optimizers) compiles the first one's step and then the general step, which covers every
 other: two compiles at most, where one step per optimizer would cost a full compile each."""
 
+def several_optimizers():
+    """Tell the Trainers of this process that it trains with several optimizers: from now on they
+    take the general entry points (every rule: one compile for all), not one per optimizer."""
+    FIRST.update({False: None, True: None, "epoch": None})
+
+
 _STEP_NAMES = ({c: f"train_step_o{c}" for c in UPDATES}, {c: f"train_step_o{c}r" for c in UPDATES})
 _EPOCH_NAMES = {c: f"train_epoch_o{c}" for c in UPDATES}
 
