@@ -3,8 +3,8 @@
     python benchmarks/profile_cold.py [TARGET ...] [--top 15] [--json FILE] [--shared]
 
 A TARGET is a demo name (``vanishing``, ``exploding``, ...), ``step`` (the first ``Trainer.step``
-of a small dense network) or ``step-lstm`` (the same for an LSTM network); default: ``vanishing
-step``. Each target runs in a child process with a fresh, empty ``NUMBA_CACHE_DIR`` (with
+of a small dense float64 network), ``step32`` (the float32 network of ``nnlab bench --cold step``)
+or ``step-lstm`` (the same for an LSTM network); default: ``vanishing step``. Each target runs in a child process with a fresh, empty ``NUMBA_CACHE_DIR`` (with
 ``--shared`` all targets share one cache, in the order given: "every other demo after the first").
 The child records Numba's ``numba:compile`` events and prints, per target, its wall and CPU
 seconds (user + system, children included), the total compile time, and the functions with the
@@ -27,6 +27,15 @@ import numpy as np, nnlab as nl
 rng = np.random.default_rng(0)
 X = rng.normal(size=(32, 8)); y = rng.integers(0, 3, 32)
 net = nl.Sequential([nl.Dense(8, 16, activation="tanh"), nl.Dense(16, 3)], loss="softmax_cross_entropy", seed=0)
+nl.Trainer(net, nl.optim.SGD(lr=0.1)).step(X, y)
+"""
+
+STEP32_SRC = """
+import numpy as np, nnlab as nl
+rng = np.random.default_rng(0)
+X = rng.normal(size=(32, 8)).astype(np.float32); y = rng.integers(0, 3, 32)
+net = nl.Sequential([nl.Dense(8, 16, activation="tanh"), nl.Dense(16, 3)], loss="softmax_cross_entropy", seed=0,
+                    dtype="float32")
 nl.Trainer(net, nl.optim.SGD(lr=0.1)).step(X, y)
 """
 
@@ -68,6 +77,8 @@ def _child(target, out_path):
     t0 = clock()
     if target == "step":
         exec(STEP_SRC, {})
+    elif target == "step32":
+        exec(STEP32_SRC, {})
     elif target == "step-lstm":
         exec(STEP_LSTM_SRC, {})
     else:

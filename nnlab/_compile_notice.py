@@ -27,6 +27,7 @@ _ENTRY = {
 }
 _OTHER = {"labels_ok": "the batch check", "targets_ok": "the batch check", "act_map": "the activation map",
           "opt_update": "the optimizer update", "clip_flat": "gradient clipping"}
+_OPTIMIZERS = ("SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "NAdam", "Adamax", "Rprop", "SMORMS3")  # by code
 _KINDS = {1: "dense", 2: "batch-norm", 3: "layer-norm", 4: "dropout", 5: "alpha-dropout", 6: "add",
           7: "gate", 8: "maxout", 9: "RBF", 10: "RNN", 11: "LSTM"}
 
@@ -47,6 +48,11 @@ def quiet():
 
 def describe(name, args):
     """(words naming a compile of function ``name`` with argument types ``args``, estimate or None)."""
+    opt = ""
+    head, _, tail = name.rpartition("_o")  # a per-optimizer entry point: train_step_k2_o4r
+    if head and tail.rstrip("r").isdigit() and int(tail.rstrip("r")) < len(_OPTIMIZERS):
+        name = head
+        opt = f", {_OPTIMIZERS[int(tail.rstrip('r'))]}" + (" with statistics" if tail.endswith("r") else "")
     base, _, mask = name.rpartition("_k")
     try:
         bits = int(mask, 16)
@@ -64,9 +70,9 @@ def describe(name, args):
             owner = "the executor for every layer kind"
         else:
             owner = "the executor for " + "/".join(w for k, w in _KINDS.items() if bits >> k & 1) + " layers"
-        return f"{owner}: {words}{suffix}", est
+        return f"{owner}: {words}{opt}{suffix}", est
     if name in _OTHER:
-        return f"{_OTHER[name]}{suffix}", None
+        return f"{_OTHER[name]}{opt}{suffix}", None
     return f"kernel {name}{suffix}", None
 
 

@@ -45,6 +45,8 @@ from .kernels import cpu as CK
 from .kernels import is_cached
 from .kernels import optim_cpu as OK
 from .kernels.layout import HP_CARRY, LOSS_BCE, LOSS_SOFTMAX_CE
+from .kernels.variants import epoch_name as _epoch_name
+from .kernels.variants import step_name as _step_name
 
 _REGULARIZERS = {"l2": OK.H_WD, "l1": OK.H_L1, "decoupled": OK.H_DWD}
 
@@ -214,11 +216,14 @@ class Trainer:
             hp[slot] += lam
         ws, dws = workspace if workspace is not None else net._workspace(X.shape[0], prog.width)
         training = net.training
-        net._kernels.train_step(prog.ops, prog.hp, prog.tens, net._store, self._grads, ws, dws, X, Y,
-                                net._loss_code, training, net._noise_seed(training),
-                                self.clip_kind, self.clip_value, self._offsets,
-                                code, hp, t, state, self.on_nonfinite != "ignore", self._out,
-                                mon is not None, *(mon.buffers() if mon is not None else self._no_monitor))
+        # the step compiled with this optimizer's update rule only (and no statistics without a
+        # monitor: nnlab.kernels.variants); a user-activation kernel set has the general one only
+        step = getattr(net._kernels, _step_name(code, mon is not None), None) or net._kernels.train_step
+        step(prog.ops, prog.hp, prog.tens, net._store, self._grads, ws, dws, X, Y,
+             net._loss_code, training, net._noise_seed(training),
+             self.clip_kind, self.clip_value, self._offsets,
+             code, hp, t, state, self.on_nonfinite != "ignore", self._out,
+             mon is not None, *(mon.buffers() if mon is not None else self._no_monitor))
         loss, norm, applied = self._out.tolist()
         applied = applied != 0.0
         self.last = StepInfo(loss, norm, applied)
@@ -586,10 +591,11 @@ class Trainer:
         prog = net._prog_for(X)
         ws, dws = net._workspace(min(batch_size, X.shape[0]), prog.width)
         t_call = time.perf_counter()
-        done = net._kernels.train_epoch(prog.ops, prog.hp, prog.tens, net._store, self._grads, ws, dws, X, Y,
-                                        order, batch_size, xb, yb, net._loss_code, training, seeds,
-                                        self.clip_kind, self.clip_value, self._offsets, code, table[:n_steps], t0,
-                                        state, self.on_nonfinite != "ignore", outs, cycles)
+        run = getattr(net._kernels, _epoch_name(code), None) or net._kernels.train_epoch  # (as in _step)
+        done = run(prog.ops, prog.hp, prog.tens, net._store, self._grads, ws, dws, X, Y,
+                   order, batch_size, xb, yb, net._loss_code, training, seeds,
+                   self.clip_kind, self.clip_value, self._offsets, code, table[:n_steps], t0,
+                   state, self.on_nonfinite != "ignore", outs, cycles)
         t_call = time.perf_counter() - t_call
         if done < n_steps and seeds[0] >= 0:  # the per-step loop would have drawn only `done` seeds
             net.rng.bit_generator.state = rng_state

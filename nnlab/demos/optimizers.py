@@ -137,6 +137,9 @@ def run(depth=10, width=32, steps=300, samples=200, seed=0):
     seed = C.check_seed(seed)
     res = OptimizersResult(CLAIM, o["depth"], o["width"], o["steps"], o["samples"], seed)
     X, y = datasets.moons(n=res.samples, seed=seed)
+    from ..kernels.variants import several_optimizers
+
+    several_optimizers()  # one training step compiled with every rule, not one per optimizer
     for label, name, hyper in OPTIMIZERS:
         rec, g = _train(label, name, hyper, X, y, res.depth, res.width, res.steps, seed)
         res.runs.append(rec)

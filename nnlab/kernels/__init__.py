@@ -4,7 +4,9 @@ Built-in activations use :mod:`nnlab.kernels.cpu` directly (compiled once, loade
 cache); a network whose ops are all of the kinds of one of ``cpu.EXECUTOR_KINDS`` (dense only;
 dense and recurrent; every kind but the recurrent ones) gets ``kinds_set(group)``, the same entry
 points compiled with the dispatch of those kinds only (cached under their own names, e.g.
-``loss_and_grad_k2`` for dense ops), so it does not compile the kernels of the other kinds.
+``loss_and_grad_k2`` for dense ops), so it does not compile the kernels of the other kinds. The
+training entry points exist per optimizer as well (``ks.train_step_o0`` is SGD's step: see
+:mod:`nnlab.kernels.variants`).
 
 When a program uses a user-registered activation, the same kernel functions are rebound to
 extended dispatchers that also call the user's compiled scalar functions: their bytecode is
@@ -19,7 +21,7 @@ from numba import njit
 
 from .._compile_notice import install as _install_compile_notice
 from ..activations import _math as M
-from . import cpu
+from . import cpu, variants
 
 _install_compile_notice()  # a line on stderr whenever a kernel is not in the cache and compiles
 
@@ -141,6 +143,18 @@ def _build_custom_set(entries):
 
 
 _kind_sets = {}
+_kind_globs = {}
+
+
+class KernelSet(types.SimpleNamespace):
+    """A built-in kernel set of :func:`kinds_set`; its per-optimizer training entry points
+    (``train_step_o0``, ...: :mod:`nnlab.kernels.variants`) are made on first use."""
+
+    def __getattr__(self, name):  # (only for names not set yet)
+        globs = _kind_globs.get(self.__dict__.get("kinds"))
+        if globs is None or name.startswith("__"):
+            raise AttributeError(name)
+        return variants.variant(globs, name, self.__dict__)
 
 
 def kinds_set(kinds):
@@ -173,8 +187,9 @@ def kinds_set(kinds):
     for name, value in list(globs.items()):
         if id(value) in new:
             globs[name] = new[id(value)]
-    ks = types.SimpleNamespace(kinds=kinds)
+    ks = KernelSet(kinds=kinds)
     for name, obj in _jitted(cpu).items():
         setattr(ks, name, new.get(id(obj), obj))
+    _kind_globs[kinds] = globs
     _kind_sets[kinds] = ks
     return ks

@@ -283,7 +283,9 @@ def _dot_into_impl(a, b, C, beta):
     def strided(a, b, C, beta):  # np.dot takes contiguous arrays only: copies
         P = np.dot(np.ascontiguousarray(a), np.ascontiguousarray(b))
         if beta == 0.0:
-            C[:, :] = P
+            for r in range(C.shape[0]):  # (a loop, not C[:, :] = P: see nnlab.kernels.common.assign2)
+                for j in range(C.shape[1]):
+                    C[r, j] = P[r, j]
         else:
             C += P
     return strided
@@ -317,32 +319,33 @@ def _gemm(A, ta, B, tb, C, beta):
         if k == 0:
             if beta == 0.0:
                 C[:, :] = 0.0
-        elif ta and tb:
-            _dot_into(A.T, B.T, C, beta)
-        elif ta:
-            _dot_into(A.T, B, C, beta)
-        elif tb:
-            _dot_into(A, B.T, C, beta)
-        else:
-            _dot_into(A, B, C, beta)
+        else:  # transposed operands as contiguous copies: one np.dot call site, compiled once
+            _dot_into(np.ascontiguousarray(A.T) if ta else A, np.ascontiguousarray(B.T) if tb else B, C, beta)
         return
     _cblas_gemm(fn, _TRANS if ta else _NO_TRANS, _TRANS if tb else _NO_TRANS, m, n, k,
                 A, lda, B, ldb, beta, C, ldc)
 
 
-@njit(**JIT)
+# gemm and gemm_acc are inlined into their callers at the Numba IR level and pass the transpose
+# flags on as plain bools (``ta != 0``): the kernels call them with constants (``gemm(X, True, E,
+# False, dW)``), which Numba types as literals and would compile a copy of the product -- and of
+# the np.dot fallback -- per combination of constants (and re-optimise it in each caller).
+_INLINE = dict(JIT, inline="always")
+
+
+@njit(**_INLINE)
 def gemm(A, ta, B, tb, C):
     """C = op(A) op(B), op = transpose where ``ta``/``tb``; A, B, C 2-D arrays of one float dtype,
     C-contiguous or row-strided views (C is overwritten, never read). Through NumPy's BLAS (see the
     module docstring), else ``np.dot``."""
-    _gemm(A, ta, B, tb, C, 0.0)
+    _gemm(A, ta != 0, B, tb != 0, C, 0.0)
 
 
-@njit(**JIT)
+@njit(**_INLINE)
 def gemm_acc(A, ta, B, tb, C):
     """C += op(A) op(B) (the BLAS's beta = 1: no temporary, no second pass over C); operands as
     for :func:`gemm`."""
-    _gemm(A, ta, B, tb, C, 1.0)
+    _gemm(A, ta != 0, B, tb != 0, C, 1.0)
 
 
 @njit(**JIT)

@@ -14,6 +14,29 @@ from .layout import DX_ADD, DX_WRITE, F_AMASK, F_AP, F_NKIND, F_NOISE, F_SCRATCH
 DBL_MAX = 1.7976931348623157e308  # abs(x) <= DBL_MAX is False exactly for NaN and ±inf
 
 
+# dst[:] = src as explicit loops: Numba's assignment of an array to a slice compiles an error message
+# formatted from both shapes, and with it Numba's string machinery (joins, repr, concatenation:
+# about a tenth of a cold executor compile); a constant message says the same here, where the
+# shapes agree by construction.
+@njit(**JIT)
+def assign1(dst, src):
+    """dst[:] = src for 1-D arrays of one size."""
+    if dst.shape != src.shape:
+        raise ValueError("assign1: the shapes differ")
+    for k in range(dst.shape[0]):
+        dst[k] = src[k]
+
+
+@njit(**JIT)
+def assign2(dst, src):
+    """dst[:, :] = src for 2-D arrays of one shape."""
+    if dst.shape != src.shape:
+        raise ValueError("assign2: the shapes differ")
+    for r in range(dst.shape[0]):
+        for j in range(dst.shape[1]):
+            dst[r, j] = src[r, j]
+
+
 @njit(**JIT)
 def flag(x):
     """``x != 0`` as a plain bool. A jitted call with a constant True/False (or -1) argument is

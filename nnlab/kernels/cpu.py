@@ -42,7 +42,7 @@ from numba.extending import intrinsic
 from .._config import FASTMATH, JIT
 from ..activations._math import act_d, act_dp, act_f, sigm
 from .combine import add_backward, add_forward, gate_backward, gate_forward
-from .common import DBL_MAX, act_slots, fill_noise, flag, tview
+from .common import DBL_MAX, act_slots, assign1, assign2, fill_noise, flag, tview
 from .dense import dense_backward_stored, dense_forward_store, fast_code
 from .dropout import alpha_dropout_backward, alpha_dropout_forward, dropout_backward, dropout_forward
 from .layout import (
@@ -134,6 +134,12 @@ def act_map(what, code, z, out, p0, p1, p2, a, u):
 # recurrent kernels.
 INLINE = dict(JIT, inline="always")
 
+# STORE: the two forward passes give ``store`` as a constant (True in loss_and_grad, False in
+# run_forward), which Numba types as a literal; through the inlined forward loop it reaches the
+# dense op's elementwise loops (dense.fast_forward), which are then compiled with the loops of that
+# pass only (the store of a·θ'(Z) or not). op_forward hands the other kinds a plain bool, so their
+# kernels stay one compiled copy for both passes.
+#
 # kind -> (forward kernel, backward kernel) for the executors of a subset of the kinds; the dense
 # forward kernel takes no ``training`` and returns whether it stored a·θ'(Z) (see op_forward).
 KIND_KERNELS = {
@@ -169,7 +175,8 @@ def dispatch_source(kinds, suffix):
     for k in sorted(kinds):
         f, b = KIND_KERNELS[k]
         if k == KIND_DENSE:
-            fwd += [f"    if kind == {k}:", f"        return {f}(ops, hp, tens, params, ws, dws, i, n, store)"]
+            fwd += [f"    if kind == {k}:", f"        return {f}(ops, hp, tens, params, ws, dws, i, n, store)",
+                    "    store = store != 0"]
         else:
             fwd += [f"    if kind == {k}:", f"        {f}(ops, hp, tens, params, ws, dws, i, n, training, store)"]
         bwd += [f"    if kind == {k}:", f"        {b}(ops, hp, tens, params, grads, ws, dws, i, n, stored)"]
@@ -184,6 +191,7 @@ def op_forward(ops, hp, tens, params, ws, dws, i, n, training, store):
     kind = ops[i, F_KIND]
     if kind == KIND_DENSE:
         return dense_forward_store(ops, hp, tens, params, ws, dws, i, n, store)
+    store = store != 0  # (a plain bool: see STORE)
     if kind == KIND_ADD:
         add_forward(ops, hp, tens, params, ws, dws, i, n, training, store)
     elif kind == KIND_GATE:
@@ -241,7 +249,7 @@ def forward_store(ops, hp, tens, params, ws, dws, X, training, seed, store):
     """Copy X into tensor 0 and run every op forward (with ``store`` for a pass that a backward
     pass follows: see :func:`op_forward`). Returns the output tensor id."""
     n = X.shape[0]
-    tview(ws, tens, 0, n)[:, :] = X
+    assign2(tview(ws, tens, 0, n), X)
     if seed >= 0:
         np.random.seed(seed)
     for i in range(ops.shape[0]):
@@ -254,7 +262,7 @@ def forward_store(ops, hp, tens, params, ws, dws, X, training, seed, store):
 @njit(**JIT)
 def run_forward(ops, hp, tens, params, ws, X, training, seed):
     """Copy X into tensor 0 and run every op forward. Returns the output tensor id."""
-    return forward_store(ops, hp, tens, params, ws, ws, X, training, seed, flag(0))
+    return forward_store(ops, hp, tens, params, ws, ws, X, training, seed, False)  # (a literal: see STORE)
 
 
 @njit(**INLINE)
@@ -369,7 +377,7 @@ def eval_chunks(ops, hp, tens, params, ws, X, Y, loss_code, chunk, out):
         steps = tens[o, 2]
         Yhat = as_rows(tview(ws, tens, o, m), rows)
         total = loss_sum(loss_code, Yhat, as_rows(Y[lo:lo + m], rows), Yhat, flag(0), total)
-        out[lo:lo + m] = tview(ws, tens, o, m)
+        assign2(out[lo:lo + m], tview(ws, tens, o, m))
     return total / (n * out.shape[1]) if loss_code == LOSS_BCE else total / (n * steps)
 
 
@@ -377,7 +385,7 @@ def eval_chunks(ops, hp, tens, params, ws, X, Y, loss_code, chunk, out):
 def loss_and_grad(ops, hp, tens, params, grads, ws, dws, X, Y, loss_code, training, seed):
     """One compiled call: forward, loss, backward. Returns the loss; fills ``grads`` and ``dws``."""
     n = X.shape[0]
-    out = forward_store(ops, hp, tens, params, ws, dws, X, training, seed, flag(1))
+    out = forward_store(ops, hp, tens, params, ws, dws, X, training, seed, True)  # (a literal: see STORE)
     rows = out_rows(tens, out, n)
     loss = loss_fwd_bwd(loss_code, as_rows(tview(ws, tens, out, n), rows), as_rows(Y, rows),
                         as_rows(tview(dws, tens, out, n), rows), flag(1))
@@ -722,7 +730,7 @@ def train_step(ops, hp, tens, params, grads, ws, dws, X, Y, loss_code, training,
     kept = params[npar:].copy() if nbuf > 0 and skip_nonfinite else params[:0]
     loss = loss_and_grad(ops, hp, tens, params, grads, ws, dws, X, Y, loss_code, training, seed)
     if record:
-        prev[:] = P
+        assign1(prev, P)
         grad_stats(ops, hp, tens, params, grads, ws, dws, n, sat, stats)
     norm = clip_flat(clip_kind, clip_value, grads, offsets)
     out[0] = loss
@@ -735,7 +743,7 @@ def train_step(ops, hp, tens, params, grads, ws, dws, X, Y, loss_code, training,
                                                                             norm):
         out[2] = 1.0  # (an update that would leave non-finite weights or state is undone: not applied)
     elif kept.size > 0:
-        params[npar:] = kept
+        assign1(params[npar:], kept)
     if record:
         update_stats(ops, params, prev, stats)
     return loss
@@ -799,3 +807,16 @@ def observe(ops, hp, tens, params, grads, ws, dws, X, Y, loss_code, training, se
     grad_stats(ops, hp, tens, params, grads, ws, dws, n, sat, stats)
     update_stats(ops, params, params, stats)
     return loss
+
+
+_variants = {}
+
+
+def __getattr__(name):
+    """The per-optimizer training entry points of the general executor (``train_step_o0``, ...:
+    :mod:`nnlab.kernels.variants`), made on first use."""
+    from .variants import variant
+
+    if name.startswith("__"):
+        raise AttributeError(name)
+    return variant(globals(), name, _variants)

@@ -9,14 +9,15 @@ the specialised loops below).
 """
 
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.extending import overload
 
 from .._config import JIT
 from ..activations._math import IDENTITY, LEAKY_RELU, RELU, SIGMOID, TANH, act_d, act_dp, act_f
 from ..backend import _FTZ_DAZ, FTZ_SUPPORTED, _stmxcsr
 from . import fastmath as FM
 from .blas import gemm
-from .common import act_slots, flag, put_dx, rview, scratch
+from .common import act_slots, assign2, flag, put_dx, rview, scratch
 from .layout import (
     DX_ADD,
     DX_SKIP,
@@ -61,20 +62,21 @@ def fast_code(ops, i):
     return -1
 
 
-@njit(**JIT)
-def fast_forward(code, z, A, D, p0, a, store):
-    """A = a·θ(z) and, with ``store``, D = a·θ'(z) elementwise over flat arrays, for a code
-    accepted by :func:`fast_code` (values as act_f/act_d give them; NaN in gives NaN out).
-    Flat 1-D loops: a row view per row would cost two reference-count calls each."""
-    m = z.size
-    # float32 network with the default slope/scale 1: σ and tanh in float32 arithmetic (twice the
-    # lanes). Otherwise float64, as the general path: rounding p0·z or a to float32 would cost up
-    # to |p0·z| ulps in σ's tail.
-    f32 = z.itemsize == 4 and a == 1.0 and (p0 == 1.0 or code == TANH)  # (tanh has no p0: its slot is 0)
-    # separate loops with and without the store of D: without it, D may alias z (run_forward
-    # passes ws for dws), and a loop that only might store to D is not vectorised
-    if code == SIGMOID:
-        if f32:
+def fast32(code, z, A, D, store):
+    """The float32 loops of :func:`fast_forward` (sigmoid or tanh with slope and scale 1)."""
+
+
+@overload(fast32, jit_options=JIT, inline="always")
+def _fast32(code, z, A, D, store):
+    # typed per dtype: a float64 network (which never takes these loops) does not compile them
+    if z.dtype != types.float32:
+        def never(code, z, A, D, store):
+            return
+        return never
+
+    def f32(code, z, A, D, store):
+        m = z.size
+        if code == SIGMOID:
             if store:
                 for k in range(m):
                     A[k], D[k] = FM.sigmoid32_d(z[k])
@@ -83,6 +85,30 @@ def fast_forward(code, z, A, D, p0, a, store):
                     A[k] = FM.sigmoid32_d(z[k])[0]
         elif store:
             for k in range(m):
+                A[k], D[k] = FM.tanh32_d(z[k])
+        else:
+            for k in range(m):
+                A[k] = FM.tanh32_d(z[k])[0]
+    return f32
+
+
+@njit(**JIT)
+def fast_forward(code, z, A, D, p0, a, store):
+    """A = a·θ(z) and, with ``store``, D = a·θ'(z) elementwise over flat arrays, for a code
+    accepted by :func:`fast_code` (values as act_f/act_d give them; NaN in gives NaN out).
+    Flat 1-D loops: a row view per row would cost two reference-count calls each."""
+    m = z.size
+    # float32 network with the default slope/scale 1: σ and tanh in float32 arithmetic (twice the
+    # lanes; :func:`fast32`). Otherwise float64, as the general path: rounding p0·z or a to float32
+    # would cost up to |p0·z| ulps in σ's tail.
+    if (z.itemsize == 4 and a == 1.0 and (code == SIGMOID and p0 == 1.0 or code == TANH)):  # (tanh: p0 slot 0)
+        fast32(code, z, A, D, store)
+        return
+    # separate loops with and without the store of D: without it, D may alias z (run_forward
+    # passes ws for dws), and a loop that only might store to D is not vectorised
+    if code == SIGMOID:
+        if store:
+            for k in range(m):
                 s, d = FM.sigmoid_d(p0 * z[k])
                 A[k] = a * s
                 D[k] = a * (p0 * d)
@@ -90,14 +116,7 @@ def fast_forward(code, z, A, D, p0, a, store):
             for k in range(m):
                 A[k] = a * FM.sigmoid_d(p0 * z[k])[0]
     elif code == TANH:
-        if f32:
-            if store:
-                for k in range(m):
-                    A[k], D[k] = FM.tanh32_d(z[k])
-            else:
-                for k in range(m):
-                    A[k] = FM.tanh32_d(z[k])[0]
-        elif store:
+        if store:
             for k in range(m):
                 t, d = FM.tanh_d(z[k])
                 A[k] = a * t
@@ -176,15 +195,36 @@ def products64(X, E, W, dW, dX, tmp, mode):
     E64 = E.astype(np.float64)
     dW64 = np.empty(dW.shape)
     gemm(X.astype(np.float64), True, E64, False, dW64)
-    dW[:, :] = dW64
+    assign2(dW, dW64)
     if mode != DX_SKIP:
         dX64 = np.empty((E.shape[0], W.shape[0]))
         gemm(E64, False, W.astype(np.float64), True, dX64)
         if mode == DX_WRITE:
-            dX[:, :] = dX64
+            assign2(dX, dX64)
         else:
-            tmp[:, :] = dX64
+            assign2(tmp, dX64)
             dX += tmp
+
+
+def tiny_products(X, E, W, dW, dX, tmp, mode):
+    """For a float32 E holding entries below TINY_GEMM (and no flush-to-zero): :func:`products64`,
+    returning True; else False, nothing done."""
+
+
+@overload(tiny_products, jit_options=JIT)
+def _tiny_products(X, E, W, dW, dX, tmp, mode):
+    # typed per dtype: a float64 network does not compile the float64 path of float32 products
+    if E.dtype != types.float32:
+        def never(X, E, W, dW, dX, tmp, mode):
+            return False
+        return never
+
+    def f32(X, E, W, dW, dX, tmp, mode):
+        if flushing() or n_tiny(E) == 0:
+            return False
+        products64(X, E, W, dW, dX, tmp, mode)
+        return True
+    return f32
 
 
 # ---------------------------------------------------------------- dense layer
@@ -205,7 +245,7 @@ def dense_forward_store(ops, hp, tens, params, ws, dws, i, n, store):
         W = params[w:w + nin * nout].reshape((nin, nout))
         gemm(X, False, W, False, Z)
     else:
-        Z[:, :] = X
+        assign2(Z, X)
     b = ops[i, F_B]
     code = ops[i, F_ACT]
     p0, p1, p2, a = act_slots(ops, hp, params, i)
@@ -321,8 +361,7 @@ def affine_backward(X, E, W, dW, dX, tmp, mode):
     """dW = Xᵀ E and dX = E Wᵀ (DX_WRITE), dX += E Wᵀ through ``tmp`` (DX_ADD) or no dX
     (DX_SKIP): the products of every op with an affine map (dense, maxout). A float32 E holding
     entries below TINY_GEMM takes :func:`products64`."""
-    if E.itemsize == 4 and not flushing() and n_tiny(E) > 0:  # see TINY_GEMM: the two products in float64
-        products64(X, E, W, dW, dX, tmp, mode)
+    if tiny_products(X, E, W, dW, dX, tmp, mode):  # see TINY_GEMM: the two products in float64
         return
     gemm(X, True, E, False, dW)
     if mode == DX_WRITE:

@@ -27,6 +27,7 @@ import numpy as np
 from numba import njit
 
 from .._config import JIT
+from .common import assign1, assign2
 
 # ---------------------------------------------------------------- optimizer codes
 SGD = 0
@@ -616,8 +617,8 @@ def opt_update_checked(code, hp, t, p, g, state, gnorm):
     opt_update(code, hp, t, p, g, state)
     if all_finite(p) and all_finite(state.reshape(-1)):
         return True
-    p[:] = p0
-    state[:, :] = s0
+    assign1(p, p0)  # (loops, not slice assignments: see nnlab.kernels.common.assign1)
+    assign2(state, s0)
     return False
 
 
