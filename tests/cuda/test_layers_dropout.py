@@ -13,6 +13,7 @@ from layer_harness import CUDA, Case, noisy_ops  # noqa: E402
 import nnlab as nl  # noqa: E402
 from nnlab.kernels import common, cpu  # noqa: E402
 from nnlab.kernels.cuda import dropout as dd  # noqa: E402
+from nnlab.kernels.cuda import noise  # noqa: E402
 from nnlab.kernels.layout import (  # noqa: E402
     DX_ADD,
     DX_SKIP,
@@ -42,7 +43,7 @@ def test_uniform_stream_matches_cpu_bit_for_bit(dtype):
     host = np.empty(11, dtype)
     common.uniform_stream(host, key)
     d = CUDA.to_device(np.zeros(11, dtype))
-    dd.kernels(dtype).uniform_stream[3, 4](d, key)
+    noise.kernel(dtype)[3, 4](d, key)
     got = d.copy_to_host()
     np.testing.assert_array_equal(got, host)
     assert 0.0 <= got.min() and got.max() < 1.0 and len(set(got.tolist())) == 11
@@ -51,24 +52,27 @@ def test_uniform_stream_matches_cpu_bit_for_bit(dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("training", [True, False])
 def test_noise_of_a_pass_matches_cpu_forward(dtype, training):
-    """draw_noise + fill_noise give every noisy op the noise the CPU's forward pass draws (uniform
-    and normal noise interleaved in op order), bit for bit."""
+    """noise.fill_pass gives every noisy op the noise the CPU's forward pass draws (uniform and
+    normal noise interleaved in op order), bit for bit."""
     net = _net(dtype)
     n, seed = 3, 1234
     case = Case(net, n)
     X = np.random.default_rng(1).standard_normal((n, 3)).astype(dtype)
     cpu.run_forward(case.ops, case.hp, case.tens, case.store, case.ws, X, training, seed)
-    keys, normal = dd.draw_noise(case.ops, case.tens, n, seed, training, dtype)
+    noise.fill_pass(case.dev, n, training, seed)
     ops = noisy_ops(case.ops)
     assert len(ops) == 4
-    for i in ops:
-        dd.fill_noise(case.dev, i, n, training, keys, normal)
     ws = case.dev.ws.copy_to_host()
     for i in ops:
         lo, hi = case.region(case.ops[i, F_NOISE])
         np.testing.assert_array_equal(ws[lo:hi], case.ws[lo:hi])
-    if training:
-        assert len({int(keys[i]) for i in ops if case.ops[i, F_KIND] in (KIND_DROPOUT, KIND_ALPHA_DROPOUT)}) == 2
+    if training:  # the two dropout ops got different streams (a key per op)
+        drop = [case.region(case.ops[i, F_NOISE]) for i in ops
+                if case.ops[i, F_KIND] in (KIND_DROPOUT, KIND_ALPHA_DROPOUT)]
+        assert len(drop) == 2
+        (a0, a1), (b0, b1) = drop
+        m = min(a1 - a0, b1 - b0)
+        assert not np.array_equal(ws[a0:a0 + m], ws[b0:b0 + m])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

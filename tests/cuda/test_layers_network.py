@@ -1,5 +1,5 @@
 """Whole programs made of the layer kinds with device twins, run op by op with the device launchers
-(noise drawn with ``draw_noise``/``fill_noise``, every op forward, the loss gradient of the CPU's
+(noise drawn with ``noise.fill_pass``, every op forward, the loss gradient of the CPU's
 pass as the seed, every op backward in reverse) against the CPU executor's ``loss_and_grad``: the
 DX modes, scratch use and buffers as the program builder lowers them, not set by hand."""
 
@@ -16,8 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from layer_harness import CUDA, TOL, LaunchTypes  # noqa: E402
 
 import nnlab as nl  # noqa: E402
-from nnlab.kernels.cuda import dropout as dd  # noqa: E402
-from nnlab.kernels.cuda import registry  # noqa: E402
+from nnlab.kernels.cuda import noise, registry  # noqa: E402
 from nnlab.kernels.cuda.program import DeviceProgram  # noqa: E402
 from nnlab.kernels.layout import F_A, F_KIND, F_NOISE, F_X, F_Z  # noqa: E402
 
@@ -83,10 +82,8 @@ def _program_matches_cpu_executor(dtype, which):
     d = DeviceProgram(CUDA, ops, hp, tens, CUDA.to_device(store0), CUDA.to_device(np.zeros_like(grads)),
                       CUDA.to_device(np.zeros_like(ws)), CUDA.to_device(np.zeros_like(dws)))
     d.flat(d.ws, 0, n).copy_to_device(X.reshape(-1))
-    keys, normal = dd.draw_noise(ops, tens, n, seed, True, dtype)
+    noise.fill_pass(d, n, True, seed)
     for i in range(ops.shape[0]):
-        if ops[i, F_NOISE] >= 0:
-            dd.fill_noise(d, i, n, True, keys, normal)
         assert registry.launchers(ops[i, F_KIND])[0](d, i, n, True, True) is False
     out = d.flat(d.dws, prog.out, n)
     lo = int(tens[prog.out, 0]) * n

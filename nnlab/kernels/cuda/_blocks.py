@@ -3,7 +3,7 @@ block-wide sum used by the race-free reductions (one block per feature or per ro
 
 Kernel modules build their kernels for one numba float type ``nbt`` in a factory (constants are
 written as ``nbt(...)`` so a float32 kernel stays in float32) and cache them per dtype with
-:func:`per_dtype`. :func:`signature` spells the ``cuda.compile_ptx`` signature of a kernel with
+:func:`per_dtype` (:func:`by_dtype` for factories that take the NumPy dtype). :func:`signature` spells the ``cuda.compile_ptx`` signature of a kernel with
 ``F`` standing for the dtype, so the tests compile every kernel at the types its launcher uses.
 """
 
@@ -15,19 +15,26 @@ from .device import blocks, threads_per_block
 SHARED = 1024  # threads per block at most: the size of the reduction's shared array
 
 
-def per_dtype(build):
-    """A function ``kernels(dtype)`` returning ``build(nbt)`` (a namespace of kernels), built once
-    per dtype."""
+def by_dtype(make, doc=None):
+    """A function ``kernels(dtype)`` returning ``make(np.dtype(dtype))`` (the kernels of one dtype),
+    made once per dtype; ``doc`` is its docstring."""
     cache = {}
 
     def kernels(dtype):
         dtype = np.dtype(dtype)
         k = cache.get(dtype)
         if k is None:
-            k = cache[dtype] = build(float32 if dtype == np.float32 else float64)
+            k = cache[dtype] = make(dtype)
         return k
 
+    kernels.__doc__ = doc
     return kernels
+
+
+def per_dtype(build):
+    """A function ``kernels(dtype)`` returning ``build(nbt)`` (a namespace of kernels, ``nbt`` the
+    numba float type of the dtype), built once per dtype."""
+    return by_dtype(lambda dtype: build(float32 if dtype == np.float32 else float64))
 
 
 def launch(kernel, size, prog):

@@ -7,7 +7,8 @@ the helpers it calls (``sigm``, ``softplus1``, ...) are their device versions to
 dispatchers ``act_f``/``act_d``/``act_dp`` are extended with the user-registered activations
 exactly as :func:`nnlab.kernels.kernels_for` extends the CPU ones (a chain of ``if code == C``
 calling the user's scalar functions, themselves recompiled for the device), so a custom
-activation runs on the GPU with no extra code. One set per registry version (:func:`device_set`).
+activation runs on the GPU with no extra code. One set per registry version (:func:`device_set`);
+``builtin_act_f``/``builtin_act_d`` are the dispatchers of the built-in codes alone.
 
 The scalar functions compute in float64 whatever the array dtype (their Python float constants
 promote a float32 ``z``), exactly as on the CPU, and the kernels round the result once to the
@@ -51,6 +52,12 @@ def _device_fn(disp, extra=None):
 
 def _dev(disp):
     return _device_fn(disp)
+
+
+# the built-in activations alone (no user-registered codes), for kernels that reject custom codes
+# (the RNN's general activation): float64 scalar math as the CPU's act_f/act_d
+builtin_act_f = _dev(M.act_f)
+builtin_act_d = _dev(M.act_d)
 
 
 def _extend(base, entries, kind):

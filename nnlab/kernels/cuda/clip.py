@@ -16,10 +16,9 @@ import numpy as np
 from numba import cuda, float32, float64, int64
 
 from .. import optim_cpu as K
+from ._blocks import by_dtype
 from .device import MAX_BLOCKS, blocks, threads_per_block
 from .reduce import device_offsets, norms_from_sq, seg_max, seg_scaled_sq, seg_sq
-
-_kernels = {}
 
 
 def _factory(dtype):
@@ -45,13 +44,7 @@ def _factory(dtype):
     return {"clamp": clamp, "seg_scale": seg_scale}
 
 
-def kernels(dtype):
-    """{name: kernel} of the elementwise clipping kernels of one dtype."""
-    dtype = np.dtype(dtype)
-    k = _kernels.get(dtype)
-    if k is None:
-        k = _kernels[dtype] = _factory(dtype)
-    return k
+kernels = by_dtype(_factory, """{name: kernel} of the elementwise clipping kernels of one dtype.""")
 
 
 def signatures(dtype):

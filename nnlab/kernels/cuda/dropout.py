@@ -1,5 +1,4 @@
-"""Device twins of :mod:`nnlab.kernels.dropout` (``KIND_DROPOUT``, ``KIND_ALPHA_DROPOUT``) and of the
-program's noise (:func:`nnlab.kernels.common.fill_noise`).
+"""Device twins of :mod:`nnlab.kernels.dropout` (``KIND_DROPOUT``, ``KIND_ALPHA_DROPOUT``).
 
 The math is the CPU module's: in training a kept entry (u >= p) is scaled by 1/(1 − p) (alpha
 dropout: a·x + aαp, a dropped one −aα + aαp); in eval, or for an op lowered without noise, A = X.
@@ -8,81 +7,33 @@ region of the noise tensor and the backward pass reads it there (dX = dA·multip
 The mask is the CPU's bit for bit: the comparison u >= p is made against the smallest value of
 the network's dtype that is >= p (a float32 u is compared with the float64 p on the CPU).
 
-Noise, the same numbers as the CPU for the same seed. The CPU draws, per call and in op order, a
-62-bit key per op with uniform noise from Numba's generator (seeded with the call's seed) and runs
-the SplitMix64 stream :func:`nnlab.kernels.common.uniform_stream` from it; normal noise is drawn
-element by element. The device executor draws the same keys on the host, once per forward pass,
-with the compiled :func:`draw_noise`, and each op's noise is made on the device from its key by
-the twin of ``uniform_stream`` (normal noise, drawn on the host, is copied)::
-
-    keys, normal = draw_noise(prog.ops, prog.tens, n, seed, training, prog.dtype)
-    for i in range(n_ops):
-        if prog.ops[i, F_NOISE] >= 0:
-            fill_noise(prog, i, n, training, keys, normal)
-        forward(prog, i, n, training, store)
-
-(``seed`` as the CPU's ``forward_store`` gets it: < 0 leaves the generator unseeded.)
+The noise tensor is filled before the op runs, by :func:`nnlab.kernels.cuda.noise.fill_pass` (the
+executor's noise: the CPU's per-op keys drawn on the host, the SplitMix64 stream expanded on the
+device), so the mask is the CPU's for the same seed.
 """
 
 import math
 
 import numpy as np
-from numba import cuda, njit, uint64
+from numba import cuda
 
-from ..._config import JIT
-from ..common import tview
 from ..dropout import SELU_ALPHA
 from ..layout import (
     DX_ADD,
     DX_WRITE,
     F_A,
     F_DX,
-    F_NKIND,
     F_NOISE,
     F_X,
     HP_P,
     KIND_ALPHA_DROPOUT,
     KIND_DROPOUT,
-    NOISE_UNIFORM,
 )
 from ._blocks import launch, per_dtype, scalar, signature
 from .registry import register
 
-_GAMMA = 0x9E3779B97F4A7C15
-_MIX1 = 0xBF58476D1CE4E5B9
-_MIX2 = 0x94D049BB133111EB
-
 
 def _build(nbt):
-    f32 = nbt.bitwidth == 32
-
-    if f32:
-        @cuda.jit
-        def uniform_stream(U, key):
-            """U[k] = the (k+1)-th SplitMix64 output from state ``key``, its top 24 bits in [0, 1)."""
-            for k in range(cuda.grid(1), U.size, cuda.gridsize(1)):
-                z = key + uint64(k + 1) * uint64(_GAMMA)
-                z = (z ^ (z >> uint64(30))) * uint64(_MIX1)
-                z = (z ^ (z >> uint64(27))) * uint64(_MIX2)
-                z = z ^ (z >> uint64(31))
-                U[k] = nbt(z >> uint64(40)) * nbt(5.9604644775390625e-08)
-    else:
-        @cuda.jit
-        def uniform_stream(U, key):
-            """U[k] = the (k+1)-th SplitMix64 output from state ``key``, its top 53 bits in [0, 1)."""
-            for k in range(cuda.grid(1), U.size, cuda.gridsize(1)):
-                z = key + uint64(k + 1) * uint64(_GAMMA)
-                z = (z ^ (z >> uint64(30))) * uint64(_MIX1)
-                z = (z ^ (z >> uint64(27))) * uint64(_MIX2)
-                z = z ^ (z >> uint64(31))
-                U[k] = nbt(z >> uint64(11)) * nbt(1.1102230246251565e-16)
-
-    @cuda.jit
-    def fill(U, v):
-        """U[:] = v (the eval value of the noise)."""
-        for k in range(cuda.grid(1), U.size, cuda.gridsize(1)):
-            U[k] = v
-
     @cuda.jit
     def copy(x, a, d, store):
         """A = X; the multiplier 1 for the backward pass when ``store``."""
@@ -119,13 +70,11 @@ def _build(nbt):
             elif mode == DX_ADD:
                 dx[k] += g
 
-    return _Kernels(uniform_stream, fill, copy, dropout, alpha_dropout, backward)
+    return _Kernels(copy, dropout, alpha_dropout, backward)
 
 
 class _Kernels:
-    def __init__(self, uniform_stream, fill, copy, dropout, alpha_dropout, backward):
-        self.uniform_stream = uniform_stream
-        self.fill = fill
+    def __init__(self, copy, dropout, alpha_dropout, backward):
         self.copy = copy
         self.dropout = dropout
         self.alpha_dropout = alpha_dropout
@@ -135,8 +84,6 @@ class _Kernels:
 kernels = per_dtype(_build)
 
 SIGNATURES = {  # the types each launcher passes (F: the network's dtype)
-    "uniform_stream": "void(F[::1], uint64)",
-    "fill": "void(F[::1], F)",
     "copy": "void(F[::1], F[::1], F[::1], int64)",
     "dropout": "void(F[::1], F[::1], F[::1], F[::1], F, F, int64)",
     "alpha_dropout": "void(F[::1], F[::1], F[::1], F[::1], F, F, F, F, int64)",
@@ -148,60 +95,6 @@ def ptx_kernels(dtype):
     """[(name, python function, compile_ptx signature)] of every kernel of this module for ``dtype``."""
     k = kernels(dtype)
     return [(name, getattr(k, name).py_func, signature(sig, dtype)) for name, sig in SIGNATURES.items()]
-
-
-# ---------------------------------------------------------------- noise
-@njit(**JIT)
-def draw_noise_into(ops, tens, n, seed, training, keys, normal):
-    """The host side of a forward pass's noise, drawn exactly as the CPU's ``forward_store`` and
-    ``fill_noise`` draw it: seed Numba's generator with ``seed`` (unless < 0), then per op with
-    noise in op order one key ``randint(0, 1 << 62)`` (uniform noise) into ``keys[i]`` or every
-    element from ``standard_normal()`` (normal noise) into ``normal`` at the noise tensor. Nothing
-    is drawn in eval."""
-    if seed >= 0:
-        np.random.seed(seed)
-    for i in range(ops.shape[0]):
-        keys[i] = 0
-        if ops[i, F_NOISE] < 0 or not training:
-            continue
-        if ops[i, F_NKIND] == NOISE_UNIFORM:
-            keys[i] = np.random.randint(0, 1 << 62)
-        else:
-            U = tview(normal, tens, ops[i, F_NOISE], n).reshape(-1)
-            for k in range(U.size):
-                U[k] = np.random.standard_normal()
-
-
-def draw_noise(ops, tens, n, seed, training, dtype):
-    """(keys, normal) for one forward pass of an ``n``-row batch: ``keys`` uint64 per op (the key of
-    its uniform noise), ``normal`` a host array of the workspace's layout holding the normal noise
-    (empty when no op has normal noise). See the module docstring for the calling sequence."""
-    ops = np.ascontiguousarray(ops, np.int64)
-    tens = np.ascontiguousarray(tens, np.int64)
-    keys = np.zeros(ops.shape[0], np.uint64)
-    has_normal = bool(((ops[:, F_NOISE] >= 0) & (ops[:, F_NKIND] != NOISE_UNIFORM)).any())
-    size = int(n * (tens[:, 0] + tens[:, 1]).max()) if has_normal else 0
-    normal = np.zeros(size, dtype)
-    draw_noise_into(ops, tens, int(n), int(seed), bool(training), keys, normal)
-    return keys, normal
-
-
-def fill_noise(prog, i, n, training, keys, normal):
-    """Op i's noise on the device (the twin of ``common.fill_noise``): in training the SplitMix64
-    stream from ``keys[i]`` (uniform) or the host-drawn ``normal`` values; in eval 0.5 (uniform) or
-    0 (normal). ``keys``, ``normal``: from :func:`draw_noise` for this pass."""
-    t = int(prog.ops[i, F_NOISE])
-    U = prog.flat(prog.ws, t, n)
-    uniform = prog.ops[i, F_NKIND] == NOISE_UNIFORM
-    k = kernels(prog.dtype)
-    if training:
-        if uniform:
-            launch(k.uniform_stream, U.size, prog)(U, np.uint64(keys[i]))
-        else:
-            off = int(prog.tens[t, 0]) * n
-            U.copy_to_device(np.ascontiguousarray(normal[off:off + U.size], prog.dtype), stream=prog.stream)
-    else:
-        launch(k.fill, U.size, prog)(U, scalar(prog, 0.5 if uniform else 0.0))
 
 
 def threshold(p, dtype):

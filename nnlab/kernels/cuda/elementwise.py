@@ -9,9 +9,8 @@ import numpy as np
 from numba import cuda
 
 from ..layout import DX_ADD, DX_WRITE
+from ._blocks import by_dtype
 from .device import blocks, threads_per_block
-
-_kernels = {}
 
 
 def _make(dtype):
@@ -48,13 +47,7 @@ def _make(dtype):
     return {"put": put, "fill": fill, "mul": mul}
 
 
-def kernels(dtype):
-    """The kernels of ``dtype`` (float32 or float64)."""
-    dtype = np.dtype(dtype)
-    k = _kernels.get(dtype)
-    if k is None:
-        k = _kernels[dtype] = _make(dtype)
-    return k
+kernels = by_dtype(_make, """The kernels of ``dtype`` (float32 or float64).""")
 
 
 def _flat(a):

@@ -30,7 +30,7 @@ from numba import cuda
 
 from ...errors import DeviceError
 from .. import layout as L
-from ..layout import F_A, F_AMASK, F_AP, F_KIND, F_NKIND, F_NOISE, LOSS_BCE, NOISE_UNIFORM
+from ..layout import F_A, F_AMASK, F_AP, F_KIND, LOSS_BCE
 from . import elementwise, noise, registry
 from . import losses as dlosses
 from .device import blocks, threads_per_block
@@ -135,35 +135,11 @@ class DeviceExecutor:
     def _input(self, X):
         return self.cuda.to_device(np.ascontiguousarray(X).reshape(-1), stream=self.stream)
 
-    def _noise(self, dp, n, training, seed):
-        ops = dp.ops
-        noisy = [i for i in range(ops.shape[0]) if ops[i, F_NOISE] >= 0]
-        if not noisy:
-            return
-        kinds = np.array([ops[i, F_NKIND] for i in noisy], np.int64)
-        sizes = np.array([dp.flat(dp.ws, int(ops[i, F_NOISE]), n).size for i in noisy], np.int64)
-        if not training:
-            for i, kind in zip(noisy, kinds):
-                elementwise.fill(dp.flat(dp.ws, int(ops[i, F_NOISE]), n), 0.5 if kind == NOISE_UNIFORM else 0.0,
-                                 self.stream)
-            return
-        keys = np.zeros(len(noisy), np.int64)
-        normals = np.zeros(int(sizes[kinds != NOISE_UNIFORM].sum()), self.dtype)
-        noise.draw(np.int64(seed), kinds, sizes, keys, normals)
-        o = 0
-        for j, i in enumerate(noisy):
-            U = dp.flat(dp.ws, int(ops[i, F_NOISE]), n)
-            if kinds[j] == NOISE_UNIFORM:
-                noise.uniform(U, int(keys[j]), self.stream)
-            else:
-                U.copy_to_device(normals[o:o + sizes[j]], stream=self.stream)
-                o += int(sizes[j])
-
     def forward_store(self, dp, dX, n, training, seed, store):
         """Copy the device input dX into tensor 0, draw the noise and run every op forward (the twin
         of ``cpu.forward_store``). Returns (output tensor id, per-op stored flags)."""
         elementwise.copy(dp.flat(dp.ws, 0, n), dX, self.stream)
-        self._noise(dp, n, training, seed)
+        noise.fill_pass(dp, n, training, seed)
         stored = []
         for i in range(dp.ops.shape[0]):
             fwd, _ = registry.launchers(dp.ops[i, F_KIND])

@@ -14,9 +14,8 @@ import numpy as np
 from numba import cuda, float32, float64
 
 from ..layout import LOSS_BCE, LOSS_MSE, LOSS_SOFTMAX_CE
+from ._blocks import by_dtype
 from .device import blocks, threads_per_block
-
-_kernel = {}
 
 
 def _make(dtype):
@@ -78,13 +77,7 @@ def _make(dtype):
     return rows
 
 
-def kernel(dtype):
-    """The per-row loss kernel of ``dtype``."""
-    dtype = np.dtype(dtype)
-    k = _kernel.get(dtype)
-    if k is None:
-        k = _kernel[dtype] = _make(dtype)
-    return k
+kernel = by_dtype(_make, """The per-row loss kernel of ``dtype``.""")
 
 
 def signature(dtype):

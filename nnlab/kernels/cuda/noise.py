@@ -6,7 +6,9 @@ SplitMix64 stream :func:`nnlab.kernels.common.uniform_stream`) or one normal num
 Here a small compiled CPU function (:func:`draw`) makes exactly those draws from the same
 generator, so the keys and the normal numbers are the CPU's; the uniform stream is then expanded
 on the device by :func:`uniform`, the same integer arithmetic as the CPU's (the masks agree bit for
-bit), and the normal numbers are copied.
+bit), and the normal numbers are copied. :func:`fill_pass` does all of it for one forward pass of
+a device program (the executor calls it before running the ops); in eval each noise tensor gets
+the CPU's eval value (0.5 uniform, 0 normal).
 """
 
 import warnings
@@ -15,7 +17,8 @@ import numpy as np
 from numba import cuda, njit
 
 from ..._config import JIT
-from ..layout import NOISE_UNIFORM
+from ..layout import F_NKIND, F_NOISE, NOISE_UNIFORM
+from . import elementwise
 from .device import blocks, simulated, threads_per_block
 
 _GAMMA = np.uint64(0x9E3779B97F4A7C15)
@@ -80,6 +83,33 @@ def uniform(U, key, stream=0):
             k[blocks(U.size, tpb), tpb, stream](U, np.uint64(key))
         return
     k[blocks(U.size, tpb), tpb, stream](U, np.uint64(key))
+
+
+def fill_pass(prog, n, training, seed):
+    """Every noise tensor of the device program ``prog`` for one forward pass of an ``n``-row batch,
+    as the CPU's ``forward_store`` fills them (``seed`` < 0 leaves the generator unseeded)."""
+    ops = prog.ops
+    noisy = [i for i in range(ops.shape[0]) if ops[i, F_NOISE] >= 0]
+    if not noisy:
+        return
+    kinds = np.array([ops[i, F_NKIND] for i in noisy], np.int64)
+    sizes = np.array([prog.flat(prog.ws, int(ops[i, F_NOISE]), n).size for i in noisy], np.int64)
+    if not training:
+        for i, kind in zip(noisy, kinds):
+            elementwise.fill(prog.flat(prog.ws, int(ops[i, F_NOISE]), n), 0.5 if kind == NOISE_UNIFORM else 0.0,
+                             prog.stream)
+        return
+    keys = np.zeros(len(noisy), np.int64)
+    normals = np.zeros(int(sizes[kinds != NOISE_UNIFORM].sum()), prog.dtype)
+    draw(np.int64(seed), kinds, sizes, keys, normals)
+    o = 0
+    for j, i in enumerate(noisy):
+        U = prog.flat(prog.ws, int(ops[i, F_NOISE]), n)
+        if kinds[j] == NOISE_UNIFORM:
+            uniform(U, int(keys[j]), prog.stream)
+        else:
+            U.copy_to_device(normals[o:o + sizes[j]], stream=prog.stream)
+            o += int(sizes[j])
 
 
 def signatures(dtype):

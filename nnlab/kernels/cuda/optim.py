@@ -24,10 +24,10 @@ import numpy as np
 from numba import boolean, cuda, float32, float64, int32, int64
 
 from .. import optim_cpu as K
+from ._blocks import by_dtype
 from .device import blocks, threads_per_block
 from .reduce import max_abs
 
-_kernels = {}
 _dummy = {}
 
 
@@ -254,13 +254,8 @@ def _factory(dtype):
             K.NADAM: nadam, K.ADAMAX: adamax, K.RPROP: rprop, K.SMORMS3: smorms3}
 
 
-def kernels(dtype):
-    """{optimizer code: update kernel} for float32 or float64 buffers (compiled on first launch)."""
-    dtype = np.dtype(dtype)
-    k = _kernels.get(dtype)
-    if k is None:
-        k = _kernels[dtype] = _factory(dtype)
-    return k
+kernels = by_dtype(_factory, "{optimizer code: update kernel} for float32 or float64 buffers "
+                             "(compiled on first launch).")
 
 
 def signature(dtype):

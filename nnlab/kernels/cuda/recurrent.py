@@ -17,9 +17,9 @@ is the math (read the CPU module's docstring). On the device:
   the op's DX mode), and ∂L/∂b = Σ_rows ∂L/∂Z (one thread per column, rows in order).
 
 The RNN's activation is the registry's scalar math compiled as device functions
-(:mod:`nnlab.kernels.cuda._scalar`, float64 as the CPU's ``act_f``); tanh with a = 1 (the default,
-where the CPU takes its float32 fast form) and the LSTM's sigmoid and tanh are computed in the
-network's dtype. The CPU's LSTM keeps W_hhᵀ in the ``dws`` region of its gate values; the device
+(``builtin_act_f``/``builtin_act_d`` of :mod:`nnlab.kernels.cuda.activations`, float64 as the CPU's
+``act_f``); tanh with a = 1 (the default, where the CPU takes its float32 fast form) and the LSTM's
+sigmoid and tanh are computed in the network's dtype. The CPU's LSTM keeps W_hhᵀ in the ``dws`` region of its gate values; the device
 product reads W_hh transposed instead and leaves that region alone.
 """
 
@@ -53,7 +53,8 @@ from ..layout import (
     KIND_RNN,
 )
 from ._blocks import launch, per_dtype, scalar, signature
-from ._scalar import act_d, act_f
+from .activations import builtin_act_d as act_d
+from .activations import builtin_act_f as act_f
 from .gemm import gemm
 from .registry import register
 

@@ -15,10 +15,10 @@ import numpy as np
 from numba import boolean, cuda, float32, float64, int64
 
 from .. import optim_cpu as K
+from ._blocks import by_dtype
 from .device import MAX_BLOCKS, threads_per_block
 
 MAXT = 1024  # shared-memory slots per block: the largest threads-per-block
-_kernels = {}
 _offsets = {}
 _partials = {}
 
@@ -134,13 +134,7 @@ def _factory(dtype):
     return {"seg_sq": seg_sq, "seg_max": seg_max, "seg_scaled_sq": seg_scaled_sq}
 
 
-def kernels(dtype):
-    """{name: kernel} of the reductions over a float32 or float64 buffer."""
-    dtype = np.dtype(dtype)
-    k = _kernels.get(dtype)
-    if k is None:
-        k = _kernels[dtype] = _factory(dtype)
-    return k
+kernels = by_dtype(_factory, """{name: kernel} of the reductions over a float32 or float64 buffer.""")
 
 
 def signatures(dtype):
