@@ -21,6 +21,10 @@ Three sections, each a measurement (never an assertion; compare numbers within o
 ``threads``  The optimizer update as one serial loop and split over Numba's ``prange`` threads,
              alone and interleaved with a BLAS product (the choice documented in
              ``nnlab/kernels/cpu.py``: BLAS threads for products, serial elementwise loops).
+``after``    Why a pass costs more after a product: the squared norm of a product's output C
+             (mnist's and wide's largest dW) right after the BLAS call that wrote it, with one and
+             with two BLAS threads, against the same norm with C in this core's cache and with C
+             pushed out by streaming 4x its size.
 
 See docs/performance.md ("What bounds the missed goals") for a run's numbers and their reading.
 """
@@ -34,7 +38,7 @@ import numpy as np
 
 from nnlab.benchmark import CONFIGS, build_nnlab, make_data, nnlab_optimizer
 
-SECTIONS = ("gemm", "context", "threads")
+SECTIONS = ("gemm", "context", "threads", "after")
 TARGET_S, ROUNDS = 0.05, 7  # seconds per timed block, blocks per median
 
 
@@ -217,6 +221,8 @@ def _context(nl, K, OK, spec):
     d = {k: median_time(fn) for k, fn in parts.items()}
     d["norm in context"] = d["loss_and_grad + norm"] - d["loss_and_grad"]
     d["update in context"] = d["loss_and_grad + norm + update"] - d["loss_and_grad + norm"]
+    # train_step sums the dense layers' squared norms in the backward pass (in cache), then updates
+    d["norm + update in context (train_step)"] = d["train_step (one call)"] - d["loss_and_grad"]
     return d
 
 
@@ -280,6 +286,59 @@ def print_threads(res):
             print(f"  {k:28s}{v * 1e6:12,.1f}")
 
 
+# ---------------------------------------------------------------- after
+AFTER_SHAPES = ((128, 784, 256), (256, 2048, 2048))  # (K, M, N) of mnist's and wide's largest dW = XᵀE
+
+
+def after_section(shapes=AFTER_SHAPES):
+    from numba import njit
+
+    from nnlab.kernels import blas
+    from nnlab.kernels.optim_cpu import sq_norm
+
+    @njit(cache=False)
+    def prod(X, E, C):
+        blas.gemm(X, True, E, False, C)
+
+    @njit(cache=False)
+    def prod_norm(X, E, C):
+        blas.gemm(X, True, E, False, C)
+        return sq_norm(C.reshape(-1))
+
+    rng = np.random.default_rng(0)
+    before = blas.get_threads()
+    res = {}
+    try:
+        for k, m, n in shapes:
+            X = rng.standard_normal((k, m)).astype(np.float32)
+            E = rng.standard_normal((k, n)).astype(np.float32)
+            C = np.empty((m, n), np.float32)
+            Cf = C.reshape(-1)
+            big = np.ones(4 * C.size, np.float32)
+            d = {}
+            for th in (1, 2):
+                blas.set_threads(th)
+                t_prod = median_time(lambda X=X, E=E, C=C: prod(X, E, C))
+                d[f"product, {th} BLAS thread(s)"] = t_prod
+                d[f"norm right after it ({th})"] = median_time(lambda X=X, E=E, C=C: prod_norm(X, E, C)) - t_prod
+            d["norm, C in cache"] = median_time(lambda Cf=Cf: sq_norm(Cf))
+            t_big = median_time(lambda big=big: sq_norm(big))
+            d["norm after streaming 4x C"] = median_time(lambda big=big, Cf=Cf: (sq_norm(big), sq_norm(Cf))) - t_big
+            res[f"dW {m}x{n} (K={k})"] = d
+    finally:
+        if before:
+            blas.set_threads(before)
+    return res
+
+
+def print_after(res):
+    print("\n== after: the squared norm of a product's output right after the product, in cache, and cold (us, median) ==")
+    keys = list(next(iter(res.values())).keys())
+    print(f"  {'':34s}" + "".join(f"{name:>24s}" for name in res))
+    for k in keys:
+        print(f"  {k:34s}" + "".join(f"{res[name][k] * 1e6:24,.1f}" for name in res))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--configs", default="mnist,deep-narrow,wide")
@@ -290,7 +349,8 @@ def main(argv=None):
     if args.report:
         with open(args.report) as fh:
             out = json.load(fh)
-        for key, show in (("gemm", print_gemm), ("context", print_context), ("threads", print_threads)):
+        for key, show in (("gemm", print_gemm), ("context", print_context), ("threads", print_threads),
+                          ("after", print_after)):
             if key in out:
                 show(out[key])
         return out
@@ -314,6 +374,9 @@ def main(argv=None):
     if "threads" not in skip:
         out["threads"] = threads_section()
         print_threads(out["threads"])
+    if "after" not in skip:
+        out["after"] = after_section()
+        print_after(out["after"])
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(out, fh, indent=1)

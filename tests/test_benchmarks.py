@@ -197,6 +197,22 @@ def test_bounds_products_gemm_and_context(monkeypatch, capsys):
         BB.main(["--configs", "no-such-config"])
 
 
+def test_bounds_norm_after_a_product(monkeypatch, capsys):
+    BB = _load_bounds()
+    monkeypatch.setattr(BB, "TARGET_S", 1e-4)
+    monkeypatch.setattr(BB, "ROUNDS", 1)
+    from nnlab.kernels import blas
+
+    before = blas.get_threads()
+    res = BB.after_section(((4, 6, 5), (8, 16, 12)))
+    assert blas.get_threads() == before  # the BLAS thread count is set back
+    assert list(res) == ["dW 6x5 (K=4)", "dW 16x12 (K=8)"]
+    for d in res.values():
+        assert len(d) == 6 and all(d[k] > 0 for k in d if k.startswith(("product", "norm, C in cache")))
+    BB.print_after(res)
+    assert "right after it (2)" in capsys.readouterr().out
+
+
 def test_nnlab_bench_command(tmp_path):
     """``nnlab bench`` runs the benchmark (a tiny quick run), writes and re-reports its JSON, and
     turns bad input into a one-line error with exit 2."""
