@@ -221,7 +221,7 @@ def _context(nl, K, OK, spec):
     d = {k: median_time(fn) for k, fn in parts.items()}
     d["norm in context"] = d["loss_and_grad + norm"] - d["loss_and_grad"]
     d["update in context"] = d["loss_and_grad + norm + update"] - d["loss_and_grad + norm"]
-    # train_step sums the dense layers' squared norms in the backward pass (in cache), then updates
+    # train_step computes the global norm after the backward pass, then updates: its cost beyond loss_and_grad
     d["norm + update in context (train_step)"] = d["train_step (one call)"] - d["loss_and_grad"]
     return d
 
