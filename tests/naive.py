@@ -11,6 +11,26 @@ import math
 
 import numpy as np
 
+
+# ---------------------------------------------------------------- a user activation for the tests
+# k·z/(c + |z|) with its derivative and both parameter derivatives: the custom activation the
+# registry tests (CPU and device) register, k learnable and c fixed.
+def scaled_softsign(z, k, c):
+    return k * z / (c + abs(z))
+
+
+def scaled_softsign_d(z, k, c):
+    return k * c / (c + abs(z)) ** 2
+
+
+def scaled_softsign_dk(z, k, c):
+    return z / (c + abs(z))
+
+
+def scaled_softsign_dc(z, k, c):
+    return -k * z / (c + abs(z)) ** 2
+
+
 # ---------------------------------------------------------------- finite differences
 
 #: step of the 5-point central difference; the estimate at h/2 is also taken, and their

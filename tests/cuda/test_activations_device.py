@@ -4,6 +4,7 @@ elementwise map on the same inputs, in float32 and float64, over several blocks.
 
 import math
 
+import naive  # tests/ is on sys.path (tests/conftest.py)
 import numpy as np
 import pytest
 
@@ -21,27 +22,11 @@ TOL = {np.float32: dict(rtol=1e-4 if simulated() else 1e-6, atol=1e-30),
        np.float64: dict(rtol=1e-12, atol=1e-300)}
 
 
-def _scaled_softsign(z, k, c):
-    return k * z / (c + abs(z))
-
-
-def _scaled_softsign_d(z, k, c):
-    return k * c / (c + abs(z)) ** 2
-
-
-def _scaled_softsign_dk(z, k, c):
-    return z / (c + abs(z))
-
-
-def _scaled_softsign_dc(z, k, c):
-    return -k * z / (c + abs(z)) ** 2
-
-
 @pytest.fixture(scope="module")
 def custom():
     """A user activation with one learnable and one fixed parameter, removed afterwards."""
-    A.register("dev_softsign", _scaled_softsign, _scaled_softsign_d, params={"k": 1.5, "c": 1.0},
-               learnable=("k",), param_derivatives={"k": _scaled_softsign_dk, "c": _scaled_softsign_dc})
+    A.register("dev_softsign", naive.scaled_softsign, naive.scaled_softsign_d, params={"k": 1.5, "c": 1.0},
+               learnable=("k",), param_derivatives={"k": naive.scaled_softsign_dk, "c": naive.scaled_softsign_dc})
     A.register("dev_atan", lambda z: math.atan(z), lambda z: 1.0 / (1.0 + z * z))
     try:
         yield ["dev_softsign", "dev_atan"]
