@@ -5,6 +5,11 @@ GPU. The default ``python -m pytest`` on a machine without a GPU skips collectin
 
 import os
 
+# The first `nnlab demo` on an empty kernel cache starts a background warm-up (nnlab.warmup): never
+# from the tests, whose commands must not leave processes behind; tests/test_warmup.py turns it on
+# where it checks it.
+os.environ["NNLAB_WARMUP"] = "0"
+
 
 def _device_usable():
     if os.environ.get("NUMBA_ENABLE_CUDASIM", "0") == "1":

@@ -12,7 +12,7 @@ import sys
 
 import click
 
-from .main import _dump_json, _term_width, _write_text, check_outputs, demo, device_option, progress
+from .main import _dump_json, _term_width, _write_text, check_outputs, demo, demo_warmup, device_option, progress
 
 COMMON_HELP = (
     "Prints the claim, tables and terminal charts, and whether the claim held; exits 0 when it held "
@@ -94,7 +94,7 @@ def _command(name, module):
         from nnlab.demos import _sizes
 
         _sizes.check(name, options)
-        with progress().phase(f"demo {name}"):
+        with demo_warmup(name), progress().phase(f"demo {name}"):
             res = module.run(seed=seed, **options)
         emit(module, res, json_path, plot_path)
 

@@ -198,6 +198,22 @@ def progress():
     return mod
 
 
+def notice(text):
+    """One line on stderr unless progress output is off (--quiet, NNLAB_QUIET=1)."""
+    if _PROGRESS["on"] and not progress().quiet():
+        click.echo(text, err=True)
+
+
+def demo_warmup(name, typical=True):
+    """Around a demo's run: nnlab.warmup.demo_session (waits for a background compile of this demo's
+    kernels, starts the background warm-up on an empty cache) with its lines on stderr. ``typical``:
+    the run uses the demo's default dtype (the kernels its warm-up target compiles)."""
+    from nnlab import backend, warmup
+
+    return warmup.demo_session(name, notify=notice, wait=lambda: progress().phase("waiting for the warm-up"),
+                               typical=typical and backend.get_device() == "cpu")
+
+
 def _check_out_folder(path, option):
     """One-line error before any work when ``path`` cannot be written: a missing folder, a folder
     that is a file or that refuses a new file, a path that is a folder or an unwritable file."""
@@ -474,7 +490,7 @@ def vanishing(depth, width, batch, seed, configs, dtype, json_path, plot_path):
     from nnlab.demos import _sizes
 
     _sizes.check("vanishing", dict(depth=depth, width=width, batch=batch))
-    with progress().phase("demo vanishing"):
+    with demo_warmup("vanishing", typical=dtype == "float64"), progress().phase("demo vanishing"):
         res = demo_vanishing.run(depth=depth, width=width, batch=batch, seed=seed,
                                  configs=list(configs) or None, dtype=dtype)
     _demos.emit(demo_vanishing, res, json_path, plot_path)
@@ -908,6 +924,7 @@ from . import bench as _bench  # noqa: E402,F401
 from . import demos as _demos  # noqa: E402,F401
 from . import diagnose as _diagnose  # noqa: E402,F401
 from . import sweep as _sweep  # noqa: E402,F401
+from . import warmup as _warmup  # noqa: E402,F401
 
 
 def main():

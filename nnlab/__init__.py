@@ -29,6 +29,7 @@ from . import (  # noqa: E402
     losses,
     optim,
     sweep,
+    warmup,
 )
 from .checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from .diagnostics import GradientMonitor  # noqa: E402
@@ -53,7 +54,7 @@ from .trainer import History, Trainer  # noqa: E402
 
 __all__ = [
     "activations", "backend", "charts", "clip", "datasets", "demos", "diagnostics", "errors", "ewa", "gradcheck",
-    "init", "layers", "losses", "optim", "sweep", "Sequential", "load", "model_from_json", "Trainer", "History",
+    "init", "layers", "losses", "optim", "sweep", "warmup", "Sequential", "load", "model_from_json", "Trainer", "History",
     "GradientMonitor", "NnlabError", "__version__", "save_checkpoint", "load_checkpoint",
     "Layer",
     "Activation",
