@@ -152,6 +152,9 @@ class _Listener:
         name = getattr(getattr(d, "py_func", None), "__name__", "kernel")
         what, est = describe(name, ev.data.get("args", ()))
         hint = f", ~{est} s" if est else ""
+        if est and est >= 15 and not _state.get("told"):  # once per process: how to avoid the wait
+            _state["told"] = True
+            hint += " (`nnlab warmup` compiles the common kernels ahead of use)"
         stream = sys.stderr
         try:
             print(f"compiling {what} -- first run only{hint}", file=stream, flush=True)

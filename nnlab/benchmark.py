@@ -1167,11 +1167,12 @@ _COLD_STEP = ("import numpy as np, nnlab as nl\n"
 
 
 def cold_targets(spec):
-    """The cold-start targets named by ``spec``: ``all`` (every demo, then ``step``) or a
-    comma-separated list of demo names and ``step`` (the first Trainer.step)."""
+    """The cold-start targets named by ``spec``: ``all`` (every demo, then ``step``, then
+    ``warmup``) or a comma-separated list of demo names, ``step`` (the first Trainer.step) and
+    ``warmup`` (``nnlab warmup`` of everything, then the same first step on the cache it filled)."""
     from .demos import names
 
-    known = names() + ["step"]
+    known = names() + ["step", "warmup"]
     if spec == "all":
         return known
     targets = [t.strip() for t in spec.split(",") if t.strip()]
@@ -1188,7 +1189,10 @@ def bench_cold(targets, timeout=900):
     The demos run in order on one cache directory that starts empty (``nnlab demo vanishing``
     first, as a new user would: each later demo finds the kernels the earlier ones compiled);
     ``step`` (the first ``Trainer.step`` of a small dense float32 network) runs on a cache of its
-    own that is empty. Reports each process's wall and CPU seconds (user + system) and its exit
+    own that is empty; ``warmup`` runs ``nnlab warmup`` (every target, one process per core) on a
+    cache of its own and then the same first step on it. The background warm-up a first demo
+    starts is off here (``NNLAB_WARMUP=0``): each row is what that command compiles by itself.
+    Reports each process's wall and CPU seconds (user + system, its children included) and its exit
     code; on a machine shared with other processes the CPU seconds are the steadier number.
     """
     import resource
@@ -1197,39 +1201,46 @@ def bench_cold(targets, timeout=900):
           "(demos in order on one cache; the first Trainer.step on a cache of its own)", flush=True)
     rows = []
     launcher = "import sys; from nnlab_cli.main import main; sys.exit(main())"
+
+    def one(cmd, cache, label, target):
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache, NNLAB_QUIET="1", NNLAB_WARMUP="0")
+        load = ForeignLoad()
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t0 = time.perf_counter()
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+            code = proc.returncode
+        except subprocess.TimeoutExpired:
+            code = None
+        wall = time.perf_counter() - t0
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        row = {"target": target, "command": label, "wall_s": wall, "cpu_s": cpu, "exit_code": code,
+               "other_processes_cores": load.cores()}
+        rows.append(row)
+        other = row["other_processes_cores"]
+        print(f"    {label:36s} wall {wall:6.1f} s  CPU {cpu:6.1f} s  exit {code}"
+              + ("" if other is None else f"  [other processes: {other:.2f} cores]"), flush=True)
+
     with tempfile.TemporaryDirectory(prefix="nnlab-cold-demos-") as shared:
         for target in targets:
             with tempfile.TemporaryDirectory(prefix="nnlab-cold-step-") as own:
                 if target == "step":
-                    cmd, cache, label = [sys.executable, "-c", _COLD_STEP], own, "first Trainer.step"
+                    one([sys.executable, "-c", _COLD_STEP], own, "first Trainer.step", target)
+                elif target == "warmup":
+                    jobs = str(os.cpu_count() or 1)
+                    one([sys.executable, "-c", launcher, "warmup", "--jobs", jobs], own,
+                        f"nnlab warmup --jobs {jobs}", target)
+                    one([sys.executable, "-c", _COLD_STEP], own, "first Trainer.step after it", "step-warm")
                 else:
-                    cmd, cache, label = ([sys.executable, "-c", launcher, "demo", target], shared,
-                                         f"nnlab demo {target}")
-                env = dict(os.environ, NUMBA_CACHE_DIR=cache, NNLAB_QUIET="1")
-                load = ForeignLoad()
-                before = resource.getrusage(resource.RUSAGE_CHILDREN)
-                t0 = time.perf_counter()
-                try:
-                    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
-                    code = proc.returncode
-                except subprocess.TimeoutExpired:
-                    code = None
-                wall = time.perf_counter() - t0
-                after = resource.getrusage(resource.RUSAGE_CHILDREN)
-            cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-            row = {"target": target, "command": label, "wall_s": wall, "cpu_s": cpu, "exit_code": code,
-                   "other_processes_cores": load.cores()}
-            rows.append(row)
-            other = row["other_processes_cores"]
-            print(f"    {label:28s} wall {wall:6.1f} s  CPU {cpu:6.1f} s  exit {code}"
-                  + ("" if other is None else f"  [other processes: {other:.2f} cores]"), flush=True)
+                    one([sys.executable, "-c", launcher, "demo", target], shared, f"nnlab demo {target}", target)
     return rows
 
 
 def cold_table(rows):
-    lines = [f"    {'command (empty cache)':28s} {'wall s':>7s} {'CPU s':>7s}  exit"]
+    lines = [f"    {'command (empty cache)':36s} {'wall s':>7s} {'CPU s':>7s}  exit"]
     for r in rows:
-        lines.append(f"    {r['command']:28s} {r['wall_s']:7.1f} {r['cpu_s']:7.1f}  {r['exit_code']}")
+        lines.append(f"    {r['command']:36s} {r['wall_s']:7.1f} {r['cpu_s']:7.1f}  {r['exit_code']}")
     return "\n".join(lines)
 
 

@@ -102,3 +102,25 @@ def test_the_executors_of_every_kind_group_are_cached():
         assert "loss_and_grad" in generated and "train_step" in generated
         for name in generated:
             assert getattr(ks, name).stats.cache_path is not None, (sorted(kinds), name)
+
+
+def test_a_long_compile_points_to_the_warmup_once_per_process(monkeypatch, capsys):
+    from types import SimpleNamespace
+
+    from nnlab import _compile_notice as N
+
+    monkeypatch.setattr(N, "_state", {"on": True})
+    monkeypatch.setattr(N, "describe", lambda name, args: ({"big": "the executor", "small": "a check"}[name],
+                                                           {"big": 30, "small": 5}[name]))
+    monkeypatch.setattr(N, "_Ticker", lambda what, stream: None)
+    monkeypatch.delenv("NNLAB_QUIET", raising=False)
+    listener = N._Listener()
+    for name in ("small", "big", "big"):
+        listener.on_start(SimpleNamespace(data={"dispatcher": SimpleNamespace(py_func=SimpleNamespace(__name__=name)),
+                                                "args": ()}))
+        listener.on_end(None)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "compiling a check -- first run only, ~5 s"
+    assert lines[1] == ("compiling the executor -- first run only, ~30 s "
+                        "(`nnlab warmup` compiles the common kernels ahead of use)")
+    assert lines[2] == "compiling the executor -- first run only, ~30 s"
