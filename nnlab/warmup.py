@@ -9,7 +9,8 @@ the other demos and a first :meth:`nnlab.Trainer.step` load from the cache inste
 
 A *target* is one thing a user runs (:data:`TARGETS`): ``demo:NAME`` runs demo NAME at a tiny size,
 ``step:DTYPE-OPT`` one :meth:`~nnlab.Trainer.step` of a dense network (and its ``predict``) with
-optimizer OPT, ``fit:DTYPE-OPT`` one epoch of :meth:`~nnlab.Trainer.fit`. Compiled kernels depend on
+optimizer OPT, ``fit:DTYPE-OPT`` one epoch of :meth:`~nnlab.Trainer.fit` (with validation data),
+``monitor:float64-adam`` the same with a :class:`~nnlab.GradientMonitor` and global-norm clipping. Compiled kernels depend on
 types and code paths, not on sizes, so the tiny runs compile what the full-size runs use. Each
 target runs in a child process, as a new user's process would (which per-optimizer training step a
 process compiles depends on the first optimizer it steps with).
@@ -72,6 +73,8 @@ def _targets():
         for opt in STEP_OPTIMIZERS:
             for dtype in STEP_DTYPES:
                 out[f"{kind}:{dtype}-{opt}"] = f"{what}, {dtype}, {opt}"
+    out["monitor:float64-adam"] = ("a first Trainer.fit epoch of a dense network with a GradientMonitor and "
+                                   "global-norm clipping, float64, adam")
     return out
 
 
@@ -81,6 +84,7 @@ TARGETS = _targets()
 
 GROUPS = {"all": list(TARGETS), "demos": [t for t in TARGETS if t.startswith("demo:")],
           "steps": [t for t in TARGETS if not t.startswith("demo:")]}
+"""The target groups: ``all``, ``demos``, ``steps`` (the training targets)."""
 
 
 def resolve(names=None):
@@ -216,18 +220,22 @@ def _run_target(target):
 
     variants.FIRST.clear()  # as in a new process: the first optimizer picks the per-optimizer step
     dtype, _, opt = name.partition("-")
+    monitor = nl.GradientMonitor if kind == "monitor" else None
     rng = np.random.default_rng(0)
     X = rng.normal(size=(16, 4)).astype(dtype)
     y = rng.integers(0, 3, 16)
     net = nl.Sequential([nl.Dense(4, 8, activation="tanh"), nl.Dense(8, 3)], loss="softmax_cross_entropy",
                         seed=0, dtype=dtype)
     optimizer = nl.optim.SGD(lr=0.1, momentum=0.9) if opt == "sgd" else nl.optim.Adam(lr=0.01)
-    trainer = nl.Trainer(net, optimizer)
+    if monitor is not None:
+        trainer = nl.Trainer(net, optimizer, clip=("global_norm", 1.0), monitor=monitor(net))
+    else:
+        trainer = nl.Trainer(net, optimizer)
     if kind == "step":
         trainer.step(X, y)
         net.predict(X)
     else:
-        trainer.fit(X, y, epochs=1, batch_size=8)
+        trainer.fit(X, y, epochs=1, batch_size=8, validation_data=(X, y))
 
 
 def _child(targets, nice):

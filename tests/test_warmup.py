@@ -33,7 +33,7 @@ STATUS = "import json; from nnlab import warmup; print(json.dumps(warmup.status(
 def test_resolve_orders_groups_and_rejects_unknown_names():
     assert warmup.resolve(["step:float32-sgd", "demo:ewa", "demo:ewa"]) == ["demo:ewa", "step:float32-sgd"]
     assert warmup.resolve("demos") == [f"demo:{n}" for n in __import__("nnlab").demos.names()]
-    assert set(warmup.resolve(["steps"])) == {t for t in warmup.TARGETS if t.split(":")[0] in ("step", "fit")}
+    assert set(warmup.resolve(["steps"])) == {t for t in warmup.TARGETS if t.split(":")[0] in ("step", "fit", "monitor")}
     assert warmup.resolve(None) == list(warmup.TARGETS) == warmup.resolve("all")
     with pytest.raises(UnknownNameError, match="unknown warm-up target 'demo:nope'.*demo:vanishing"):
         warmup.resolve(["demo:nope"])
