@@ -33,7 +33,7 @@ from .. import layout as L
 from ..layout import F_A, F_AMASK, F_AP, F_KIND, LOSS_BCE
 from . import elementwise, noise, registry
 from . import losses as dlosses
-from .device import blocks, threads_per_block
+from .device import blocks, gemm_backend, threads_per_block
 from .program import DeviceProgram
 
 KIND_NAMES = {getattr(L, name): name[5:].lower() for name in dir(L) if name.startswith("KIND_")}
@@ -60,6 +60,7 @@ class DeviceExecutor:
         self.cuda = cuda_mod
         self.dtype = np.dtype(dtype)
         check_kinds(kinds)
+        gemm_backend()  # (a matrix product asked for and missing is refused here, before anything runs)
         self.stream = cuda_mod.default_stream()
         self._m = {}
         self._progs = {}
