@@ -5,12 +5,11 @@ GPU: a configured launch ``kernel[grid, block, stream](...)``; under the simulat
 not a device function's) is counted, by kernel name, and so is every matrix product handed to
 cuBLAS (:mod:`nnlab.kernels.cuda.gemm` reports those as ``"cublas_gemm"``; cuBLAS may run more
 than one kernel for one). The launch path is patched for the duration of the block only, and
-restored when the last open block closes.
+restored when the last open block closes. For example (a network on "cuda")::
 
->>> from nnlab.kernels.cuda.launches import count_launches
->>> with count_launches() as c:   # doctest: +SKIP
-...     trainer.step(X, y)
->>> c.total, c.by_kernel.most_common(3)   # doctest: +SKIP
+    with count_launches() as c:
+        trainer.step(X, y)
+    c.total, c.by_kernel.most_common(3)
 """
 
 import collections
