@@ -102,3 +102,30 @@ def test_a_failed_fit_releases_the_data(monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         tr.fit(X, y, epochs=2, batch_size=4, step_callback=stop)
     assert net._dev._held == {}
+
+
+def test_no_room_on_the_device_falls_back_to_copying_each_batch(monkeypatch):
+    """When the data sets do not fit in device memory, fit copies each batch from the host: the
+    same bits as the held run."""
+    X, y = _data()
+    runs = []
+    for full in (False, True):
+        net = nl.Sequential([nl.Dense(3, 2)], loss="softmax_cross_entropy", seed=0, dtype="float32", device="cuda")
+        if full:
+            real = net._dev.cuda
+
+            class Full(CountingCuda):
+                def to_device(self, ary, *args, **kwargs):
+                    if ary.shape == X.shape:
+                        raise MemoryError("out of device memory")
+                    return super().to_device(ary, *args, **kwargs)
+
+            net._dev.cuda = Full(real)
+        h = nl.Trainer(net, nl.optim.SGD(lr=0.1)).fit(X, y, epochs=2, batch_size=4, seed=0)
+        runs.append((net, h))
+        assert net._dev._held == {}
+    (a, ha), (b, hb) = runs
+    np.testing.assert_array_equal(hb.loss, ha.loss)
+    for p, q in zip(a.params(), b.params()):
+        np.testing.assert_array_equal(q, p)
+    assert _float_rows(b._dev.cuda.uploads, X.shape[1]) >= 2 * X.shape[0]  # every batch and evaluation copied

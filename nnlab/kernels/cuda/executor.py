@@ -123,11 +123,17 @@ class DeviceExecutor:
     def hold(self, *arrays):
         """Upload the host arrays (a fit's training and validation sets; None entries are skipped)
         once and keep them until :meth:`release`: the batches, the epochs' evaluation and
-        ``train_epoch`` read them there instead of copying them again."""
+        ``train_epoch`` read them there instead of copying them again. Where the device has no
+        room for them, nothing is held and the batches are copied from the host one by one."""
         self.release()
-        for a in arrays:
-            if a is not None:
-                self._held[id(a)] = (a, self.cuda.to_device(np.ascontiguousarray(a), stream=self.stream))
+        try:
+            for a in arrays:
+                if a is not None:
+                    self._held[id(a)] = (a, self.cuda.to_device(np.ascontiguousarray(a), stream=self.stream))
+        except Exception as exc:  # device memory exhausted: numba's CudaAPIError (or MemoryError)
+            self.release()
+            if not (isinstance(exc, MemoryError) or "OUT_OF_MEMORY" in str(exc).upper().replace(" ", "_")):
+                raise
 
     def release(self):
         """Free the arrays of :meth:`hold` (the end of a fit)."""
