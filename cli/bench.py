@@ -65,6 +65,9 @@ def bench(ctx, quick, configs, optimizers, repeat, skip, wait_quiet, json_path, 
     cold/warm compile, the demo's start-up). PyTorch and JAX are optional: a framework that is not
     importable is reported as n/a. The machine should be quiet; compare ratios within one run.
     See docs/performance.md.
+
+    With --device cuda (a real GPU): the four configurations and the LSTM row with nnlab on the GPU
+    beside PyTorch CUDA, the kernel launches per step and which matrix product ran (docs/gpu.md).
     """
     if report_path is not None:
         others = [f"--{n.replace('_path', '').replace('_', '-')}" for n in ctx.params
