@@ -66,6 +66,9 @@ def bench(ctx, quick, configs, optimizers, repeat, skip, wait_quiet, json_path, 
     cold/warm compile, the demo's start-up). PyTorch and JAX are optional: a framework that is not
     importable is reported as n/a. The machine should be quiet; compare ratios within one run.
     See docs/performance.md.
+
+    With --device cuda (a real GPU): the four configurations and the LSTM row with nnlab on the GPU
+    beside PyTorch CUDA, the kernel launches per step and which matrix product ran (docs/gpu.md).
     """
     if report_path is not None:
         others = [f"--{n.replace('_path', '').replace('_', '-')}" for n in ctx.params
@@ -81,6 +84,9 @@ def bench(ctx, quick, configs, optimizers, repeat, skip, wait_quiet, json_path, 
     from .main import check_outputs, progress
 
     check_outputs((json_path, "--json"))
+    if ctx.params.get("device") == "cuda":
+        _bench_cuda(ctx, quick, configs, optimizers, repeat, skip, json_path, report_path, cold)
+        return
     from nnlab import benchmark
 
     if report_path is not None:
@@ -114,4 +120,33 @@ def bench(ctx, quick, configs, optimizers, repeat, skip, wait_quiet, json_path, 
         return
     with contextlib.redirect_stdout(sys.stderr), phase:  # `--json -`: the tables to stderr, the JSON alone on stdout
         results = benchmark.main(argv)
+    click.echo(json.dumps(results, indent=2, default=str))
+
+
+def _bench_cuda(ctx, quick, configs, optimizers, repeat, skip, json_path, report_path, cold):
+    """``--device cuda``: the configurations and the LSTM row on the GPU beside PyTorch CUDA
+    (:mod:`nnlab.bench_cuda`); the other sections measure the CPU and are not run."""
+    given = [f"--{n.replace('_path', '').replace('_', '-')}" for n in ("cold", "report_path", "wait_quiet")
+             if ctx.get_parameter_source(n) is not click.core.ParameterSource.DEFAULT]
+    if given:
+        raise click.UsageError(f"{', '.join(given)} measure(s) the CPU only; leave out --device cuda")
+    from nnlab import bench_cuda
+
+    from .main import progress
+
+    argv = ["--quick"] if quick else []
+    for flag, value in (("--configs", configs), ("--optimizers", optimizers),
+                        ("--json", None if json_path == "-" else json_path)):
+        if value is not None:
+            argv += [flag, value]
+    if repeat is not None:
+        argv += ["--repeat", str(repeat)]
+    if skip is not None and "layers" in skip.split(","):
+        argv += ["--no-lstm"]
+    with progress().phase("nnlab bench --device cuda"):
+        if json_path != "-":
+            bench_cuda.main(argv)
+            return
+        with contextlib.redirect_stdout(sys.stderr):
+            results = bench_cuda.main(argv)
     click.echo(json.dumps(results, indent=2, default=str))

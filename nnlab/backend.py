@@ -179,11 +179,30 @@ def get_device():
     return _DEVICE[0]
 
 
+def set_gemm(mode):
+    """Choose the device's matrix product: "auto" (the default: cuBLAS through CuPy where CuPy is
+    installed and a real GPU runs, else nnlab's own tiled kernel), "cublas" or "tiled"; returns the
+    previous choice. The environment variable ``NNLAB_CUDA_GEMM`` sets it for a whole process.
+    "cublas" without CuPy raises :class:`~nnlab.errors.DeviceError` naming the package to install
+    (``pip install cupy-cuda12x``); an unknown name :class:`~nnlab.errors.HyperparameterError`.
+    :func:`info` says which one runs. See docs/gpu.md.
+
+    >>> import nnlab as nl
+    >>> old = nl.backend.set_gemm("tiled")
+    >>> nl.backend.set_gemm(old)
+    'tiled'
+    """
+    from .kernels.cuda import device as dev
+
+    return dev.set_gemm(mode)
+
+
 def info():
     """What runs where, as a dict: ``device`` (the default device), ``cpu_gemm`` (the CPU's matrix
     products), and ``cuda`` once the device backend is loaded (a network was put on "cuda", or
-    set_device("cuda")): the GPU's name (or "simulator"), and ``gemm``, the device's matrix product
-    (nnlab's own tiled shared-memory kernel). Loading nothing: it never imports numba.cuda itself.
+    set_device("cuda")): the GPU's name (or "simulator"), ``gemm``, the device's matrix product that
+    runs (cuBLAS through CuPy, or nnlab's own tiled shared-memory kernel) and ``gemm_mode``, the
+    choice of :func:`set_gemm`. Loading nothing: it never imports numba.cuda itself.
 
     >>> import nnlab as nl
     >>> {"cpu_gemm", "device"} <= set(nl.backend.info())
@@ -198,13 +217,23 @@ def info():
     if "nnlab.kernels.cuda.device" in sys.modules:
         from .errors import DeviceError
         from .kernels.cuda import device as dev
-        from .kernels.cuda.gemm import TILE
-
         try:
             c = dev.cuda()
             gpu = "simulator" if dev.simulated() else str(c.get_current_device().name)
         except DeviceError as exc:
             gpu = f"unusable: {exc}"
-        out["cuda"] = {"gpu": gpu, "gemm": f"nnlab tiled kernel ({TILE}x{TILE} shared-memory tiles)",
+        try:
+            gemm = _gemm_name(dev)
+        except DeviceError as exc:
+            gemm = f"unusable: {exc}"
+        out["cuda"] = {"gpu": gpu, "gemm": gemm, "gemm_mode": dev.gemm_mode(),
                        "threads_per_block": dev.threads_per_block()}
     return out
+
+
+def _gemm_name(dev):
+    """The device matrix product that runs, in words."""
+    if dev.gemm_backend() == "cublas":
+        cp = dev.cupy_module(required=True)
+        return f"cuBLAS through CuPy {getattr(cp, '__version__', '')}".rstrip()
+    return f"nnlab tiled kernel ({dev.GEMM_TILE}x{dev.GEMM_TILE} shared-memory tiles)"

@@ -23,10 +23,10 @@ GOALS = (("lstm", "adam", 2.0), ("lstm", "adam", 1.0), ("bn-dropout", "sgd-momen
 RTOL = 2e-3  # float32: relative to each tensor's largest magnitude
 
 
-def _nnlab_lstm(seed=0):
+def _nnlab_lstm(seed=0, shape=None):
     import nnlab as nl
 
-    s = LSTM_SHAPE
+    s = shape or LSTM_SHAPE
     return nl.Sequential([nl.LSTM(s["n_in"], s["hidden"]), nl.Dense(s["hidden"], 1)], loss="mse", seed=seed,
                          dtype="float32")
 
@@ -44,10 +44,10 @@ def _nnlab_mlp(p, seed=0):
     return nl.Sequential(layers, loss="softmax_cross_entropy", seed=seed, dtype="float32")
 
 
-def _data(case, seed=0):
+def _data(case, seed=0, shape=None):
     rng = np.random.default_rng(seed)
     if case == "lstm":
-        s = LSTM_SHAPE
+        s = shape or LSTM_SHAPE
         X = rng.standard_normal((s["batch"], s["steps"], s["n_in"])).astype(np.float32)
         return X, rng.standard_normal(s["batch"]).astype(np.float32)
     s = MLP_SHAPE
@@ -59,12 +59,13 @@ def _optimizer(nl, opt):
     return nl.optim.SGD(lr=0.01, momentum=0.9) if opt == "sgd-momentum" else nl.optim.Adam(lr=1e-3)
 
 
-def _torch_model(torch, case, net):
-    """The torch module holding ``net``'s weights, and the order of its parameters as nnlab's."""
+def _torch_model(torch, case, net, shape=None):
+    """The torch module holding ``net``'s weights, and the order of its parameters as nnlab's
+    (``shape``: the LSTM's, LSTM_SHAPE by default)."""
     P = {n: np.array(p) for n, p in zip(net.param_names(), net.params())}
     t = lambda a: torch.tensor(np.ascontiguousarray(a))  # noqa: E731
     if case == "lstm":
-        s = LSTM_SHAPE
+        s = shape or LSTM_SHAPE
 
         class M(torch.nn.Module):
             def __init__(self):

@@ -298,6 +298,8 @@ class Trainer:
             if self._bar is not None:
                 self._bar.close()
             self._bar = None
+            if self.net._dev is not None:  # the data sets this fit kept on the device
+                self.net._dev.release()
 
     def _fit(self, X, y, epochs, batch_size, shuffle, seed, validation_split, validation_data, callback,
              step_callback, tbptt, max_steps, checkpoint, checkpoint_every, resume, progress):
@@ -363,6 +365,8 @@ class Trainer:
             self._bar = _progress.bar(epochs * per_epoch, desc, "step", force=True)
             if history.loss:  # a resumed run: the bar starts where it stopped
                 self._bar.update(len(history.loss))
+        if net._dev is not None:  # on a device: the data sets are copied there once for the whole fit
+            net._dev.hold(X, Y, Xv, Yv)
         clock = time.perf_counter
         # the epoch kernel is worth compiling for the cached built-in kernel set only (a set with
         # user activations is compiled in every process: a few seconds more for microseconds a step)
@@ -410,7 +414,10 @@ class Trainer:
                     run.total += self._tbptt_batch(xb, yb, window, epoch, history, step_callback) * len(idx)
                     run.batch += 1
                 else:
-                    xb, yb = np.ascontiguousarray(X[idx]), np.ascontiguousarray(Y[idx])
+                    if net._dev is not None and net._dev.held(X) is not None:  # gathered on the device
+                        xb, yb = net._dev.batch(X, Y, run.order, run.batch * batch_size, idx.size)
+                    else:
+                        xb, yb = np.ascontiguousarray(X[idx]), np.ascontiguousarray(Y[idx])
                     t0 = clock()
                     loss = self._step(xb, yb)
                     history.step_time.append(clock() - t0)

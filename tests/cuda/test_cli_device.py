@@ -43,3 +43,31 @@ def test_bench_refuses_the_simulator(invoke):
     res = invoke("bench", "--quick", "--device", "cuda")
     assert res.exit_code != 0
     assert "simulator" in res.output and len(res.output.strip().splitlines()) == 1
+
+
+@pytest.fixture
+def pretend_gpu(monkeypatch):
+    """The command's path past the simulator refusal: info() names a GPU and the device benchmark
+    records the arguments it is given instead of measuring."""
+    from nnlab import bench_cuda
+
+    real_info = nl.backend.info
+    monkeypatch.setattr(nl.backend, "info", lambda: {**real_info(), "cuda": {"gpu": "a GPU"}})
+    calls = []
+    monkeypatch.setattr(bench_cuda, "main", lambda argv: calls.append(argv) or {"rows": []})
+    return calls
+
+
+def test_bench_on_the_gpu_passes_its_options_on(invoke, pretend_gpu):
+    res = invoke("bench", "--device", "cuda", "--quick", "--configs", "tiny,wide", "--optimizers", "adam",
+                 "--repeat", "2", "--skip", "layers,fit")
+    assert res.exit_code == 0, res.output
+    assert pretend_gpu == [["--quick", "--configs", "tiny,wide", "--optimizers", "adam", "--repeat", "2",
+                            "--no-lstm"]]
+
+
+@pytest.mark.parametrize("option", [("--cold", "step"), ("--wait-quiet", "5")])
+def test_bench_on_the_gpu_refuses_cpu_only_options(invoke, pretend_gpu, option):
+    res = invoke("bench", "--device", "cuda", *option)
+    assert res.exit_code == 2 and option[0] in res.output and "--device cuda" in res.output
+    assert pretend_gpu == []

@@ -13,6 +13,7 @@ from ...errors import DeviceError
 
 _TPB = [128]  # threads per block of the 1-D (grid-stride) kernels
 MAX_BLOCKS = 4096  # grid-stride kernels never launch more blocks than this
+GEMM_TILE = 16  # the tiled matrix product's tile (GEMM_TILE x GEMM_TILE threads a block)
 
 
 def simulated():
@@ -58,3 +59,65 @@ def blocks(n, tpb=None):
     """Blocks for a grid-stride launch over ``n`` items (at least 1, at most ``MAX_BLOCKS``)."""
     tpb = tpb or _TPB[0]
     return max(1, min(MAX_BLOCKS, (int(n) + tpb - 1) // tpb))
+
+
+# ---------------------------------------------------------------- which matrix product runs
+GEMM_MODES = ("auto", "cublas", "tiled")
+CUPY_INSTALL = "pip install cupy-cuda12x"
+_GEMM = [None]  # the requested mode; None: read NNLAB_CUDA_GEMM on first use
+_GEMM_RESOLVED = [None]  # "cublas" or "tiled" for the requested mode (found once)
+
+
+def _gemm_mode(value, name):
+    from ...errors import HyperparameterError
+
+    v = value.lower() if isinstance(value, str) else value
+    if v not in GEMM_MODES:
+        raise HyperparameterError(f"{name} must be one of {', '.join(map(repr, GEMM_MODES))}; got {value!r}")
+    return v
+
+
+def gemm_mode():
+    """The requested device matrix product: "auto" (cuBLAS through CuPy where CuPy is installed
+    and a real GPU runs, else nnlab's tiled kernel), "cublas" or "tiled"."""
+    if _GEMM[0] is None:
+        _GEMM[0] = _gemm_mode(os.environ.get("NNLAB_CUDA_GEMM", "auto"), "NNLAB_CUDA_GEMM")
+    return _GEMM[0]
+
+
+def set_gemm(mode):
+    """Request the device matrix product (see :func:`gemm_mode`); returns the previous request.
+    "cublas" without CuPy raises DeviceError naming the package to install."""
+    mode = _gemm_mode(mode, "gemm")
+    if mode == "cublas":
+        cupy_module(required=True)
+    old = gemm_mode()
+    _GEMM[0] = mode
+    _GEMM_RESOLVED[0] = None
+    return old
+
+
+def cupy_module(required=False):
+    """The ``cupy`` module, or None when it cannot be imported (DeviceError when ``required``)."""
+    try:
+        import cupy
+    except ImportError as exc:
+        if required:
+            raise DeviceError(f"the cuBLAS matrix product needs CuPy: {CUPY_INSTALL} ({exc})") from None
+        return None
+    return cupy
+
+
+def gemm_backend():
+    """Which matrix product the device runs now: "cublas" or "tiled" (found once per request)."""
+    if _GEMM_RESOLVED[0] is None:
+        mode = gemm_mode()
+        if mode == "tiled":
+            which = "tiled"
+        elif mode == "cublas":
+            cupy_module(required=True)
+            which = "cublas"
+        else:  # auto: the simulator's arrays are host memory, which cuBLAS cannot read
+            which = "cublas" if not simulated() and cupy_module() is not None else "tiled"
+        _GEMM_RESOLVED[0] = which
+    return _GEMM_RESOLVED[0]

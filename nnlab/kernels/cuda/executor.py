@@ -33,7 +33,7 @@ from .. import layout as L
 from ..layout import F_A, F_AMASK, F_AP, F_KIND, LOSS_BCE
 from . import elementwise, noise, registry
 from . import losses as dlosses
-from .device import blocks, threads_per_block
+from .device import blocks, gemm_backend, threads_per_block
 from .program import DeviceProgram
 
 KIND_NAMES = {getattr(L, name): name[5:].lower() for name in dir(L) if name.startswith("KIND_")}
@@ -60,9 +60,13 @@ class DeviceExecutor:
         self.cuda = cuda_mod
         self.dtype = np.dtype(dtype)
         check_kinds(kinds)
+        gemm_backend()  # (a matrix product asked for and missing is refused here, before anything runs)
         self.stream = cuda_mod.default_stream()
         self._m = {}
         self._progs = {}
+        self._held = {}  # id(host) -> (host, device copy): a fit's data sets, uploaded once (hold)
+        self._order = (None, None)  # (host row order, its device copy) of the per-step batches
+        self._batch_bufs = None
 
     # ---------------------------------------------------------------- mirrors
     def _mirror(self, host, scratch=False):
@@ -115,6 +119,55 @@ class DeviceExecutor:
         if m is not None and not m.scratch:
             m.host_dirty = True
 
+    # ---------------------------------------------------------------- a fit's data
+    def hold(self, *arrays):
+        """Upload the host arrays (a fit's training and validation sets; None entries are skipped)
+        once and keep them until :meth:`release`: the batches, the epochs' evaluation and
+        ``train_epoch`` read them there instead of copying them again. Where the device has no
+        room for them, nothing is held and the batches are copied from the host one by one."""
+        self.release()
+        try:
+            for a in arrays:
+                if a is not None:
+                    self._held[id(a)] = (a, self.cuda.to_device(np.ascontiguousarray(a), stream=self.stream))
+        except Exception as exc:  # device memory exhausted: numba's CudaAPIError (or MemoryError)
+            self.release()
+            if not (isinstance(exc, MemoryError) or "OUT_OF_MEMORY" in str(exc).upper().replace(" ", "_")):
+                raise
+
+    def release(self):
+        """Free the arrays of :meth:`hold` (the end of a fit)."""
+        self._held = {}
+        self._order = (None, None)
+        self._batch_bufs = None
+
+    def held(self, host):
+        """The device copy of ``host`` kept by :meth:`hold`, or None."""
+        e = self._held.get(id(host))
+        return e[1] if e is not None and e[0] is host else None
+
+    def batch(self, X, Y, order, lo, m):
+        """Rows ``order[lo:lo+m]`` of the held X and Y gathered on the device, as (m, width) device
+        arrays (reused buffers: valid until the next call). ``order`` (an epoch's row order) is
+        uploaded once per epoch; nothing else crosses to the device."""
+        dX, dY = self.held(X), self.held(Y)
+        if self._order[0] is not order:
+            self._order = (order, self.cuda.to_device(np.ascontiguousarray(order, np.int64), stream=self.stream))
+        bufs = self._batch_bufs
+        if bufs is None or bufs[0].shape[0] < m or bufs[0].shape[1] != dX.shape[1] or bufs[1].shape[1] != dY.shape[1]:
+            bufs = self._batch_bufs = (self.cuda.device_array((m, dX.shape[1]), self.dtype, stream=self.stream),
+                                       self.cuda.device_array((m, dY.shape[1]), self.dtype, stream=self.stream))
+        gather(dX, self._order[1], lo, m, bufs[0], self.stream)
+        gather(dY, self._order[1], lo, m, bufs[1], self.stream)
+        return bufs[0][:m], bufs[1][:m]
+
+    def _rows(self, X, lo, m):
+        """Rows lo:lo+m of the host array X as a flat device array (the held copy's rows when held)."""
+        d = self.held(X)
+        if d is None:
+            return self._input(X[lo:lo + m])
+        return d[lo:lo + m].reshape(m * d.shape[1])
+
     # ---------------------------------------------------------------- programs
     def _prog(self, ops, hp, tens, params, grads, ws, dws):
         key = id(ops)
@@ -133,6 +186,11 @@ class DeviceExecutor:
         return dp
 
     def _input(self, X):
+        if hasattr(X, "copy_to_host"):  # already on the device (a gathered batch)
+            return X.reshape(X.size)
+        d = self.held(X)
+        if d is not None:
+            return d.reshape(d.size)
         return self.cuda.to_device(np.ascontiguousarray(X).reshape(-1), stream=self.stream)
 
     def forward_store(self, dp, dX, n, training, seed, store):
@@ -217,10 +275,10 @@ class DeviceExecutor:
         steps = 1
         for lo in range(0, n, chunk):
             m = min(chunk, n - lo)
-            o, _ = self.forward_store(dp, self._input(X[lo:lo + m]), m, False, -1, False)
+            o, _ = self.forward_store(dp, self._rows(X, lo, m), m, False, -1, False)
             steps = int(dp.tens[o, 2])
             rows = m * steps
-            total = dlosses.loss_sum(self.cuda, loss_code, dp.flat(W, o, m), self._input(Y[lo:lo + m]),
+            total = dlosses.loss_sum(self.cuda, loss_code, dp.flat(W, o, m), self._rows(Y, lo, m),
                                      dp.flat(W, o, m), False, total, rows, self.stream)
             out[lo:lo + m] = dp.view(W, o, m).copy_to_host(stream=self.stream)
         self.stream.synchronize()
@@ -233,8 +291,8 @@ class DeviceExecutor:
         update, with the gradient-health statistics when ``record``; ``out`` gets (loss, norm, applied)."""
         P, G, W, D = self._buffers(params, grads, ws, dws)
         dp = self._prog(ops, hp, tens, P, G, W, D)
-        dX = X if hasattr(X, "copy_to_host") else self._input(X)
-        dY = Y if hasattr(Y, "copy_to_host") else self._input(Y)
+        dX = self._input(X)
+        dY = self._input(Y)
         self._step(dp, dX, dY, loss_code, training, seed, clip_kind, clip_value, offsets, opt_code, opt_hp, t,
                    self.dev(state), skip_nonfinite, out, record, prev, sat, stats)
         for h in (params, grads, state):
@@ -281,13 +339,16 @@ class DeviceExecutor:
     def train_epoch(self, ops, hp, tens, params, grads, ws, dws, X, Y, order, batch, xb, yb, loss_code, training,
                     seeds, clip_kind, clip_value, offsets, opt_code, opt_hps, t0, state, skip_nonfinite, outs,
                     cycles):
-        """``cpu.train_epoch`` on the device: X and Y are copied to the device once, each batch is
-        gathered there; the same steps as one :meth:`train_step` per batch. ``cycles`` gets equal
+        """``cpu.train_epoch`` on the device: X and Y are copied to the device once (not at all when
+        :meth:`hold` keeps them), each batch is gathered there; the same steps as one :meth:`train_step` per batch. ``cycles`` gets equal
         shares (the device's time is not split per step)."""
         P, G, W, D = self._buffers(params, grads, ws, dws)
         dp = self._prog(ops, hp, tens, P, G, W, D)
-        dXall = self.cuda.to_device(np.ascontiguousarray(X), stream=self.stream)
-        dYall = self.cuda.to_device(np.ascontiguousarray(Y), stream=self.stream)
+        dXall = self.held(X)
+        dYall = self.held(Y)
+        if dXall is None or dYall is None:
+            dXall = self.cuda.to_device(np.ascontiguousarray(X), stream=self.stream)
+            dYall = self.cuda.to_device(np.ascontiguousarray(Y), stream=self.stream)
         dorder = self.cuda.to_device(np.ascontiguousarray(order, np.int64), stream=self.stream)
         dxb = self.cuda.device_array(xb.shape, self.dtype, stream=self.stream)
         dyb = self.cuda.device_array(yb.shape, self.dtype, stream=self.stream)
