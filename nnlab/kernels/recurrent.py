@@ -52,7 +52,7 @@ from .._config import JIT
 from ..activations._math import TANH, act_d, act_f
 from . import fastmath as FM
 from .blas import blas_threads, call_i64, gemm, gemm_acc, set_blas_threads, table_reader
-from .common import act_slots, flag, tview
+from .common import act_slots, tview
 from .dense import fast_code, fast_forward
 from .layout import (
     DX_SKIP,
@@ -237,8 +237,8 @@ def _rnn_act(code, fast, z, h, d, p0, p1, p2, a):
         else:
             for k in range(m):
                 h[k], d[k] = FM.tanh_d(z[k])
-    elif fast >= 0:
-        fast_forward(fast, z, h, d, p0, a, flag(1))
+    elif fast >= 0:  # store as the constant True: the copy loss_and_grad's dense ops compile anyway
+        fast_forward(fast, z, h, d, p0, a, True)
     else:
         for k in range(m):
             h[k] = a * act_f(code, z[k], p0, p1, p2, 0.0)
@@ -849,15 +849,17 @@ def _entry_signatures(ftype):
     return fwd, bwd
 
 
-def _compile_entries():
-    """Compile (or load from Numba's cache) the four threaded entries and put their addresses in the
-    kernels' table (once)."""
-    if _ENTRIES:
-        return
+def _compile_entries(dtypes=("float32", "float64")):
+    """Compile (or load from Numba's cache) the threaded forward and backward entries of ``dtypes``
+    and put their addresses in the kernels' table (each dtype once). A network compiles its own
+    dtype's only: each pair is ~10 compiled functions of parallel loops, a third of an LSTM
+    network's cold start."""
     import numba
 
     opts = {"cache": True, "nopython": True, "error_model": "numpy"}
     for slot, ftype in ((1, types.float32), (3, types.float64)):
+        if str(ftype) not in dtypes or _LSTM_TABLE[slot]:
+            continue
         fwd, bwd = _entry_signatures(ftype)
         for k, (fn, sig) in enumerate(((_forward_entry, fwd), (_backward_entry, bwd))):
             cb = numba.cfunc(sig, **opts)(fn)
@@ -865,21 +867,23 @@ def _compile_entries():
             _LSTM_TABLE[slot + k] = cb.address
 
 
-def enable_lstm_threads():
-    """Let large LSTMs run in blocks of rows on Numba's threads (see the LSTM section above): start
-    Numba's threading layer, compile (or load from Numba's cache) the threaded entries and put their
-    addresses in the kernels' table. Called when a network with an LSTM is built; does nothing
-    after the first call, and leaves the LSTM on one thread where Numba's pool has one thread or is
-    the ``workqueue`` layer (which aborts the process when two threads start parallel work at
-    once). Returns the threads an LSTM may use."""
-    if _LSTM_TABLE[0]:
-        return int(_LSTM_TABLE[0])
-    import numba
+def enable_lstm_threads(dtype=None):
+    """Let large LSTMs of ``dtype`` ("float32" or "float64"; None: both) run in blocks of rows on
+    Numba's threads (see the LSTM section above): start Numba's threading layer, compile (or load
+    from Numba's cache) the threaded entries of that dtype and put their addresses in the kernels'
+    table. Called when a network with an LSTM is built; compiles each dtype's entries once, and
+    leaves the LSTM on one thread where Numba's pool has one thread or is the ``workqueue`` layer
+    (which aborts the process when two threads start parallel work at once). Returns the threads
+    an LSTM may use."""
+    dtypes = ("float32", "float64") if dtype is None else (str(np.dtype(dtype)),)
+    if not _LSTM_TABLE[0]:
+        import numba
 
-    threads = int(numba.get_num_threads())  # starts the threading layer
-    if threads <= 1 or numba.threading_layer() == "workqueue":
-        _LSTM_TABLE[0] = 1
-        return 1
-    _compile_entries()
-    _LSTM_TABLE[0] = threads
-    return threads
+        threads = int(numba.get_num_threads())  # starts the threading layer
+        if threads <= 1 or numba.threading_layer() == "workqueue":
+            _LSTM_TABLE[0] = 1
+            return 1
+        _LSTM_TABLE[0] = threads
+    if _LSTM_TABLE[0] > 1:
+        _compile_entries(dtypes)
+    return int(_LSTM_TABLE[0])

@@ -86,7 +86,7 @@ class _Recurrent(Layer):
         if self.kind == KIND_LSTM:
             from ..kernels.recurrent import enable_lstm_threads
 
-            enable_lstm_threads()  # large LSTMs run in blocks of rows on several threads
+            enable_lstm_threads(prog.net.dtype)  # large LSTMs run in blocks of rows on several threads
         off = prog.params(self)
         k = self.truncate if self.truncate is not None and self.truncate < T else 0
         fields = dict(x=x, z=z, a=a, nin=F, nout=H, w=off["W_ih"], b=off["b"], steps=T, aux=aux, k=k,
