@@ -349,7 +349,7 @@ def loss_sum(loss_code, Yhat, Y, dY, need_grad, total):
     return total
 
 
-@njit(**JIT)
+@njit(**INLINE)  # (a few lines around loss_sum: no compiled level of its own)
 def loss_fwd_bwd(loss_code, Yhat, Y, dY, need_grad):
     """The loss (float64) of predictions Yhat (n, k) against Y; writes dL/dYhat into dY.
 
