@@ -51,7 +51,7 @@ NHP = 16
 
 
 # ---------------------------------------------------------------- scalar helpers
-# Small helpers of the clipping and norm kernels are inlined into their callers at the Numba IR level:
+# The small functions of the clipping and norm kernels are inlined into their callers at the Numba IR level:
 # each would otherwise be a compiled function of its own (a fixed cost per function on a cold cache,
 # see docs/performance.md, "Cold start") for a few lines of code.
 INLINE = dict(JIT, inline="always")
