@@ -560,7 +560,7 @@ def smorms3_update(hp, t, p, g, state):
         p[i] = pi - delta
 
 
-@njit(**JIT)
+@njit(**INLINE)  # (a dispatch only: its callers link the update rules without a compiled level between)
 def opt_update(code, hp, t, p, g, state):
     """One optimizer step over a whole flat buffer: p, g 1-D; state (n_slots, p.size)."""
     if code == SGD:
