@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import pytest
+from numba import njit
 
 from nnlab.kernels import blas
 
@@ -164,6 +165,42 @@ def test_row_strided_views_in_both_branches(dtype, acc):
                 reference[1:1 + m, 4:4 + n] = 0.0
                 assert np.array_equal(outside, reference)
 
+
+
+@njit
+def _np_dot_reference(A, ta, B, tb, C, acc):
+    """np.dot inside @njit on the contiguous operands, as written plainly."""
+    a = np.ascontiguousarray(A.T) if ta else A
+    b = np.ascontiguousarray(B.T) if tb else B
+    if acc:
+        C += np.dot(a, b)
+    else:
+        np.dot(a, b, C)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_np_dot_branch_is_np_dot_bit_for_bit(dtype):
+    """Without the BLAS table the products are np.dot's exactly -- with transposed operands, with
+    accumulation, and for a row or a column (np.dot's vector paths) -- however the branch is
+    written internally."""
+    rng = np.random.default_rng(5)
+    saved = list(blas._TABLE)
+    try:
+        blas._TABLE[0] = blas._TABLE[1] = 0
+        for m, k, n in ((5, 3, 7), (1, 4, 6), (6, 4, 1), (1, 5, 1), (33, 29, 17)):
+            for ta in (False, True):
+                for tb in (False, True):
+                    A = rng.standard_normal((k, m) if ta else (m, k)).astype(dtype)
+                    B = rng.standard_normal((n, k) if tb else (k, n)).astype(dtype)
+                    for acc in (False, True):
+                        C0 = rng.standard_normal((m, n)).astype(dtype)
+                        got, want = C0.copy(), C0.copy()
+                        (blas.gemm_acc if acc else blas.gemm)(A, ta, B, tb, got)
+                        _np_dot_reference(A, ta, B, tb, want, acc)
+                        assert got.tobytes() == want.tobytes(), (m, k, n, ta, tb, acc)
+    finally:
+        for i, v in enumerate(saved):
+            blas._TABLE[i] = v
 
 def test_views_the_blas_cannot_take_go_through_copies():
     """A column with an element stride along its row (``X[:, ::2]``) is not a BLAS operand: the

@@ -272,12 +272,18 @@ def _dot_into(a, b, C, beta):
 
 @overload(_dot_into, jit_options=JIT)
 def _dot_into_impl(a, b, C, beta):
+    # C += P as a loop, and np.dot(a, b, P) into a new P rather than np.dot(a, b) (which is that
+    # same call): an array += compiles NumPy's in-place ufunc code, and np.dot(a, b) a second
+    # product function, into every kernel that links the product (see docs/performance.md, "Cold
+    # start"); the values are the same.
     if all(x.layout in ("C", "F") for x in (a, b, C)):
         def plain(a, b, C, beta):
             if beta == 0.0:
                 np.dot(a, b, C)
             else:
-                C += np.dot(a, b)
+                P = np.empty((C.shape[0], C.shape[1]), C.dtype)
+                np.dot(a, b, P)
+                _add_into(C, P)
         return plain
 
     def strided(a, b, C, beta):  # np.dot takes contiguous arrays only: copies
@@ -287,8 +293,16 @@ def _dot_into_impl(a, b, C, beta):
                 for j in range(C.shape[1]):
                     C[r, j] = P[r, j]
         else:
-            C += P
+            _add_into(C, P)
     return strided
+
+
+@njit(**JIT)
+def _add_into(C, P):
+    """C += P for 2-D arrays of one shape, as a loop."""
+    for r in range(C.shape[0]):
+        for j in range(C.shape[1]):
+            C[r, j] += P[r, j]
 
 
 @njit(**JIT)
@@ -318,7 +332,9 @@ def _gemm(A, ta, B, tb, C, beta):
     if fn == 0 or k == 0 or lda < 0 or ldb < 0 or ldc < 0:
         if k == 0:
             if beta == 0.0:
-                C[:, :] = 0.0
+                for r in range(m):  # (C[:, :] = 0.0 as a loop: see nnlab.kernels.common.assign2)
+                    for j in range(n):
+                        C[r, j] = 0.0
         else:  # transposed operands as contiguous copies: one np.dot call site, compiled once
             _dot_into(np.ascontiguousarray(A.T) if ta else A, np.ascontiguousarray(B.T) if tb else B, C, beta)
         return

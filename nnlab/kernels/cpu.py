@@ -249,7 +249,7 @@ def forward_store(ops, hp, tens, params, ws, dws, X, training, seed, store):
     """Copy X into tensor 0 and run every op forward (with ``store`` for a pass that a backward
     pass follows: see :func:`op_forward`). Returns the output tensor id."""
     n = X.shape[0]
-    assign2(tview(ws, tens, 0, n), X)
+    assign2(tview(ws, tens, np.int64(0), n), X)  # (not a literal 0: see flag)
     if seed >= 0:
         np.random.seed(seed)
     for i in range(ops.shape[0]):
@@ -349,7 +349,7 @@ def loss_sum(loss_code, Yhat, Y, dY, need_grad, total):
     return total
 
 
-@njit(**JIT)
+@njit(**INLINE)  # (a few lines around loss_sum: no compiled level of its own)
 def loss_fwd_bwd(loss_code, Yhat, Y, dY, need_grad):
     """The loss (float64) of predictions Yhat (n, k) against Y; writes dL/dYhat into dY.
 

@@ -66,7 +66,7 @@ def fast32(code, z, A, D, store):
     """The float32 loops of :func:`fast_forward` (sigmoid or tanh with slope and scale 1)."""
 
 
-@overload(fast32, jit_options=JIT, inline="always")
+@overload(fast32, jit_options=JIT, prefer_literal=True)
 def _fast32(code, z, A, D, store):
     # typed per dtype: a float64 network (which never takes these loops) does not compile them
     if z.dtype != types.float32:
@@ -203,7 +203,7 @@ def products64(X, E, W, dW, dX, tmp, mode):
             assign2(dX, dX64)
         else:
             assign2(tmp, dX64)
-            dX += tmp
+            put_dx(dX, tmp, mode)  # (mode is DX_ADD here; a loop: see affine_backward)
 
 
 def tiny_products(X, E, W, dW, dX, tmp, mode):
@@ -368,7 +368,7 @@ def affine_backward(X, E, W, dW, dX, tmp, mode):
         gemm(E, False, W, True, dX)
     elif mode == DX_ADD:
         gemm(E, False, W, True, tmp)
-        dX += tmp
+        put_dx(dX, tmp, mode)  # dX += tmp as a loop: an array += compiles NumPy's in-place ufunc code
 
 
 @njit(**JIT)

@@ -51,6 +51,12 @@ NHP = 16
 
 
 # ---------------------------------------------------------------- scalar helpers
+# The small functions of the clipping and norm kernels are inlined into their callers at the Numba IR level:
+# each would otherwise be a compiled function of its own (a fixed cost per function on a cold cache,
+# see docs/performance.md, "Cold start") for a few lines of code.
+INLINE = dict(JIT, inline="always")
+
+
 @njit(**JIT)
 def sign(x):
     """sign(x) with sign(0) = 0 (and NaN for NaN)."""
@@ -554,7 +560,7 @@ def smorms3_update(hp, t, p, g, state):
         p[i] = pi - delta
 
 
-@njit(**JIT)
+@njit(**INLINE)  # (a dispatch only: its callers link the update rules without a compiled level between)
 def opt_update(code, hp, t, p, g, state):
     """One optimizer step over a whole flat buffer: p, g 1-D; state (n_slots, p.size)."""
     if code == SGD:
@@ -669,7 +675,7 @@ def scaled_sq(x, s1, s2):
     return s
 
 
-@njit(**JIT)
+@njit(**INLINE)
 def norm_scales(big):
     """(s1, s2, e) with s1·s2 = 2^-e and big·2^-e in [0.5, 1): the scaling of :func:`scaled_sq`,
     split in two factors so that neither overflows for a subnormal ``big``."""
@@ -678,7 +684,7 @@ def norm_scales(big):
     return math.ldexp(1.0, h), math.ldexp(1.0, -e - h), e
 
 
-@njit(**JIT)
+@njit(**INLINE)
 def sq_in_range(s):
     """True when a plain Σx² can be trusted (neither overflowed nor underflowed)."""
     return SQ_LO <= s <= DBL_MAX
@@ -715,14 +721,14 @@ def all_finite(x):
     return s == 0.0
 
 
-@njit(**JIT)
+@njit(**INLINE)
 def scale_inplace(x, c):
     """x *= c."""
     for i in range(x.size):
         x[i] = x[i] * c
 
 
-@njit(**JIT)
+@njit(**INLINE)
 def clamp_inplace(x, c):
     """x = clip(x, −c, c); NaN stays NaN (every element is stored, so the loop vectorises)."""
     for i in range(x.size):
@@ -738,7 +744,7 @@ CLIP_NORM = 2
 CLIP_GLOBAL_NORM = 3
 
 
-@njit(**JIT)
+@njit(**INLINE)
 def clip_coef(norm, max_norm):
     """The factor a tensor of norm ``norm`` is multiplied by: min(1, max_norm/(norm + 1e-6));
     1 when the norm is not finite (the caller decides what to do with such a gradient)."""
