@@ -94,7 +94,7 @@ def _child(target, out_path):
 
 
 def run_target(target, cache_dir):
-    env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir, NNLAB_QUIET="1")
+    env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir, NNLAB_QUIET="1", NNLAB_WARMUP="0")  # what it compiles itself
     fd, out = tempfile.mkstemp(suffix=".json")
     os.close(fd)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)

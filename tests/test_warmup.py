@@ -222,3 +222,34 @@ def test_cli_lists_targets_and_refuses_bad_combinations(run):
     assert res.exit_code == 2 and "--jobs" in res.output
     res = run("warmup", "demo:nope")
     assert res.exit_code == 2 and "unknown warm-up target 'demo:nope'" in res.output
+
+
+def test_a_demo_leaves_the_warmups_core_to_it(tmp_path, monkeypatch):
+    """While the background warm-up runs, the demo's products use one thread less (a BLAS thread
+    waiting for the busy core slows every product), unless the thread count was chosen."""
+    import nnlab as nl
+
+    before = nl.backend.get_num_threads()
+    if before is None:
+        pytest.skip("no bundled OpenBLAS: nnlab does not set the products' threads here")
+    monkeypatch.setattr(warmup, "state_dir", lambda: str(tmp_path))
+    monkeypatch.setattr(warmup, "start_background", lambda targets=None: None)
+    monkeypatch.setattr(warmup, "background_pid", lambda folder=None: 4321)  # a warm-up runs
+    monkeypatch.setenv("NNLAB_WARMUP", "1")
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    nl.backend.set_num_threads(2)
+    try:
+        with warmup.demo_session("swish"):
+            inside = nl.backend.get_num_threads()
+        after = nl.backend.get_num_threads()
+        monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")  # chosen by the user (nnlab --threads 2)
+        with warmup.demo_session("init", typical=False):
+            chosen = nl.backend.get_num_threads()
+        monkeypatch.setattr(warmup, "background_pid", lambda folder=None: None)  # none runs
+        monkeypatch.delenv("OPENBLAS_NUM_THREADS")
+        with warmup.demo_session("init", typical=False):
+            alone = nl.backend.get_num_threads()
+    finally:
+        nl.backend.set_num_threads(before)
+    assert (inside, after, chosen, alone) == (1, 2, 2, 2)
