@@ -148,7 +148,7 @@ def test_demo_session_waits_for_a_warmup_that_compiles_its_kernels(tmp_path, mon
     said, t0 = [], time.monotonic()
     with warmup.demo_session("swish", notify=said.append):
         waited = time.monotonic() - t0
-        held_inside = not _free_from_another_thread(path)  # the session holds the lock while the demo runs
+        held_inside = not _free_from_another_thread(path)  # the demo holds the lock while it runs
     t.join()
     assert waited >= 0.4 and held_inside
     assert said[0].startswith("waiting for the background warm-up") and "demo swish" in said[0]
