@@ -20,13 +20,9 @@ import sys
 import tempfile
 import time
 
+from nnlab.benchmark import _COLD_STEP as STEP  # the first step nnlab bench --cold times
+
 LAUNCH = "import sys; from nnlab_cli.main import main; sys.exit(main())"
-STEP = ("import numpy as np, nnlab as nl\n"
-        "rng = np.random.default_rng(0)\n"
-        "X = rng.normal(size=(32, 8)).astype(np.float32); y = rng.integers(0, 3, 32)\n"
-        "net = nl.Sequential([nl.Dense(8, 16, activation='tanh'), nl.Dense(16, 3)],\n"
-        "                    loss='softmax_cross_entropy', seed=0, dtype='float32')\n"
-        "nl.Trainer(net, nl.optim.SGD(lr=0.1)).step(X, y)\n")
 
 
 def main(argv=None):

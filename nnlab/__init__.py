@@ -11,7 +11,7 @@ from . import _config
 
 __version__ = "0.1.0"
 
-_config.guard_kernel_cache(__version__)  # before any cached kernel is loaded
+_kernel_stamp = _config.guard_kernel_cache(__version__)  # before any cached kernel is loaded
 
 from . import (  # noqa: E402
     activations,

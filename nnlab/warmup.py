@@ -127,9 +127,11 @@ def state_dir():
 
 
 def _stamp():
-    from . import __version__, _config
+    """The kernel-cache stamp, as the import of nnlab computed it (the sources cannot change under
+    a running process)."""
+    from . import _kernel_stamp
 
-    return _config.kernel_stamp(__version__)
+    return _kernel_stamp
 
 
 def _slug(target):

@@ -53,7 +53,11 @@ def test_every_demo_has_tiny_sizes_its_options_accept():
 
 
 def test_marks_hold_only_for_the_current_kernel_stamp(tmp_path):
+    import nnlab
+    from nnlab import _config
+
     stamp = warmup._stamp()
+    assert stamp == _config.kernel_stamp(nnlab.__version__)  # the stamp that keys the kernel cache
     assert not warmup.done("demo:ewa", str(tmp_path), stamp)
     warmup._mark("demo:ewa", str(tmp_path), stamp)
     assert warmup.done("demo:ewa", str(tmp_path), stamp)
