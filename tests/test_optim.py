@@ -474,6 +474,9 @@ def test_float32_adaptive_steps_match_the_float64_kernel(make):
 
 
 _SGD_WD = lambda **kw: nl.optim.SGD(lr=1e-2, momentum=0.9, weight_decay=5e-4, **kw)  # noqa: E731
+_SGD_M = lambda **kw: nl.optim.SGD(lr=1e-2, momentum=0.9, **kw)  # noqa: E731
+_SGD_MD = lambda **kw: nl.optim.SGD(lr=1e-2, momentum=0.9, dampening=0.1, **kw)  # noqa: E731
+_SGD_WDD = lambda **kw: nl.optim.SGD(lr=1e-2, momentum=0.9, dampening=0.2, weight_decay=5e-4, **kw)  # noqa: E731
 _SGD_NWD = lambda **kw: nl.optim.SGD(lr=1e-2, momentum=0.9, nesterov=True, weight_decay=1e-3, **kw)  # noqa: E731
 _ADAMW = lambda **kw: nl.optim.AdamW(lr=1e-3, weight_decay=0.01, **kw)  # noqa: E731
 _ADAM_L2 = lambda **kw: nl.optim.Adam(lr=1e-3, weight_decay=1e-4, **kw)  # noqa: E731
@@ -484,15 +487,18 @@ _RMS_M = lambda **kw: nl.optim.RMSprop(lr=1e-3, momentum=0.9, **kw)  # noqa: E73
 
 # AdamW in float32 is not here: its fast loop's float32 step is adam_rule32 (tested above against
 # the float64 kernel), while the general loop keeps the float64 rule
-@pytest.mark.parametrize("make,dtype", [(_SGD_WD, np.float32), (_SGD_WD, np.float64), (_SGD_NWD, np.float32),
+@pytest.mark.parametrize("make,dtype", [(_SGD_M, np.float32), (_SGD_M, np.float64), (_SGD_MD, np.float32),
+                                        (_SGD_MD, np.float64), (_SGD_WDD, np.float32),
+                                        (_SGD_WD, np.float32), (_SGD_WD, np.float64), (_SGD_NWD, np.float32),
                                         (_SGD_NWD, np.float64), (_ADAMW, np.float64), (_ADAM_L2, np.float64),
                                         (_RMS_CM, np.float32), (_RMS_CM, np.float64), (_RMS_C, np.float32),
                                         (_RMS_M, np.float32)],
-                         ids=["sgd-wd-f32", "sgd-wd-f64", "sgd-nesterov-wd-f32", "sgd-nesterov-wd-f64", "adamw-f64",
+                         ids=["sgd-momentum-f32", "sgd-momentum-f64", "sgd-dampening-f32", "sgd-dampening-f64",
+                              "sgd-wd-dampening-f32", "sgd-wd-f32", "sgd-wd-f64", "sgd-nesterov-wd-f32", "sgd-nesterov-wd-f64", "adamw-f64",
                               "adam-l2-f64", "rmsprop-centered-momentum-f32", "rmsprop-centered-momentum-f64",
                               "rmsprop-centered-f32", "rmsprop-momentum-f32"])
 def test_weight_decay_loops_are_the_general_loop_bit_for_bit(make, dtype):
-    """SGD with coupled weight decay, Adam with either weight decay, and RMSprop's centered/momentum
+    """SGD with momentum (with and without coupled weight decay), Adam with either weight decay, and RMSprop's centered/momentum
     variants run their own vectorised loops; maximize=True on -g takes the general loop (the
     prologue negates g exactly), so the two must agree to the bit."""
     from nnlab.kernels import optim_cpu as OK

@@ -303,6 +303,14 @@ def sgd_update(hp, t, p, g, state):
         if mu == 0.0:
             for i in range(p.size):
                 p[i] = np.float64(p[i]) - lr * np.float64(g[i])
+        elif not (ema or nesterov or first):
+            # torch's momentum after the first step, sgd_rule's branches taken outside the loop: the
+            # same arithmetic, a third faster (270k float32 parameters: 93 against 153 us)
+            buf = state[0]
+            for i in range(p.size):
+                m = mu * buf[i] + (1.0 - damp) * np.float64(g[i])
+                buf[i] = m
+                p[i] = np.float64(p[i]) - lr * m
         else:
             buf = state[0]
             for i in range(p.size):
@@ -313,6 +321,13 @@ def sgd_update(hp, t, p, g, state):
         # coupled L2 only (SGD(momentum=..., weight_decay=...)): the prologue's arithmetic inline,
         # so the loop vectorises (the general loop's branches keep it scalar: 5x slower)
         buf = state[0]
+        if not (ema or nesterov or first):
+            for i in range(p.size):
+                pi = np.float64(p[i])
+                m = mu * buf[i] + (1.0 - damp) * (np.float64(g[i]) + wd * pi)
+                buf[i] = m
+                p[i] = pi - lr * m
+            return
         for i in range(p.size):
             pi = np.float64(p[i])
             d, buf[i] = sgd_rule(np.float64(g[i]) + wd * pi, buf[i], mu, damp, nesterov, ema, first)
