@@ -21,6 +21,11 @@ Three sections, each a measurement (never an assertion; compare numbers within o
 ``threads``  The optimizer update as one serial loop and split over Numba's ``prange`` threads,
              alone and interleaved with a BLAS product (the choice documented in
              ``nnlab/kernels/cpu.py``: BLAS threads for products, serial elementwise loops).
+``pool``     The direction the ``threads`` section leaves open: one thread pool for the whole step.
+             Every product of a step with the BLAS on one thread, each split into row blocks over
+             Numba's ``prange`` threads (one single-threaded product per block), and the SGD-momentum
+             update split the same way -- against today's step layout (the BLAS's own threads for
+             each product, the update serial): products alone, update alone, products then update.
 ``after``    Why a pass costs more after a product: the squared norm of a product's output C
              (mnist's and wide's largest dW) right after the BLAS call that wrote it, with one and
              with two BLAS threads, against the same norm with C in this core's cache and with C
@@ -38,7 +43,7 @@ import numpy as np
 
 from nnlab.benchmark import CONFIGS, build_nnlab, make_data, nnlab_optimizer
 
-SECTIONS = ("gemm", "context", "threads", "after")
+SECTIONS = ("gemm", "context", "threads", "after", "pool")
 TARGET_S, ROUNDS = 0.05, 7  # seconds per timed block, blocks per median
 
 
@@ -339,6 +344,102 @@ def print_after(res):
         print(f"  {k:34s}" + "".join(f"{res[name][k] * 1e6:24,.1f}" for name in res))
 
 
+# ---------------------------------------------------------------- pool
+def pool_section(specs):
+    """Per configuration: the step's products and its SGD-momentum update with the BLAS's threads
+    (today) and on one Numba pool with a single-threaded BLAS (see the module docstring)."""
+    from numba import njit, prange
+
+    from nnlab.kernels import blas
+    from nnlab.kernels.blas import _gemm
+
+    @njit(cache=False)
+    def one(A, ta, B, tb, C):
+        _gemm(A, ta, B, tb, C, 0.0)
+
+    @njit(cache=False, parallel=True)
+    def split(A, ta, B, tb, C, blocks):
+        m = C.shape[0]
+        for q in prange(blocks):
+            lo, hi = m * q // blocks, m * (q + 1) // blocks
+            if ta:
+                _gemm(A[:, lo:hi], True, B, tb, C[lo:hi], 0.0)
+            else:
+                _gemm(A[lo:hi], False, B, tb, C[lo:hi], 0.0)
+
+    @njit(cache=False)
+    def update(p, g, m, lr, mu):  # nnlab's SGD-momentum loop after the first step (optim_cpu.sgd_update)
+        for i in range(p.size):
+            v = mu * m[i] + np.float64(g[i])
+            m[i] = v
+            p[i] = np.float64(p[i]) - lr * v
+
+    @njit(cache=False, parallel=True)
+    def update_split(p, g, m, lr, mu, blocks):
+        n = p.size
+        for q in prange(blocks):
+            lo, hi = n * q // blocks, n * (q + 1) // blocks
+            update(p[lo:hi], g[lo:hi], m[lo:hi], lr, mu)
+
+    import numba
+    blocks = numba.get_num_threads()
+    before = blas.get_threads()
+    rng = np.random.default_rng(0)
+    res = {"threads": blocks, "threading layer": None}
+    try:
+        for spec in specs:
+            prods = []
+            for _, A, B, ta, tb in products(spec):
+                m = A.shape[1] if ta else A.shape[0]
+                n = B.shape[0] if tb else B.shape[1]
+                prods.append((A, ta, B, tb, np.empty((m, n), np.float32)))
+            n_par = sum(a * b + b for a, b in zip(spec.widths[:-1], spec.widths[1:]))
+            p = rng.standard_normal(n_par).astype(np.float32)
+            g = (rng.standard_normal(n_par) * 1e-3).astype(np.float32)
+            mom = np.zeros(n_par, np.float32)
+            lr, mu = 1e-12, 0.9
+
+            def today():
+                for A, ta, B, tb, C in prods:
+                    one(A, ta, B, tb, C)
+
+            def pooled():
+                for A, ta, B, tb, C in prods:
+                    split(A, ta, B, tb, C, blocks)
+
+            today()
+            want = [C.copy() for *_, C in prods]
+            blas.set_threads(1)
+            pooled()
+            for (A, ta, B, tb, C), w in zip(prods, want):  # the row blocks give the same product
+                np.testing.assert_allclose(C, w, rtol=1e-5, atol=1e-5 * float(np.abs(w).max()))
+            d = {}
+            blas.set_threads(before or 2)
+            d["BLAS threads: products"] = median_time(today)
+            d["BLAS threads: update (serial)"] = median_time(lambda: update(p, g, mom, lr, mu))
+            d["BLAS threads: both"] = median_time(lambda: (today(), update(p, g, mom, lr, mu)))
+            blas.set_threads(1)
+            d["one pool: products"] = median_time(pooled)
+            d["one pool: update"] = median_time(lambda: update_split(p, g, mom, lr, mu, blocks))
+            d["one pool: both"] = median_time(lambda: (pooled(), update_split(p, g, mom, lr, mu, blocks)))
+            res[spec.name] = d
+        res["threading layer"] = numba.threading_layer()
+    finally:
+        if before:
+            blas.set_threads(before)
+    return res
+
+
+def print_pool(res):
+    print(f"\n== pool: the step's products and SGD-momentum update, the BLAS's threads (today) vs one pool of "
+          f"{res['threads']} Numba threads (layer {res['threading layer']}) over a single-threaded BLAS (us, median) ==")
+    names = [k for k, v in res.items() if isinstance(v, dict)]
+    keys = list(res[names[0]].keys())
+    print(f"  {'':34s}" + "".join(f"{name:>14s}" for name in names))
+    for k in keys:
+        print(f"  {k:34s}" + "".join(f"{res[name][k] * 1e6:14,.1f}" for name in names))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--configs", default="mnist,deep-narrow,wide")
@@ -350,7 +451,7 @@ def main(argv=None):
         with open(args.report) as fh:
             out = json.load(fh)
         for key, show in (("gemm", print_gemm), ("context", print_context), ("threads", print_threads),
-                          ("after", print_after)):
+                          ("after", print_after), ("pool", print_pool)):
             if key in out:
                 show(out[key])
         return out
@@ -377,6 +478,9 @@ def main(argv=None):
     if "after" not in skip:
         out["after"] = after_section()
         print_after(out["after"])
+    if "pool" not in skip:
+        out["pool"] = pool_section(specs)
+        print_pool(out["pool"])
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(out, fh, indent=1)

@@ -213,6 +213,21 @@ def test_bounds_norm_after_a_product(monkeypatch, capsys):
     assert "right after it (2)" in capsys.readouterr().out
 
 
+def test_bounds_one_pool(monkeypatch, capsys):
+    BB = _load_bounds()
+    monkeypatch.setattr(BB, "TARGET_S", 1e-4)
+    monkeypatch.setattr(BB, "ROUNDS", 1)
+    from nnlab.kernels import blas
+
+    before = blas.get_threads()
+    spec = B.Spec("t", (7, 9, 5, 3), 6, "tanh", "mse", "xavier_normal")
+    res = BB.pool_section([spec])  # checks the row-split products against whole ones first
+    assert blas.get_threads() == before
+    assert len(res["t"]) == 6 and all(v > 0 for v in res["t"].values())
+    BB.print_pool(res)
+    assert "one pool: both" in capsys.readouterr().out
+
+
 def test_nnlab_bench_command(tmp_path):
     """``nnlab bench`` runs the benchmark (a tiny quick run), writes and re-reports its JSON, and
     turns bad input into a one-line error with exit 2."""
