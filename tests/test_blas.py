@@ -1,4 +1,4 @@
-"""nnlab.kernels.blas.gemm: the compiled kernels' matrix products (NumPy's BLAS, np.dot fallback)."""
+"""nnlab.kernels.blas.gemm: the compiled kernels' matrix products (NumPy's BLAS, np.dot fallback callbacks)."""
 
 import os
 import subprocess
@@ -35,7 +35,8 @@ def test_gemm_matches_float64_products(dtype, ta, tb):
 
 
 def test_fallback_branch_gives_the_same_products():
-    """An empty table entry sends gemm to np.dot (SciPy's BLAS) inside the same compiled function."""
+    """The np.dot callbacks in the table's product entries send the same compiled gemm to np.dot
+    (SciPy's BLAS)."""
     rng = np.random.default_rng(1)
     saved = list(blas._TABLE)
     try:
@@ -44,7 +45,7 @@ def test_fallback_branch_gives_the_same_products():
                 A, B, ref = _operands(rng, 6, 7, 5, ta, tb, np.float64)
                 C1 = np.empty((6, 5))
                 blas.gemm(A, ta, B, tb, C1)
-                blas._TABLE[0] = blas._TABLE[1] = 0
+                blas._TABLE[0], blas._TABLE[1] = blas.np_dot_entries()
                 C2 = np.empty((6, 5))
                 blas.gemm(A, ta, B, tb, C2)
                 blas._TABLE[0], blas._TABLE[1] = saved[:2]
@@ -69,9 +70,9 @@ def test_library_description():
     libs = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(np.__file__))), "numpy.libs")
     bundled = os.path.isdir(libs) and any(f.startswith("libscipy_openblas64_") for f in os.listdir(libs))
     if bundled and os.environ.get("NNLAB_BLAS", "").lower() != "numba":
-        assert blas.LIBRARY.startswith("NumPy's OpenBLAS") and blas._TABLE[0] != 0
+        assert blas.LIBRARY.startswith("NumPy's OpenBLAS") and blas._TABLE[0] not in (0, blas.np_dot_entries()[0])
     else:
-        assert blas.LIBRARY.startswith("np.dot") and blas._TABLE[0] == 0
+        assert blas.LIBRARY.startswith("np.dot") and tuple(blas._TABLE[:2]) == blas.np_dot_entries()
 
 
 def test_nnlab_blas_numba_selects_np_dot_and_trains_the_same():
@@ -98,11 +99,11 @@ def test_nnlab_blas_numba_selects_np_dot_and_trains_the_same():
 
 
 def _both_branches(fn):
-    """Run ``fn()`` through the BLAS and again through the np.dot branch (empty product entries)."""
+    """Run ``fn()`` through the BLAS and again through the np.dot callbacks."""
     saved = list(blas._TABLE)
     try:
         first = fn()
-        blas._TABLE[0] = blas._TABLE[1] = 0
+        blas._TABLE[0], blas._TABLE[1] = blas.np_dot_entries()
         second = fn()
     finally:
         for i, v in enumerate(saved):
@@ -137,7 +138,7 @@ def test_gemm_acc_adds_to_c_in_both_branches(dtype, ta, tb):
 @pytest.mark.parametrize("acc", [False, True])
 def test_row_strided_views_in_both_branches(dtype, acc):
     """Column blocks of wider matrices (``Z[:, lo:hi]``) as A, B and C: the BLAS takes them through
-    its leading dimensions, the np.dot branch through copies; nothing outside C's block changes."""
+    its leading dimensions, as do the np.dot callbacks; nothing outside C's block changes."""
     rng = np.random.default_rng(3)
     tol = 1e-5 if dtype == np.float32 else 1e-13
     for ta in (False, True):
@@ -180,13 +181,12 @@ def _np_dot_reference(A, ta, B, tb, C, acc):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_the_np_dot_branch_is_np_dot_bit_for_bit(dtype):
-    """Without the BLAS table the products are np.dot's exactly -- with transposed operands, with
-    accumulation, and for a row or a column (np.dot's vector paths) -- however the branch is
-    written internally."""
+    """Through the np.dot callbacks the products are np.dot's exactly -- with transposed operands,
+    with accumulation, and for a row or a column -- however the callback packs its operands."""
     rng = np.random.default_rng(5)
     saved = list(blas._TABLE)
     try:
-        blas._TABLE[0] = blas._TABLE[1] = 0
+        blas._TABLE[0], blas._TABLE[1] = blas.np_dot_entries()
         for m, k, n in ((5, 3, 7), (1, 4, 6), (6, 4, 1), (1, 5, 1), (33, 29, 17)):
             for ta in (False, True):
                 for tb in (False, True):
@@ -202,17 +202,19 @@ def test_the_np_dot_branch_is_np_dot_bit_for_bit(dtype):
         for i, v in enumerate(saved):
             blas._TABLE[i] = v
 
-def test_views_the_blas_cannot_take_go_through_copies():
-    """A column with an element stride along its row (``X[:, ::2]``) is not a BLAS operand: the
-    product still comes out right (the np.dot branch, with copies)."""
+def test_views_the_blas_cannot_take_are_refused():
+    """A column with an element stride along its row (``X[:, ::2]``) is not a BLAS operand: gemm
+    refuses it with a message (the kernels pass contiguous arrays and column blocks only), and C
+    is left as it was."""
     rng = np.random.default_rng(4)
     X = rng.standard_normal((5, 8))
     B = rng.standard_normal((4, 3))
-    C = np.empty((5, 3))
-    blas.gemm(X[:, ::2], False, B, False, C)
-    np.testing.assert_allclose(C, X[:, ::2] @ B, rtol=1e-13)
-    blas.gemm_acc(X[:, ::2], False, B, False, C)
-    np.testing.assert_allclose(C, 2 * (X[:, ::2] @ B), rtol=1e-13)
+    Cbig = np.full((5, 6), 3.0)
+    for A, C in ((X[:, ::2], np.empty((5, 3))), (np.ascontiguousarray(X[:, ::2]), Cbig[:, ::2])):
+        for fn in (blas.gemm, blas.gemm_acc):
+            with pytest.raises(ValueError, match="element stride"):
+                fn(A, False, B, False, C)
+    assert np.all(Cbig == 3.0)
 
 
 def test_thread_count_from_compiled_code():

@@ -17,12 +17,18 @@ into a small table -- ``sgemm``, ``dgemm``, and the library's ``set_num_threads`
 ``get_num_threads`` -- and the table's address is registered with LLVM under the symbol name
 ``nnlab_blas_table`` (``llvmlite.binding.add_symbol``). Compiled kernels read the table at run time
 through that name, so a kernel loaded from Numba's cache in another process links to that
-process's table. A product entry of 0 selects the ``np.dot`` branch; a thread entry of 0 makes
-:func:`blas_threads` return 0 and :func:`set_blas_threads` do nothing.
+process's table. A thread entry of 0 makes :func:`blas_threads` return 0 and
+:func:`set_blas_threads` do nothing.
+
+The ``np.dot`` fallback is not a branch of the kernels: it is a C callback with the CBLAS
+signature (:func:`np_dot_entries`: ``np.dot`` on packed copies of the operands, compiled once,
+cached), whose addresses fill the product entries where NumPy's own library is not found. So the
+kernels compile one product call and no ``np.dot`` code: a branch to ``np.dot`` in every product
+had cost every kernel's first compile ~20% (the first float32 ``Trainer.step``: 23.4 -> 19.3 s).
 
 The operands may be row-strided views (``Z[:, lo:hi]``: unit stride along a row, any row stride
-at least the row length), which the BLAS takes through its leading dimensions; the ``np.dot``
-branch copies those.
+at least the row length), which the BLAS takes through its leading dimensions; a view with an
+element stride along its rows is refused with ValueError (the kernels never make one).
 
 >>> import numpy as np
 >>> from nnlab.kernels.blas import gemm
@@ -43,8 +49,8 @@ import os
 import numpy as np
 from llvmlite import binding as llvm
 from llvmlite import ir
-from numba import njit, types
-from numba.extending import intrinsic, overload
+from numba import carray, njit, types
+from numba.extending import intrinsic
 
 from .._config import JIT
 
@@ -126,7 +132,7 @@ def set_threads(n):
 
 def get_threads():
     """Threads of the OpenBLAS the products use, or None when it is not a bundled OpenBLAS."""
-    fns = _thread_functions("numpy" if _TABLE[0] else "scipy")
+    fns = _thread_functions("numpy" if _S else "scipy")
     return None if fns is None else int(fns[1]())
 
 
@@ -142,7 +148,8 @@ _S, _D, LIBRARY = _numpy_cblas()
 """Which BLAS the kernels' matrix products call (a description)."""
 
 # sgemm, dgemm, and the thread setter and getter of the library the products use (SciPy's for the
-# np.dot branch); kept alive for the life of the process
+# np.dot callbacks, which fill the product entries below when NumPy's CBLAS was not found); kept
+# alive for the life of the process
 _TABLE = (ctypes.c_uint64 * 4)(_S or 0, _D or 0, *_thread_addresses("numpy" if _S else "scipy"))
 llvm.add_symbol(_SYMBOL, ctypes.addressof(_TABLE))
 
@@ -266,43 +273,57 @@ def call_i64(typingctx, fn, args):
     return types.void(fn, args), codegen
 
 
-def _dot_into(a, b, C, beta):
-    """C = a b (beta 0) or C += a b (beta 1) through ``np.dot`` (the fallback branch)."""
-
-
-@overload(_dot_into, jit_options=JIT)
-def _dot_into_impl(a, b, C, beta):
-    # C += P as a loop, and np.dot(a, b, P) into a new P rather than np.dot(a, b) (which is that
-    # same call): an array += compiles NumPy's in-place ufunc code, and np.dot(a, b) a second
-    # product function, into every kernel that links the product (see docs/performance.md, "Cold
-    # start"); the values are the same.
-    if all(x.layout in ("C", "F") for x in (a, b, C)):
-        def plain(a, b, C, beta):
-            if beta == 0.0:
-                np.dot(a, b, C)
-            else:
-                P = np.empty((C.shape[0], C.shape[1]), C.dtype)
-                np.dot(a, b, P)
-                _add_into(C, P)
-        return plain
-
-    def strided(a, b, C, beta):  # np.dot takes contiguous arrays only: copies
-        P = np.dot(np.ascontiguousarray(a), np.ascontiguousarray(b))
-        if beta == 0.0:
-            for r in range(C.shape[0]):  # (a loop, not C[:, :] = P: see nnlab.kernels.common.assign2)
-                for j in range(C.shape[1]):
-                    C[r, j] = P[r, j]
-        else:
-            _add_into(C, P)
-    return strided
-
-
+# ---------------------------------------------------------------- the np.dot fallback
 @njit(**JIT)
-def _add_into(C, P):
-    """C += P for 2-D arrays of one shape, as a loop."""
-    for r in range(C.shape[0]):
-        for j in range(C.shape[1]):
-            C[r, j] += P[r, j]
+def _np_dot_gemm(ta, tb, m, n, k, A, lda, B, ldb, beta, C, ldc):
+    """The CBLAS product C = op(A) op(B) + beta·C (row-major; alpha 1, beta 0 or 1) through ``np.dot``:
+    A, B, C are flat views over the operands' memory with leading dimensions lda, ldb, ldc; op(A)
+    and op(B) are packed into contiguous arrays (so ``np.dot`` sees the same operands as a plain
+    ``np.dot(np.ascontiguousarray(A.T), B)``: the same bits), C is written, and read only for
+    beta = 1."""
+    a = np.empty((m, k), A.dtype)
+    for i in range(m):
+        for p in range(k):
+            a[i, p] = A[p * lda + i] if ta else A[i * lda + p]
+    b = np.empty((k, n), B.dtype)
+    for p in range(k):
+        for j in range(n):
+            b[p, j] = B[j * ldb + p] if tb else B[p * ldb + j]
+    P = np.empty((m, n), C.dtype)
+    np.dot(a, b, P)
+    for i in range(m):
+        for j in range(n):
+            C[i * ldc + j] = P[i, j] + C[i * ldc + j] if beta != 0.0 else P[i, j]
+
+
+def _np_dot_entry(layout, ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc):
+    """The C callback over :func:`_np_dot_gemm`, with the signature the kernels call NumPy's
+    ``cblas_?gemm64_`` with (row-major layout; alpha is 1)."""
+    ra, ca = (k, m) if ta == _TRANS else (m, k)
+    rb, cb = (n, k) if tb == _TRANS else (k, n)
+    _np_dot_gemm(ta == _TRANS, tb == _TRANS, m, n, k, carray(A, ((ra - 1) * lda + ca,)), lda,
+                 carray(B, ((rb - 1) * ldb + cb,)), ldb, beta, carray(C, ((m - 1) * ldc + n,)), ldc)
+
+
+_FALLBACKS = []
+
+
+def np_dot_entries():
+    """(sgemm, dgemm) addresses of the ``np.dot`` callbacks (compiled, or loaded from Numba's
+    cache, on first use): what the product entries hold where NumPy's CBLAS is not found."""
+    if not _FALLBACKS:
+        import numba
+
+        i32, i64 = types.int32, types.int64
+        for ftype in (types.float32, types.float64):
+            ptr = types.CPointer(ftype)
+            sig = types.void(i32, i32, i32, i64, i64, i64, ftype, ptr, i64, ptr, i64, ftype, ptr, i64)
+            _FALLBACKS.append(numba.cfunc(sig, cache=True, nopython=True, error_model="numpy")(_np_dot_entry))
+    return tuple(cb.address for cb in _FALLBACKS)
+
+
+if not _S:
+    _TABLE[0], _TABLE[1] = np_dot_entries()
 
 
 @njit(**JIT)
@@ -327,17 +348,18 @@ def _gemm(A, ta, B, tb, C, beta):
         raise ValueError("gemm: the shapes of op(A), op(B) and C do not match")
     if m == 0 or n == 0:
         return
+    if k == 0:
+        if beta == 0.0:
+            for r in range(m):  # (C[:, :] = 0.0 as a loop: see nnlab.kernels.common.assign2)
+                for j in range(n):
+                    C[r, j] = 0.0
+        return
     fn = _table_entry(0 if A.itemsize == 4 else 1)
     lda, ldb, ldc = _ld(A), _ld(B), _ld(C)
-    if fn == 0 or k == 0 or lda < 0 or ldb < 0 or ldc < 0:
-        if k == 0:
-            if beta == 0.0:
-                for r in range(m):  # (C[:, :] = 0.0 as a loop: see nnlab.kernels.common.assign2)
-                    for j in range(n):
-                        C[r, j] = 0.0
-        else:  # transposed operands as contiguous copies: one np.dot call site, compiled once
-            _dot_into(np.ascontiguousarray(A.T) if ta else A, np.ascontiguousarray(B.T) if tb else B, C, beta)
-        return
+    if lda < 0 or ldb < 0 or ldc < 0:
+        # (the kernels pass contiguous arrays and their column blocks only; packing other views here
+        # made every kernel's first compile ~20% longer)
+        raise ValueError("gemm: an operand has an element stride along its rows; pass a contiguous copy")
     _cblas_gemm(fn, _TRANS if ta else _NO_TRANS, _TRANS if tb else _NO_TRANS, m, n, k,
                 A, lda, B, ldb, beta, C, ldc)
 
@@ -352,8 +374,8 @@ _INLINE = dict(JIT, inline="always")
 @njit(**_INLINE)
 def gemm(A, ta, B, tb, C):
     """C = op(A) op(B), op = transpose where ``ta``/``tb``; A, B, C 2-D arrays of one float dtype,
-    C-contiguous or row-strided views (C is overwritten, never read). Through NumPy's BLAS (see the
-    module docstring), else ``np.dot``."""
+    C-contiguous or row-strided views (C is overwritten, never read; ValueError for other views). Through NumPy's BLAS (see the
+    module docstring), else ``np.dot`` (:func:`np_dot_entries`)."""
     _gemm(A, ta != 0, B, tb != 0, C, 0.0)
 
 
