@@ -163,6 +163,10 @@ class Sequential:
         prog = self._program(1)
         self._kernels = kernels_for(prog.ops[:, F_ACT], prog.ops[:, F_KIND])
         self._has_noise = bool((prog.ops[:, F_NOISE] >= 0).any())
+        if self._has_noise:
+            from .kernels.common import enable_noise
+
+            enable_noise(self.dtype)  # (the kernels draw noise through a callback: see its module)
         self._bind_buffers()
 
     def _bind_buffers(self):

@@ -5,10 +5,14 @@ All module-level ``@njit`` functions over flat arrays and integer tables (see
 :mod:`nnlab.kernels.layout`), so a ``numba.cuda`` twin can mirror each one.
 """
 
+import ctypes
+
 import numpy as np
-from numba import njit
+from llvmlite import binding as llvm
+from numba import carray, njit, types
 
 from .._config import JIT
+from .blas import call_i64, table_reader
 from .layout import DX_ADD, DX_WRITE, F_AMASK, F_AP, F_NKIND, F_NOISE, F_SCRATCH, F_T, NOISE_UNIFORM
 
 DBL_MAX = 1.7976931348623157e308  # abs(x) <= DBL_MAX is False exactly for NaN and ±inf
@@ -119,13 +123,27 @@ def uniform_stream(U, key):
             U[k] = np.float64(z >> np.uint64(11)) * 1.1102230246251565e-16
 
 
+# The noise of rrelu/noisy_relu and the dropout masks is drawn by a C callback, not by code compiled
+# into the executors: most networks draw none, and the generator code (Numba's Mersenne Twister,
+# its normal numbers, uniform_stream) linked into every executor cost ~7% of each one's first
+# compile (the first float32 Trainer.step 19.5 -> 18.4 s, nnlab demo vanishing 9.8 -> 9.1 s). The
+# callback is compiled (or loaded from Numba's cache) when a network with noise is built
+# (:func:`enable_noise`), and the kernels find its address in a table, as the BLAS's
+# (:mod:`nnlab.kernels.blas`). It draws from the same generator state as compiled code (Numba's
+# per-thread NumPy-compatible state, seeded by the executor for each call): the same numbers.
+_NOISE_SYMBOL = "nnlab_noise_table"
+_NOISE_TABLE = (ctypes.c_uint64 * 2)()  # the callbacks for float32 and float64 noise tensors (0: not loaded)
+llvm.add_symbol(_NOISE_SYMBOL, ctypes.addressof(_NOISE_TABLE))
+_noise_entry = table_reader(_NOISE_SYMBOL, 2)
+_NOISE_CALLBACKS = {}
+
+
 @njit(**JIT)
-def fill_noise(ops, tens, ws, i, n, training):
-    """Draw op i's noise u (U(0,1) or N(0,1)) in training; its eval value (0.5 or 0) otherwise.
-    Uniform noise: one 62-bit key from Numba's generator (seeded by the caller for the call), then
-    :func:`uniform_stream`; normal noise: each number from Numba's generator."""
-    U = tview(ws, tens, ops[i, F_NOISE], n).reshape(-1)
-    uniform = ops[i, F_NKIND] == NOISE_UNIFORM
+def draw_noise(U, uniform, training):
+    """Fill the flat array U with an op's noise: in training U(0,1) (``uniform``) or N(0,1), else
+    its eval value (0.5 or 0). Uniform noise: one 62-bit key from Numba's generator (seeded by the
+    caller for the call), then :func:`uniform_stream`; normal noise: each number from Numba's
+    generator."""
     if training:
         if uniform:
             uniform_stream(U, np.uint64(np.random.randint(0, 1 << 62)))
@@ -133,7 +151,40 @@ def fill_noise(ops, tens, ws, i, n, training):
             for k in range(U.size):
                 U[k] = np.random.standard_normal()
     else:
-        U[:] = 0.5 if uniform else 0.0
+        fill = 0.5 if uniform else 0.0
+        for k in range(U.size):
+            U[k] = fill
+
+
+def _noise_callback(U, size, uniform, training):
+    """The C callback ``void f(T* U, int64 size, int64 uniform, int64 training)`` over :func:`draw_noise`."""
+    draw_noise(carray(U, (size,)), uniform != 0, training != 0)
+
+
+def enable_noise(dtype):
+    """Compile (or load from Numba's cache) the noise callback for noise tensors of ``dtype``
+    ("float32" or "float64") and put its address in the kernels' table; once per dtype and process.
+    Called when a network whose program draws noise is built."""
+    import numba
+
+    dt = str(np.dtype(dtype))
+    if dt not in _NOISE_CALLBACKS:
+        ftype = types.float32 if dt == "float32" else types.float64
+        sig = types.void(types.CPointer(ftype), types.int64, types.int64, types.int64)
+        cb = numba.cfunc(sig, cache=True, nopython=True, error_model="numpy")(_noise_callback)
+        _NOISE_CALLBACKS[dt] = cb
+        _NOISE_TABLE[0 if dt == "float32" else 1] = cb.address
+
+
+@njit(**JIT)
+def fill_noise(ops, tens, ws, i, n, training):
+    """Draw op i's noise (:func:`draw_noise`) into its noise tensor, through the callback of
+    :func:`enable_noise`."""
+    U = tview(ws, tens, ops[i, F_NOISE], n).reshape(-1)
+    fn = _noise_entry(0 if U.itemsize == 4 else 1)
+    if fn == 0:
+        raise RuntimeError("the noise generator is not loaded: nnlab.kernels.common.enable_noise(dtype)")
+    call_i64(fn, (U.ctypes.data, np.int64(U.size), np.int64(ops[i, F_NKIND] == NOISE_UNIFORM), np.int64(training)))
 
 
 @njit(**JIT)
