@@ -388,46 +388,56 @@ def pool_section(specs):
     res = {"threads": blocks, "threading layer": None}
     try:
         for spec in specs:
-            prods = []
-            for _, A, B, ta, tb in products(spec):
-                m = A.shape[1] if ta else A.shape[0]
-                n = B.shape[0] if tb else B.shape[1]
-                prods.append((A, ta, B, tb, np.empty((m, n), np.float32)))
-            n_par = sum(a * b + b for a, b in zip(spec.widths[:-1], spec.widths[1:]))
-            p = rng.standard_normal(n_par).astype(np.float32)
-            g = (rng.standard_normal(n_par) * 1e-3).astype(np.float32)
-            mom = np.zeros(n_par, np.float32)
-            lr, mu = 1e-12, 0.9
-
-            def today():
-                for A, ta, B, tb, C in prods:
-                    one(A, ta, B, tb, C)
-
-            def pooled():
-                for A, ta, B, tb, C in prods:
-                    split(A, ta, B, tb, C, blocks)
-
-            today()
-            want = [C.copy() for *_, C in prods]
-            blas.set_threads(1)
-            pooled()
-            for (A, ta, B, tb, C), w in zip(prods, want):  # the row blocks give the same product
-                np.testing.assert_allclose(C, w, rtol=1e-5, atol=1e-5 * float(np.abs(w).max()))
-            d = {}
-            blas.set_threads(before or 2)
-            d["BLAS threads: products"] = median_time(today)
-            d["BLAS threads: update (serial)"] = median_time(lambda: update(p, g, mom, lr, mu))
-            d["BLAS threads: both"] = median_time(lambda: (today(), update(p, g, mom, lr, mu)))
-            blas.set_threads(1)
-            d["one pool: products"] = median_time(pooled)
-            d["one pool: update"] = median_time(lambda: update_split(p, g, mom, lr, mu, blocks))
-            d["one pool: both"] = median_time(lambda: (pooled(), update_split(p, g, mom, lr, mu, blocks)))
-            res[spec.name] = d
+            res[spec.name] = _pool_config(spec, (one, split, update, update_split), blocks, before or 2, rng)
         res["threading layer"] = numba.threading_layer()
     finally:
         if before:
             blas.set_threads(before)
     return res
+
+
+def _pool_config(spec, fns, blocks, threads, rng):
+    """The pool section's six timings for one configuration (``fns``: the compiled whole product,
+    row-split product, serial update and split update)."""
+    from nnlab.kernels import blas
+
+    one, split, update, update_split = fns
+    prods = []
+    for _, A, B, ta, tb in products(spec):
+        m = A.shape[1] if ta else A.shape[0]
+        n = B.shape[0] if tb else B.shape[1]
+        prods.append((A, ta, B, tb, np.empty((m, n), np.float32)))
+    n_par = sum(a * b + b for a, b in zip(spec.widths[:-1], spec.widths[1:]))
+    p = rng.standard_normal(n_par).astype(np.float32)
+    g = (rng.standard_normal(n_par) * 1e-3).astype(np.float32)
+    mom = np.zeros(n_par, np.float32)
+    lr, mu = 1e-12, 0.9
+
+    def today():
+        for A, ta, B, tb, C in prods:
+            one(A, ta, B, tb, C)
+
+    def pooled():
+        for A, ta, B, tb, C in prods:
+            split(A, ta, B, tb, C, blocks)
+
+    blas.set_threads(threads)
+    today()
+    want = [C.copy() for *_, C in prods]
+    blas.set_threads(1)
+    pooled()
+    for (*_, C), w in zip(prods, want):  # the row blocks give the same product
+        np.testing.assert_allclose(C, w, rtol=1e-5, atol=1e-5 * float(np.abs(w).max()))
+    d = {}
+    blas.set_threads(threads)
+    d["BLAS threads: products"] = median_time(today)
+    d["BLAS threads: update (serial)"] = median_time(lambda: update(p, g, mom, lr, mu))
+    d["BLAS threads: both"] = median_time(lambda: (today(), update(p, g, mom, lr, mu)))
+    blas.set_threads(1)
+    d["one pool: products"] = median_time(pooled)
+    d["one pool: update"] = median_time(lambda: update_split(p, g, mom, lr, mu, blocks))
+    d["one pool: both"] = median_time(lambda: (pooled(), update_split(p, g, mom, lr, mu, blocks)))
+    return d
 
 
 def print_pool(res):
