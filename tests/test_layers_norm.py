@@ -87,6 +87,13 @@ def norm_problems(draw):
 
 def _check_params_and_input(net, X, y):
     res = nl.gradcheck.check_network(net, X, y)
+    if not res.ok:
+        # A layer norm over two or three features whose inputs nearly agree has a tiny variance and
+        # a steep, strongly curved loss: there the central difference's own error (~eps² times the
+        # third derivative) exceeds the tolerance at eps = 1e-6 (one case: analytic 91.59518,
+        # numeric 91.59733 at eps 1e-6, 91.59520 at 1e-7). A wrong analytic gradient does not get
+        # closer as eps shrinks; the truncation error falls 100x for eps / 10.
+        res = nl.gradcheck.check_network(net, X, y, eps=1e-7)
     assert res.ok, str(res)
     twin = net.copy()  # (a training-mode loss_and_grads moves the running statistics: not on net)
     _, _, dX = twin.loss_and_grads(X, y, wrt_input=True)
