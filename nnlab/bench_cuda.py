@@ -100,15 +100,6 @@ class _TorchCuda(B.TorchRunner):
         self.model.to("cuda")
         self.X, self.y = self.X.to("cuda"), self.y.to("cuda")
 
-    def relu_masks(self):
-        masks, a = [], self.X
-        with self.torch.no_grad():
-            for module in self.model:
-                a = module(a)
-                if isinstance(module, self.torch.nn.Linear) and module is not self.linears[-1]:
-                    masks.append(a.cpu().numpy() > 0)
-        return masks
-
     def first_step(self):
         loss = float(self._step().detach().cpu())
         grads, after = [], []

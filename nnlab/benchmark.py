@@ -435,7 +435,7 @@ class TorchRunner:
             for module in self.model:
                 a = module(a)
                 if isinstance(module, self.torch.nn.Linear) and module is not self.linears[-1]:
-                    masks.append(a.numpy() > 0)
+                    masks.append(a.cpu().numpy() > 0)  # (.cpu(): a no-op here, a copy from a GPU)
         return masks
 
     def _step(self):

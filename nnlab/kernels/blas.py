@@ -150,8 +150,23 @@ _S, _D, LIBRARY = _numpy_cblas()
 # sgemm, dgemm, and the thread setter and getter of the library the products use (SciPy's for the
 # np.dot callbacks, which fill the product entries below when NumPy's CBLAS was not found); kept
 # alive for the life of the process
-_TABLE = (ctypes.c_uint64 * 4)(_S or 0, _D or 0, *_thread_addresses("numpy" if _S else "scipy"))
-llvm.add_symbol(_SYMBOL, ctypes.addressof(_TABLE))
+
+
+def address_table(symbol, size):
+    """(table, read): a zeroed table of ``size`` int64 slots (function addresses, counts) registered
+    with LLVM under ``symbol``, and the intrinsic ``read(which)`` that compiled kernels read a slot
+    with at run time (:func:`table_reader`). Keep the table referenced for the life of the process."""
+    table = (ctypes.c_uint64 * size)()
+    llvm.add_symbol(symbol, ctypes.addressof(table))
+    return table, table_reader(symbol, size)
+
+
+def callback(fn, sig):
+    """``fn`` compiled as a C callback of signature ``sig`` (``numba.cfunc``, cached on disk as the
+    kernels are): what the kernels call through the address tables instead of linking the code."""
+    import numba
+
+    return numba.cfunc(sig, cache=True, nopython=True, error_model="numpy")(fn)
 
 
 def table_reader(symbol, size):
@@ -179,7 +194,8 @@ def table_reader(symbol, size):
     return read
 
 
-_table_entry = table_reader(_SYMBOL, 4)
+_TABLE, _table_entry = address_table(_SYMBOL, 4)
+_TABLE[:] = (_S or 0, _D or 0, *_thread_addresses("numpy" if _S else "scipy"))
 """Slot ``which`` of the table: the function address of 0 sgemm, 1 dgemm, 2 set threads, 3 get
 threads."""
 
@@ -312,13 +328,11 @@ def np_dot_entries():
     """(sgemm, dgemm) addresses of the ``np.dot`` callbacks (compiled, or loaded from Numba's
     cache, on first use): what the product entries hold where NumPy's CBLAS is not found."""
     if not _FALLBACKS:
-        import numba
-
         i32, i64 = types.int32, types.int64
         for ftype in (types.float32, types.float64):
             ptr = types.CPointer(ftype)
             sig = types.void(i32, i32, i32, i64, i64, i64, ftype, ptr, i64, ptr, i64, ftype, ptr, i64)
-            _FALLBACKS.append(numba.cfunc(sig, cache=True, nopython=True, error_model="numpy")(_np_dot_entry))
+            _FALLBACKS.append(callback(_np_dot_entry, sig))
     return tuple(cb.address for cb in _FALLBACKS)
 
 

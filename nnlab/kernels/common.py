@@ -5,14 +5,11 @@ All module-level ``@njit`` functions over flat arrays and integer tables (see
 :mod:`nnlab.kernels.layout`), so a ``numba.cuda`` twin can mirror each one.
 """
 
-import ctypes
-
 import numpy as np
-from llvmlite import binding as llvm
 from numba import carray, njit, types
 
 from .._config import JIT
-from .blas import call_i64, table_reader
+from .blas import address_table, call_i64, callback
 from .layout import DX_ADD, DX_WRITE, F_AMASK, F_AP, F_NKIND, F_NOISE, F_SCRATCH, F_T, NOISE_UNIFORM
 
 DBL_MAX = 1.7976931348623157e308  # abs(x) <= DBL_MAX is False exactly for NaN and ±inf
@@ -131,10 +128,8 @@ def uniform_stream(U, key):
 # (:func:`enable_noise`), and the kernels find its address in a table, as the BLAS's
 # (:mod:`nnlab.kernels.blas`). It draws from the same generator state as compiled code (Numba's
 # per-thread NumPy-compatible state, seeded by the executor for each call): the same numbers.
-_NOISE_SYMBOL = "nnlab_noise_table"
-_NOISE_TABLE = (ctypes.c_uint64 * 2)()  # the callbacks for float32 and float64 noise tensors (0: not loaded)
-llvm.add_symbol(_NOISE_SYMBOL, ctypes.addressof(_NOISE_TABLE))
-_noise_entry = table_reader(_NOISE_SYMBOL, 2)
+# the callbacks for float32 and float64 noise tensors (0: not loaded)
+_NOISE_TABLE, _noise_entry = address_table("nnlab_noise_table", 2)
 _NOISE_CALLBACKS = {}
 
 
@@ -165,13 +160,10 @@ def enable_noise(dtype):
     """Compile (or load from Numba's cache) the noise callback for noise tensors of ``dtype``
     ("float32" or "float64") and put its address in the kernels' table; once per dtype and process.
     Called when a network whose program draws noise is built."""
-    import numba
-
     dt = str(np.dtype(dtype))
     if dt not in _NOISE_CALLBACKS:
         ftype = types.float32 if dt == "float32" else types.float64
-        sig = types.void(types.CPointer(ftype), types.int64, types.int64, types.int64)
-        cb = numba.cfunc(sig, cache=True, nopython=True, error_model="numpy")(_noise_callback)
+        cb = callback(_noise_callback, types.void(types.CPointer(ftype), types.int64, types.int64, types.int64))
         _NOISE_CALLBACKS[dt] = cb
         _NOISE_TABLE[0 if dt == "float32" else 1] = cb.address
 

@@ -42,16 +42,13 @@ sweep of at most k steps from the gradient of the output at t, accumulated into 
 state alone (many-to-one) is the full sweep stopped after k steps.
 """
 
-import ctypes
-
 import numpy as np
-from llvmlite import binding as llvm
 from numba import carray, njit, prange, types
 
 from .._config import JIT
 from ..activations._math import TANH, act_d, act_f
 from . import fastmath as FM
-from .blas import blas_threads, call_i64, gemm, gemm_acc, set_blas_threads, table_reader
+from .blas import address_table, blas_threads, call_i64, callback, gemm, gemm_acc, set_blas_threads
 from .common import act_slots, tview
 from .dense import fast_code, fast_forward
 from .layout import (
@@ -376,12 +373,9 @@ CELL_JIT = dict(JIT, fastmath=set(JIT["fastmath"]) | {"contract"})
 PAR_MIN_MACS = 1 << 22  # multiply-adds of the recurrent products T·n·H·4H below which one thread runs it all
 PAR_MIN_ROWS = 8        # batch rows per block at least
 
-_LSTM_SYMBOL = "nnlab_lstm_table"
 # 0: the threads of Numba's pool an LSTM may use (0: not enabled); 1, 2: the forward and backward
 # entries for float32, 3, 4: for float64 (0: not compiled)
-_LSTM_TABLE = (ctypes.c_uint64 * 5)()
-llvm.add_symbol(_LSTM_SYMBOL, ctypes.addressof(_LSTM_TABLE))
-_lstm_entry = table_reader(_LSTM_SYMBOL, 5)
+_LSTM_TABLE, _lstm_entry = address_table("nnlab_lstm_table", 5)
 
 
 @njit(**JIT)
@@ -854,15 +848,12 @@ def _compile_entries(dtypes=("float32", "float64")):
     and put their addresses in the kernels' table (each dtype once). A network compiles its own
     dtype's only: each pair is ~10 compiled functions of parallel loops, a third of an LSTM
     network's cold start."""
-    import numba
-
-    opts = {"cache": True, "nopython": True, "error_model": "numpy"}
     for slot, ftype in ((1, types.float32), (3, types.float64)):
         if str(ftype) not in dtypes or _LSTM_TABLE[slot]:
             continue
         fwd, bwd = _entry_signatures(ftype)
         for k, (fn, sig) in enumerate(((_forward_entry, fwd), (_backward_entry, bwd))):
-            cb = numba.cfunc(sig, **opts)(fn)
+            cb = callback(fn, sig)
             _ENTRIES.append(cb)
             _LSTM_TABLE[slot + k] = cb.address
 
