@@ -160,8 +160,9 @@ class Sequential:
             layer._params = views
         self._recurrent = any(layer.sequence_input for layer, _ in walked)
         self._programs = {}
+        self._shared_kinds = frozenset()
         prog = self._program(1)
-        self._kernels = kernels_for(prog.ops[:, F_ACT], prog.ops[:, F_KIND])
+        self._kernels = self._host_kernels(prog)
         self._has_noise = bool((prog.ops[:, F_NOISE] >= 0).any())
         if self._has_noise:
             from .kernels.common import enable_noise
@@ -232,10 +233,18 @@ class Sequential:
         else:
             self._to_host()
             self._dev = None
-            prog = self._program(1)
-            self._kernels = kernels_for(prog.ops[:, F_ACT], prog.ops[:, F_KIND])
+            self._kernels = self._host_kernels(self._program(1))
         self.device = device
         return self
+
+    def _host_kinds(self):
+        """The ``KIND_*`` codes of this network's program."""
+        return frozenset(int(k) for k in self._program(1).ops[:, F_KIND])
+
+    def _host_kernels(self, prog):
+        """The CPU kernel set for ``prog`` (and the kinds of :func:`share_executor`)."""
+        kinds = set(int(k) for k in prog.ops[:, F_KIND]) | self._shared_kinds
+        return kernels_for(prog.ops[:, F_ACT], kinds)
 
     def _to_host(self, write=False):
         """On a device: copy back what the device holds newer (parameters, buffers, optimizer
@@ -531,6 +540,23 @@ class Sequential:
     def __repr__(self):
         inner = ",\n  ".join(repr(layer) for layer in self.layers)
         return f"Sequential([\n  {inner}], loss={self.loss_name!r}, dtype={self.dtype.name!r})"
+
+
+def share_executor(*nets):
+    """Run the networks ``nets`` on one CPU executor: the smallest whose op kinds cover all their
+    programs (see :func:`nnlab.kernels.kernels_for`).
+
+    A network runs on the smallest executor that covers its own program, so two networks of
+    different kinds of layers (a plain stack and the same stack with residual blocks) compile two
+    executors on an empty kernel cache. A process that compares them trains both on one instead:
+    the same kernels, so the same bits, and one compile. The choice stays with each network
+    (also after ``to("cpu")``); a user-activation network keeps its own kernel set.
+    """
+    kinds = frozenset().union(*(net._host_kinds() for net in nets))
+    for net in nets:
+        net._shared_kinds = kinds
+        if net.device == "cpu":
+            net._kernels = net._host_kernels(net._program(1))
 
 
 def from_config(cfg, dtype=None, device=None):

@@ -447,3 +447,34 @@ def test_a_shared_activation_object_is_copied_per_layer():
     alphas = [layer.activation.hyperparams["alpha"] for layer in net2.layers]
     assert alphas == [0.1, 0.7]
     assert act.hyperparams["alpha"] == 0.25  # the user's object is left alone
+
+
+# ---------------------------------------------------------------- one executor for compared networks
+def test_share_executor_puts_both_networks_on_the_covering_executor_with_the_same_bits():
+    from nnlab.kernels import cpu, kinds_set
+    from nnlab.network import share_executor
+
+    def plain():
+        return _mlp(["tanh", "tanh", "identity"], [4, 6, 6, 2], loss="softmax_cross_entropy", seed=5)
+
+    def residual():
+        return nl.Sequential([nl.Dense(4, 6, activation="tanh"), nl.Residual([nl.Dense(6, 6, activation="tanh")]),
+                              nl.Dense(6, 2)], loss="softmax_cross_entropy", seed=5)
+
+    alone, shared, other = plain(), plain(), residual()
+    assert alone._kernels is kinds_set(cpu.EXECUTOR_KINDS[0])  # a dense stack: the dense executor
+    share_executor(shared, other)
+    covering = other._kernels
+    assert shared._kernels is covering and covering is not alone._kernels
+    assert shared._shared_kinds >= other._host_kinds()
+    X, y = _data(alone, n=9)
+    runs = []
+    for net in (alone, shared):
+        tr = nl.Trainer(net, nl.optim.Adam(lr=0.01), monitor=nl.GradientMonitor(net))
+        losses = [tr.step(X, y) for _ in range(3)]
+        runs.append((losses, [p.copy() for p in net.params()], net.forward(X), tr.evaluate(X, y)))
+    (l0, p0, f0, e0), (l1, p1, f1, e1) = runs
+    assert l0 == l1 and e0 == e1 and np.array_equal(f0, f1)  # the same bits on either executor
+    assert all(np.array_equal(a, b) for a, b in zip(p0, p1))
+    shared.to("cpu")
+    assert shared._kernels is covering  # the choice stays with the network

@@ -255,6 +255,7 @@ def train_net(kind, net, X, y, steps, lr):
 def run(depth=30, width=32, samples=200, steps=200, lr=0.01, activation="sigmoid", seed=0):
     """Train the plain and the BatchNorm net from the same Dense weights; see the module docstring."""
     from .. import datasets
+    from ..network import share_executor
 
     o = C.check_options(OPTIONS, dict(depth=depth, width=width, samples=samples, steps=steps, lr=lr,
                                       activation=activation))
@@ -263,6 +264,7 @@ def run(depth=30, width=32, samples=200, steps=200, lr=0.01, activation="sigmoid
     res = BatchNormResult(CLAIM, o["depth"], o["width"], o["samples"], o["steps"], o["lr"], o["activation"], seed)
     X, y = datasets.moons(n=res.samples, seed=seed)
     plain, bn, res.same_weights = build_nets(res.depth, res.width, seed, res.activation)
+    share_executor(plain, bn)  # one compiled executor for both (the same bits as each one's own)
     with np.errstate(all="ignore"):
         res.plain, res.chance_loss = train_net("plain", plain, X, y, res.steps, res.lr)
         res.batchnorm, _ = train_net("batchnorm", bn, X, y, res.steps, res.lr)

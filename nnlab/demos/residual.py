@@ -181,6 +181,7 @@ def _train(kind, net, X, y, steps, lr):
 def run(depth=30, block=2, width=32, samples=200, steps=200, lr=0.01, seed=0):
     """Train the plain and the residual net from the same weights; see the module docstring."""
     from .. import datasets
+    from ..network import share_executor
 
     o = C.check_options(OPTIONS, dict(depth=depth, block=block, width=width, samples=samples, steps=steps, lr=lr))
     C.check_sizes(NAME, o)
@@ -192,6 +193,7 @@ def run(depth=30, block=2, width=32, samples=200, steps=200, lr=0.01, seed=0):
     X, y = datasets.moons(n=res.samples, seed=seed)
     plain = build_net("plain", res.depth, res.block, res.width, seed)
     resid = build_net("residual", res.depth, res.block, res.width, seed)
+    share_executor(plain, resid)  # one compiled executor for both (the same bits as each one's own)
     res.same_weights = bool(len(plain.params()) == len(resid.params()) and
                             all(np.array_equal(a, b) for a, b in zip(plain.params(), resid.params())))
     with np.errstate(all="ignore"):
