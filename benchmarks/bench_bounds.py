@@ -26,6 +26,8 @@ Three sections, each a measurement (never an assertion; compare numbers within o
              Numba's ``prange`` threads (one single-threaded product per block), and the SGD-momentum
              update split the same way -- against today's step layout (the BLAS's own threads for
              each product, the update serial): products alone, update alone, products then update.
+             Also the update as level-1 BLAS calls (``saxpby`` + ``saxpy``) on the BLAS's own
+             threads, alone and after the products.
 ``after``    Why a pass costs more after a product: the squared norm of a product's output C
              (mnist's and wide's largest dW) right after the BLAS call that wrote it, with one and
              with two BLAS threads, against the same norm with C in this core's cache and with C
@@ -433,11 +435,39 @@ def _pool_config(spec, fns, blocks, threads, rng):
     d["BLAS threads: products"] = median_time(today)
     d["BLAS threads: update (serial)"] = median_time(lambda: update(p, g, mom, lr, mu))
     d["BLAS threads: both"] = median_time(lambda: (today(), update(p, g, mom, lr, mu)))
+    level1 = _level1_update(p, g, mom, lr, mu)
+    if level1 is not None:  # the SGD family's update as level-1 BLAS calls, on the BLAS's own threads
+        d["BLAS threads: update as level-1 BLAS"] = median_time(level1)
+        d["BLAS threads: products + level-1 update"] = median_time(lambda: (today(), level1()))
     blas.set_threads(1)
     d["one pool: products"] = median_time(pooled)
     d["one pool: update"] = median_time(lambda: update_split(p, g, mom, lr, mu, blocks))
     d["one pool: both"] = median_time(lambda: (pooled(), update_split(p, g, mom, lr, mu, blocks)))
     return d
+
+
+def _level1_update(p, g, m, lr, mu):
+    """SGD-momentum as two level-1 calls of NumPy's OpenBLAS, each split over the BLAS's threads:
+    ``saxpby`` m = g + mu*m, then ``saxpy`` p -= lr*m. Not the same bits as nnlab's update (that one
+    rounds mu*m + g from float64); a timing only. None without NumPy's bundled OpenBLAS."""
+    import ctypes
+
+    from nnlab.kernels import blas
+
+    found = blas._bundled("numpy", "scipy_cblas_saxpby64_", "scipy_cblas_saxpy64_")
+    if found is None or not blas.LIBRARY.startswith("NumPy's OpenBLAS"):
+        return None
+    saxpby, saxpy = found[1]
+    i64, f32, ptr = ctypes.c_int64, ctypes.c_float, ctypes.c_void_p
+    saxpby.argtypes, saxpby.restype = (i64, f32, ptr, i64, f32, ptr, i64), None
+    saxpy.argtypes, saxpy.restype = (i64, f32, ptr, i64, ptr, i64), None
+    n, pa, ga, ma = p.size, p.ctypes.data, g.ctypes.data, m.ctypes.data
+
+    def update():
+        saxpby(n, 1.0, ga, 1, mu, ma, 1)
+        saxpy(n, -lr, ma, 1, pa, 1)
+
+    return update
 
 
 def print_pool(res):

@@ -223,9 +223,28 @@ def test_bounds_one_pool(monkeypatch, capsys):
     spec = B.Spec("t", (7, 9, 5, 3), 6, "tanh", "mse", "xavier_normal")
     res = BB.pool_section([spec])  # checks the row-split products against whole ones first
     assert blas.get_threads() == before
-    assert len(res["t"]) == 6 and all(v > 0 for v in res["t"].values())
+    level1 = blas.LIBRARY.startswith("NumPy's OpenBLAS")
+    assert len(res["t"]) == 6 + 2 * level1 and all(v > 0 for v in res["t"].values())
     BB.print_pool(res)
     assert "one pool: both" in capsys.readouterr().out
+
+
+def test_bounds_level1_update_is_sgd_momentum():
+    """The pool section's level-1 BLAS update computes m = g + mu*m, p -= lr*m (to float32 rounding)."""
+    BB = _load_bounds()
+    from nnlab.kernels import blas
+
+    rng = np.random.default_rng(2)
+    p, g, m = (rng.standard_normal(1000).astype(np.float32) for _ in range(3))
+    want_m = (g.astype(np.float64) + 0.9 * m)
+    want_p = p - 0.01 * want_m
+    update = BB._level1_update(p, g, m, 0.01, 0.9)
+    if not blas.LIBRARY.startswith("NumPy's OpenBLAS"):
+        assert update is None
+        return
+    update()
+    np.testing.assert_allclose(m, want_m, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(p, want_p, rtol=1e-6, atol=1e-6)
 
 
 def test_nnlab_bench_command(tmp_path):
