@@ -49,9 +49,10 @@ def _names(option, known):
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, writable=True, allow_dash=True), default=None,
               help="Write every number to this file ('-': JSON alone on stdout, the tables on stderr).")
 @click.option("--cold", "cold", default=None, metavar="LIST",
-              help="Only the cold-start section: 'all' or demo names, 'step' (the first Trainer.step) and 'warmup' "
-                   "(nnlab warmup, then that step), comma-separated; each runs in a fresh process on an empty "
-                   "kernel cache (minutes).")
+              help="Only the cold-start section: 'all' or demo names, 'new-steps' (first steps of new "
+                   "configurations after the demos), 'step' (the first Trainer.step) and 'warmup' (nnlab warmup, "
+                   "then that step), comma-separated; each runs in a fresh process, the demos on a kernel cache "
+                   "that starts empty (minutes).")
 @click.option("--report", "report_path", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Only print the tables of a saved --json file.")
 @click.pass_context

@@ -1166,13 +1166,34 @@ _COLD_STEP = ("import numpy as np, nnlab as nl\n"
               "nl.Trainer(net, nl.optim.SGD(lr=0.1)).step(X, y)\n")
 
 
+# new configurations after the demos: the first Trainer.step of each on the cache the demos filled
+# (label, dtype, hidden layers, their output width, optimizer)
+_NEW_STEPS = (("dense tanh, float32, SGD", "float32", "nl.Dense(8, 16, activation='tanh')", 16, "nl.optim.SGD(lr=0.1)"),
+              ("dense relu, float32, Adam", "float32", "nl.Dense(8, 32, activation='relu')", 32,
+               "nl.optim.Adam(lr=1e-3)"),
+              ("BatchNorm + Dropout, float64, SGD-momentum", "float64",
+               "nl.Dense(8, 16), nl.BatchNorm(16), nl.Activation('relu'), nl.Dropout(0.2)", 16,
+               "nl.optim.SGD(lr=0.1, momentum=0.9)"))
+
+
+def _new_step_source(dtype, hidden, width, opt):
+    return ("import numpy as np, nnlab as nl\n"
+            "rng = np.random.default_rng(0)\n"
+            f"X = rng.normal(size=(32, 8)).astype(np.{dtype}); y = rng.integers(0, 3, 32)\n"
+            f"net = nl.Sequential([{hidden}, nl.Dense({width}, 3)],\n"
+            f"                    loss='softmax_cross_entropy', seed=0, dtype='{dtype}')\n"
+            f"nl.Trainer(net, {opt}).step(X, y)\n")
+
+
 def cold_targets(spec):
-    """The cold-start targets named by ``spec``: ``all`` (every demo, then ``step``, then
-    ``warmup``) or a comma-separated list of demo names, ``step`` (the first Trainer.step) and
-    ``warmup`` (``nnlab warmup`` of everything, then the same first step on the cache it filled)."""
+    """The cold-start targets named by ``spec``: ``all`` (every demo, then ``new-steps``, then
+    ``step``, then ``warmup``) or a comma-separated list of demo names, ``new-steps`` (the first
+    Trainer.step of three configurations no demo trains, on the cache the demos filled), ``step``
+    (the first Trainer.step on an empty cache) and ``warmup`` (``nnlab warmup`` of everything, then
+    the same first step on the cache it filled)."""
     from .demos import names
 
-    known = names() + ["step", "warmup"]
+    known = names() + ["new-steps", "step", "warmup"]
     if spec == "all":
         return known
     targets = [t.strip() for t in spec.split(",") if t.strip()]
@@ -1188,6 +1209,8 @@ def bench_cold(targets, timeout=900):
 
     The demos run in order on one cache directory that starts empty (``nnlab demo vanishing``
     first, as a new user would: each later demo finds the kernels the earlier ones compiled);
+    ``new-steps`` then runs the first ``Trainer.step`` of three configurations that no demo
+    trains (:data:`_NEW_STEPS`), one process each, on that same cache;
     ``step`` (the first ``Trainer.step`` of a small dense float32 network) runs on a cache of its
     own that is empty; ``warmup`` runs ``nnlab warmup`` (every target, one process per core) on a
     cache of its own and then the same first step on it. The background warm-up a first demo
@@ -1227,6 +1250,10 @@ def bench_cold(targets, timeout=900):
             with tempfile.TemporaryDirectory(prefix="nnlab-cold-step-") as own:
                 if target == "step":
                     one([sys.executable, "-c", _COLD_STEP], own, "first Trainer.step", target)
+                elif target == "new-steps":
+                    for label, *config in _NEW_STEPS:
+                        one([sys.executable, "-c", _new_step_source(*config)], shared,
+                            f"step: {label}", target)
                 elif target == "warmup":
                     jobs = str(os.cpu_count() or 1)
                     one([sys.executable, "-c", launcher, "warmup", "--jobs", jobs], own,
@@ -1469,8 +1496,8 @@ def parse_args(argv):
     ap.add_argument("--skip", default="", help=f"comma-separated sections to skip: {','.join(SECTIONS)}")
     ap.add_argument("--report", default=None, metavar="FILE", help="only print the tables of a --json file")
     ap.add_argument("--cold", default=None, metavar="TARGETS",
-                    help="only the cold-start section: 'all' or a comma-separated list of demo names and 'step' "
-                    "(each in a fresh process on an empty kernel cache; minutes)")
+                    help="only the cold-start section: 'all' or a comma-separated list of demo names, 'new-steps', "
+                    "'step' and 'warmup' (each in a fresh process on an empty kernel cache; minutes)")
     ap.add_argument("--_probe-memory", dest="probe_memory", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--_probe-first-call", dest="probe_first_call", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)

@@ -348,10 +348,23 @@ def test_cold_start_section_runs_each_target_in_a_fresh_process():
 
 def test_cold_start_targets():
     every = B.cold_targets("all")
-    assert every[0] == "vanishing" and every[-2:] == ["step", "warmup"] and "lstm" in every
+    assert every[0] == "vanishing" and every[-3:] == ["new-steps", "step", "warmup"] and "lstm" in every
     assert B.cold_targets("step,ewa") == ["step", "ewa"]
     with pytest.raises(ValueError, match="'bogus'"):
         B.cold_targets("ewa,bogus")
+
+
+def test_the_new_step_configurations_are_working_programs():
+    """Each first step ``new-steps`` times is a working program (run here in this process), on a
+    network no demo trains."""
+    import nnlab as nl
+
+    for label, *config in B._NEW_STEPS:
+        scope = {}
+        exec(B._new_step_source(*config), scope)  # noqa: S102 - the benchmark's own fixed source
+        net = scope["net"]
+        assert isinstance(net, nl.Sequential) and np.isfinite(net.params()[0]).all(), label
+        assert net.dtype == np.dtype(config[0])
 
 
 def test_bench_cold_rejects_an_unknown_target(run):
