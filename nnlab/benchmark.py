@@ -730,12 +730,14 @@ def time_round_robin(runs, repeat, target, rounds=3):
     call (OpenBLAS' thread timeout), and on 2 cores the spinning pool of the framework timed just
     before would steal a core from the next one (measured here: 2-4x slower blocks without the gap).
     The first visit calibrates the block length (warming up); the later ones start with one untimed
-    step. The garbage collector is paused inside timed blocks."""
+    step. The garbage collector is paused inside timed blocks. Each framework's result also holds
+    the median of every visit (``round_medians_s``), for :func:`paired_ratio`."""
     names = list(runs)
     ks = {}
     rounds = max(1, min(rounds, repeat))
     per_visit = [repeat // rounds + (1 if r < repeat % rounds else 0) for r in range(rounds)]
     samples = {n: [] for n in names}
+    visits = {n: [] for n in names}
     for r in range(rounds):
         order = names[r % len(names):] + names[:r % len(names)]
         for n in order:
@@ -753,12 +755,30 @@ def time_round_robin(runs, repeat, target, rounds=3):
                 finally:
                     gc.enable()
                 samples[n].append(dt / ks[n])
+            visits[n].append(statistics.median(samples[n][-per_visit[r]:]))
     out = {}
     for n in names:
         s = sorted(samples[n])
         out[n] = {"median_s": statistics.median(s), "min_s": s[0], "q1_s": s[len(s) // 4],
-                  "q3_s": s[(3 * len(s)) // 4], "steps_per_block": ks[n], "blocks": len(s)}
+                  "q3_s": s[(3 * len(s)) // 4], "steps_per_block": ks[n], "blocks": len(s),
+                  "round_medians_s": visits[n]}
     return out
+
+
+def paired_ratio(timing, other, base="nnlab"):
+    """other/base time per step: the median over the rounds of :func:`time_round_robin` of the two
+    frameworks' ratio within the round (their visits lie seconds apart), or the ratio of the
+    overall medians with one round (or a saved run without the rounds).
+
+    The machine's speed drifts in stretches of several seconds, longer than one framework's visit
+    and shorter than a row: a stretch that slows the visits of one framework in two rounds and of
+    the other in one moves the ratio of the overall medians, while the ratios within the rounds
+    stay right in the rounds that the stretch covers whole or misses."""
+    a, b = timing[other], timing[base]
+    ra, rb = a.get("round_medians_s"), b.get("round_medians_s")
+    if ra and rb and len(ra) == len(rb) and len(ra) > 1:
+        return statistics.median(x / y for x, y in zip(ra, rb))
+    return a["median_s"] / b["median_s"]
 
 
 def sgemm_peak(size=2048, repeat=5):
@@ -880,7 +900,7 @@ def bench_case(spec, opt, args):
     for t in timing.values():
         t["gflops"] = flops / t["median_s"] / 1e9
     nn = timing.get("nnlab")
-    case["ratios"] = {f"{o}/nnlab": timing[o]["median_s"] / nn["median_s"]
+    case["ratios"] = {f"{o}/nnlab": paired_ratio(timing, o)
                       for o in ("torch", "jax", "numpy", "nnlab-kernel") if nn and o in timing}
     summary = "  ".join(f"{n} {fmt_us(t['median_s'])} us" for n, t in timing.items())
     print(f"  median per step: {summary}" + (f"  [other processes used {other:.2f} cores meanwhile]"
@@ -1518,7 +1538,7 @@ def parse_args(argv):
     if args.repeat < 1:
         ap.error("--repeat must be >= 1")
     args.target = 0.01 if args.quick else 0.04  # seconds per timed block
-    args.rounds = 1 if args.quick else 3  # visits per framework (see time_round_robin)
+    args.rounds = 1 if args.quick else 5  # visits per framework (see time_round_robin, paired_ratio)
     if args.quick:
         args.skip |= {"memory", "fit"}
     return args

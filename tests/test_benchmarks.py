@@ -369,3 +369,49 @@ def test_the_new_step_configurations_are_working_programs():
 
 def test_bench_cold_rejects_an_unknown_target(run):
     assert "'bogus'" in one_line_error(run("bench", "--cold", "ewa,bogus"))
+
+
+class _VirtualClock:
+    """A stand-in for the benchmark's ``time`` module: steps advance a virtual clock, and the sleep
+    before every visit counts the visits."""
+
+    def __init__(self):
+        self.now = 0.0
+        self.visit = -1
+
+    def perf_counter(self):
+        return self.now
+
+    def sleep(self, s):
+        self.now += s
+        self.visit += 1
+
+
+def test_paired_ratio_survives_a_slow_stretch_that_the_ratio_of_medians_does_not(monkeypatch):
+    """nnlab 1 ms and torch 2 ms per step, five rounds in rotated order: visits n0 t0 | t1 n1 |
+    n2 t2 | t3 n3 | n4 t4. A stretch of time in which everything runs 3x slower covers visits
+    t0 .. t3 (six visits in a row): torch is slow in four rounds, nnlab in two. The ratio of the
+    overall medians then reads 6x; the median of the ratios within the rounds, 2x."""
+    clock = _VirtualClock()
+    monkeypatch.setattr(B, "time", clock)
+
+    def make(per_step):
+        def run(k):
+            clock.now += k * per_step * (3.0 if 1 <= clock.visit <= 6 else 1.0)
+        return run
+
+    out = B.time_round_robin({"nnlab": make(1e-3), "torch": make(2e-3)}, repeat=10, target=0.01, rounds=5)
+    assert clock.visit == 9
+    per_round = [a / b for a, b in zip(out["torch"]["round_medians_s"], out["nnlab"]["round_medians_s"])]
+    assert per_round == pytest.approx([6.0, 2.0, 2.0, 6.0, 2.0])
+    assert out["torch"]["median_s"] / out["nnlab"]["median_s"] == pytest.approx(6.0)
+    assert B.paired_ratio(out, "torch") == pytest.approx(2.0)
+    assert B.paired_ratio(out, "nnlab", base="torch") == pytest.approx(0.5)
+
+
+def test_paired_ratio_falls_back_to_the_medians_with_one_round():
+    timing = {"nnlab": {"median_s": 2.0, "round_medians_s": [2.0]},
+              "torch": {"median_s": 5.0, "round_medians_s": [5.0]}}
+    assert B.paired_ratio(timing, "torch") == pytest.approx(2.5)
+    del timing["torch"]["round_medians_s"]  # a saved run from before the rounds were kept
+    assert B.paired_ratio(timing, "torch") == pytest.approx(2.5)
