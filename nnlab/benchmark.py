@@ -1430,10 +1430,11 @@ def detail_table(cases):
         kn = t.get("nnlab-kernel", {}).get("median_s")
         fit = c.get("fit") or {}
         fl = t.get("gemm-floor", {}).get("median_s")
+        over = f"{paired_ratio(t, 'nnlab', base='gemm-floor'):.2f}x" if st and fl else "-"
         lines.append(f"{c['config']:12s} {c['optimizer']:13s} {fmt_us(st):>9s} {fmt_us(kn):>9s} "
                      f"{(fmt_us(st - kn) if st and kn else '-'):>10s} {fmt_us(fit.get('fit_per_step_s')):>11s} "
                      f"{fmt_us(fit.get('fit_step_time_median_s')):>12s} {fmt_us(fl):>13s} "
-                     f"{(f'{st / fl:.2f}x' if st and fl else '-'):>10s}")
+                     f"{over:>10s}")
     return "\n".join(lines)
 
 
