@@ -168,7 +168,7 @@ def _time(row, runs, repeat, target, flops=None):
     row["time"] = timed
     row["median_s"] = med = {k: v["median_s"] for k, v in timed.items()}
     if "torch" in med and "nnlab" in med:
-        row["torch_over_nnlab"] = med["torch"] / med["nnlab"]
+        row["torch_over_nnlab"] = B.paired_ratio(timed, "torch")
     if flops and "nnlab" in med:
         row["gflops"] = flops / med["nnlab"] / 1e9
 

@@ -16,6 +16,8 @@ both rows, at least 2x on the LSTM. Numbers are measurements, never assertions.
 
 import numpy as np
 
+from .benchmark import paired_ratio
+
 LSTM_SHAPE = dict(batch=64, steps=50, n_in=1, hidden=128)
 MLP_SHAPE = dict(batch=128, widths=(784, 256, 256, 10), p=0.5)
 GOALS = (("lstm", "adam", 2.0), ("lstm", "adam", 1.0), ("bn-dropout", "sgd-momentum", 1.0),
@@ -207,7 +209,7 @@ def run(repeat, target, time_round_robin, quick=False):
         row["time"] = timed
         row["median_s"] = medians = {k: v["median_s"] for k, v in timed.items()}
         if "torch" in medians:
-            row["torch_over_nnlab"] = medians["torch"] / medians["nnlab"]
+            row["torch_over_nnlab"] = paired_ratio(timed, "torch")
         print(f"[layers] {case:<10} {opt:<13} nnlab {1e3 * medians['nnlab']:.2f} ms"
               + (f", torch {1e3 * medians['torch']:.2f} ms ({row['torch_over_nnlab']:.2f}x)" if "torch" in medians
                  else ", torch n/a"), flush=True)
