@@ -1177,15 +1177,6 @@ def bench_demo():
             "wall_s": walls, "exit_codes": codes, "other_processes_cores": other}
 
 
-# the first Trainer.step of a new configuration: a small dense network, float32, SGD
-_COLD_STEP = ("import numpy as np, nnlab as nl\n"
-              "rng = np.random.default_rng(0)\n"
-              "X = rng.normal(size=(32, 8)).astype(np.float32); y = rng.integers(0, 3, 32)\n"
-              "net = nl.Sequential([nl.Dense(8, 16, activation='tanh'), nl.Dense(16, 3)],\n"
-              "                    loss='softmax_cross_entropy', seed=0, dtype='float32')\n"
-              "nl.Trainer(net, nl.optim.SGD(lr=0.1)).step(X, y)\n")
-
-
 # new configurations after the demos: the first Trainer.step of each on the cache the demos filled
 # (label, dtype, hidden layers, their output width, optimizer)
 _NEW_STEPS = (("dense tanh, float32, SGD", "float32", "nl.Dense(8, 16, activation='tanh')", 16, "nl.optim.SGD(lr=0.1)"),
@@ -1203,6 +1194,11 @@ def _new_step_source(dtype, hidden, width, opt):
             f"net = nl.Sequential([{hidden}, nl.Dense({width}, 3)],\n"
             f"                    loss='softmax_cross_entropy', seed=0, dtype='{dtype}')\n"
             f"nl.Trainer(net, {opt}).step(X, y)\n")
+
+
+# the first Trainer.step of a new configuration on an empty cache: the first of those above (a small
+# dense network, float32, SGD)
+_COLD_STEP = _new_step_source(*_NEW_STEPS[0][1:])
 
 
 def cold_targets(spec):
