@@ -162,7 +162,7 @@ class Sequential:
         self._programs = {}
         self._shared_kinds = frozenset()
         prog = self._program(1)
-        self._kernels = self._host_kernels(prog)
+        self._kernels = self._host_kernels()
         self._has_noise = bool((prog.ops[:, F_NOISE] >= 0).any())
         if self._has_noise:
             from .kernels.common import enable_noise
@@ -233,7 +233,7 @@ class Sequential:
         else:
             self._to_host()
             self._dev = None
-            self._kernels = self._host_kernels(self._program(1))
+            self._kernels = self._host_kernels()
         self.device = device
         return self
 
@@ -241,10 +241,9 @@ class Sequential:
         """The ``KIND_*`` codes of this network's program."""
         return frozenset(int(k) for k in self._program(1).ops[:, F_KIND])
 
-    def _host_kernels(self, prog):
-        """The CPU kernel set for ``prog`` (and the kinds of :func:`share_executor`)."""
-        kinds = set(int(k) for k in prog.ops[:, F_KIND]) | self._shared_kinds
-        return kernels_for(prog.ops[:, F_ACT], kinds)
+    def _host_kernels(self):
+        """The CPU kernel set for this network's program and the kinds of :func:`share_executor`."""
+        return kernels_for(self._program(1).ops[:, F_ACT], self._host_kinds() | self._shared_kinds)
 
     def _to_host(self, write=False):
         """On a device: copy back what the device holds newer (parameters, buffers, optimizer
@@ -556,7 +555,7 @@ def share_executor(*nets):
     for net in nets:
         net._shared_kinds = kinds
         if net.device == "cpu":
-            net._kernels = net._host_kernels(net._program(1))
+            net._kernels = net._host_kernels()
 
 
 def from_config(cfg, dtype=None, device=None):
