@@ -86,16 +86,18 @@ def test_sequences_save_load_and_monitor(tmp_path):
 
 
 def test_with_a_user_activation_in_the_highway():
-    """A registered activation (its own kernel set, compiled in this process) beside these layers
-    (the same sin as tests/test_layers_core.py: one kernel set for both when the registry is unchanged)."""
+    """A registered activation (its own kernel set, compiled in this process) beside these layers;
+    unregistered afterwards, as in tests/test_layers_core.py (the registry is process-wide)."""
     import math
 
-    name = "layers_core_sin"
-    if name not in nl.activations.names():
-        nl.activations.register(name, lambda z: math.sin(z), lambda z: math.cos(z))
-    net = nl.Sequential([nl.Highway(3, activation=name), nl.Dropout(0.3),
-                         nl.Maxout(3, 3, k=2, bias_init=nl.init.get("normal", std=0.5)),
-                         nl.RBF(3, 2, learnable_gamma=True), nl.AlphaDropout(0.1), nl.Dense(2, 1)], seed=0)
-    assert net._kernels is not nl.kernels.cpu
-    X = data(5, 3, seed=3)
-    assert_gradients_both_modes(net, X, X[:, :1])
+    name = "layers_mixed_sin"
+    nl.activations.register(name, lambda z: math.sin(z), lambda z: math.cos(z))
+    try:
+        net = nl.Sequential([nl.Highway(3, activation=name), nl.Dropout(0.3),
+                             nl.Maxout(3, 3, k=2, bias_init=nl.init.get("normal", std=0.5)),
+                             nl.RBF(3, 2, learnable_gamma=True), nl.AlphaDropout(0.1), nl.Dense(2, 1)], seed=0)
+        assert net._kernels is not nl.kernels.cpu
+        X = data(5, 3, seed=3)
+        assert_gradients_both_modes(net, X, X[:, :1])
+    finally:
+        nl.activations.unregister(name)
