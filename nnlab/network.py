@@ -551,6 +551,10 @@ def share_executor(*nets):
     the same kernels, so the same bits, and one compile. The choice stays with each network
     (also after ``to("cpu")``); a user-activation network keeps its own kernel set.
     """
+    bad = [type(net).__name__ for net in nets if not isinstance(net, Sequential)]
+    if not nets or bad:
+        raise HyperparameterError("share_executor takes nnlab networks (Sequential); "
+                                  + (f"got {', '.join(bad)}" if bad else "got none"))
     kinds = frozenset().union(*(net._host_kinds() for net in nets))
     for net in nets:
         net._shared_kinds = kinds

@@ -478,3 +478,8 @@ def test_share_executor_puts_both_networks_on_the_covering_executor_with_the_sam
     assert all(np.array_equal(a, b) for a, b in zip(p0, p1))
     shared.to("cpu")
     assert shared._kernels is covering  # the choice stays with the network
+    with pytest.raises(nl.errors.HyperparameterError, match="got list"):
+        share_executor(shared, [1, 2])
+    with pytest.raises(nl.errors.HyperparameterError, match="got none"):
+        share_executor()
+    assert shared._kernels is covering  # a refused call changes nothing
