@@ -3,8 +3,9 @@
     python benchmarks/profile_cold.py [TARGET ...] [--top 15] [--json FILE] [--shared]
 
 A TARGET is a demo name (``vanishing``, ``exploding``, ...), ``step`` (the first ``Trainer.step``
-of a small dense float64 network), ``step32`` (the float32 network of ``nnlab bench --cold step``)
-or ``step-lstm`` (the same for an LSTM network); default: ``vanishing step``. Each target runs in a child process with a fresh, empty ``NUMBA_CACHE_DIR`` (with
+of a small dense float64 network), ``step32`` (the float32 network of ``nnlab bench --cold step``),
+``fit32`` (one epoch of ``Trainer.fit`` of that network) or ``step-lstm`` (the first step of an LSTM
+network); default: ``vanishing step``. Each target runs in a child process with a fresh, empty ``NUMBA_CACHE_DIR`` (with
 ``--shared`` all targets share one cache, in the order given: "every other demo after the first").
 The child records Numba's ``numba:compile`` events and prints, per target, its wall and CPU
 seconds (user + system, children included), the total compile time, and the functions with the
@@ -38,6 +39,8 @@ net = nl.Sequential([nl.Dense(8, 16, activation="tanh"), nl.Dense(16, 3)], loss=
                     dtype="float32")
 nl.Trainer(net, nl.optim.SGD(lr=0.1)).step(X, y)
 """
+
+FIT32_SRC = STEP32_SRC.replace(".step(X, y)", ".fit(X, y, epochs=1, batch_size=8)")
 
 STEP_LSTM_SRC = """
 import numpy as np, nnlab as nl
@@ -79,6 +82,8 @@ def _child(target, out_path):
         exec(STEP_SRC, {})
     elif target == "step32":
         exec(STEP32_SRC, {})
+    elif target == "fit32":
+        exec(FIT32_SRC, {})
     elif target == "step-lstm":
         exec(STEP_LSTM_SRC, {})
     else:

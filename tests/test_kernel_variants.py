@@ -108,7 +108,11 @@ def test_the_variants_are_cached_and_bind_one_rule():
         rec = ks.train_step_o4r.py_func.__globals__
         assert rec["grad_stats"] is getattr(ks, "grad_stats", cpu.grad_stats)
         epoch = ks.train_epoch_o4
-        assert epoch.py_func.__globals__["train_step"] is step
+        inlined = epoch.py_func.__globals__["train_step_inline"]
+        assert inlined.targetoptions.get("inline") == "always"  # no compiled level between
+        assert inlined.py_func.__code__ is step.py_func.__code__
+        ig = inlined.py_func.__globals__
+        assert ig["opt_update"] is g["opt_update"] and ig["grad_stats"] is variants.no_grad_stats
         assert epoch.stats.cache_path is not None
     with pytest.raises(AttributeError):
         getattr(kinds_set(cpu.EXECUTOR_KINDS[0]), "train_step_o" + "99")
@@ -152,3 +156,38 @@ def test_the_compile_notice_names_the_optimizer():
     assert CN.describe("train_step_k2_o4r", [])[0] == (
         "the executor for dense layers: training step, Adam with statistics")
     assert CN.describe("train_epoch_o0", [])[0] == "the executor for every layer kind: training epoch, SGD"
+
+
+_FIT_COMPILES = """
+import json, sys
+import numpy as np
+from numba.core import event
+import nnlab as nl
+
+names = []
+
+class Rec(event.Listener):
+    def on_start(self, ev):
+        pass
+
+    def on_end(self, ev):
+        names.append(ev.data["dispatcher"].py_func.__name__)
+
+event.register("numba:compile", Rec())
+rng = np.random.default_rng(0)
+X = rng.normal(size=(24, 3)); y = rng.integers(0, 2, 24)
+net = nl.Sequential([nl.Dense(3, 4, activation="tanh"), nl.Dense(4, 2)], loss="softmax_cross_entropy", seed=0)
+nl.Trainer(net, nl.optim.SGD(lr=0.1)).fit(X, y, epochs=1, batch_size=8, progress=False)
+json.dump(names, sys.stdout)
+"""
+
+
+def test_fit_on_an_empty_cache_compiles_the_epoch_with_the_step_inlined(tmp_path):
+    """fit's compiled epoch runs the step inlined: on an empty cache it compiles no training step of its own."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), NNLAB_QUIET="1", NNLAB_WARMUP="0")
+    proc = subprocess.run([sys.executable, "-c", _FIT_COMPILES], capture_output=True, text=True, env=env,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    compiled = set(json.loads(proc.stdout))
+    assert "train_epoch_k2_o0" in compiled
+    assert not {n for n in compiled if n.startswith("train_step")}

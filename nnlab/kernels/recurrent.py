@@ -211,7 +211,7 @@ def _shared_products(ops, tens, params, grads, ws, dws, i, n, T, F, H, G, Xt, Hs
     dWih = grads[w:w + F * G].reshape((F, G))
     dWhh = grads[w + F * G:w + F * G + H * G].reshape((H, G))
     gemm(Xt, True, dZ, False, dWih)
-    gemm(_mat(Hs.reshape(-1), 0, T * n, H), True, dZ, False, dWhh)
+    gemm(_mat(Hs.reshape(-1), np.int64(0), T * n, H), True, dZ, False, dWhh)
     b = ops[i, F_B]
     if b >= 0:
         _col_sums(dZ, grads[b:b + G])
@@ -308,7 +308,7 @@ def rnn_backward(ops, hp, tens, params, grads, ws, dws, i, n, stored):
     w = ops[i, F_W]
     Whh = params[w + F * H:w + F * H + H * H].reshape((H, H))
     m = n * H
-    tmp = _mat(S, 0, n, H)
+    tmp = _mat(S, np.int64(0), n, H)
     dHf = dH.reshape(-1)
     dZf = dZ.reshape(-1)
     k = ops[i, F_K]
@@ -534,8 +534,8 @@ def lstm_forward(ops, hp, tens, params, ws, dws, i, n, training, store):
                   ws.ctypes.data, ws.size, i, n))
         set_blas_threads(before)
     else:
-        _lstm_project(ops, tens, params, ws, i, n, 0, T * n)
-        _lstm_forward_rows(ops, hp, tens, params, ws, i, n, 0, n)
+        _lstm_project(ops, tens, params, ws, i, n, np.int64(0), T * n)  # (not a literal 0: common.flag)
+        _lstm_forward_rows(ops, hp, tens, params, ws, i, n, np.int64(0), n)  # (the blocks' compiled copy)
     _output(ops, tens, ws, i, n, Hs, T, H)
 
 
@@ -781,8 +781,8 @@ def lstm_backward(ops, hp, tens, params, grads, ws, dws, i, n, stored):
                   acc.shape[1]))
         set_blas_threads(before)
     else:
-        _lstm_backward_rows(ops, hp, tens, params, ws, dws, i, n, 0, n, Wb, tb, acc[0])
-        _lstm_products(ops, hp, tens, grads, ws, dws, i, n, 0, G)
+        _lstm_backward_rows(ops, hp, tens, params, ws, dws, i, n, np.int64(0), n, Wb, tb, acc[0])
+        _lstm_products(ops, hp, tens, grads, ws, dws, i, n, np.int64(0), G)
     for k in range(1, P):  # the blocks' sums, in block order
         for j in range(acc.shape[1]):
             acc[0, j] += acc[k, j]

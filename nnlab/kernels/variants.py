@@ -136,14 +136,19 @@ def variant(globs, name, store):
     if m is None or int(m.group(2)) not in UPDATES or (m.group(1) == "train_epoch" and m.group(3)):
         raise AttributeError(f"kernel set has no attribute {name!r}")
     base, code, record = m.group(1), int(m.group(2)), bool(m.group(3))
-    if base == "train_epoch":
-        g = dict(globs, train_step=variant(globs, f"train_step_o{code}", store))
-        fn = _copy(globs["train_epoch"], g, f"_o{code}")
+    if base == "train_epoch":  # the step it inlines, with the one rule and no statistics
+        step = _copy(globs["train_step_inline"], _step_globals(globs, code, False), f"_o{code}")
+        fn = _copy(globs["train_epoch"], dict(globs, train_step_inline=step), f"_o{code}")
     else:
-        update, checked = _opt_updates(code)
-        g = dict(globs, opt_update=update, opt_update_checked=checked)
-        if not record:
-            g.update(grad_stats=no_grad_stats, update_stats=no_update_stats)
-        fn = _copy(globs["train_step"], g, f"_o{code}{'r' if record else ''}")
+        fn = _copy(globs["train_step"], _step_globals(globs, code, record), f"_o{code}{'r' if record else ''}")
     store[name] = fn
     return fn
+
+
+def _step_globals(globs, code, record):
+    """The globals of a step with the rule of ``code`` only (and, without ``record``, no statistics)."""
+    update, checked = _opt_updates(code)
+    g = dict(globs, opt_update=update, opt_update_checked=checked)
+    if not record:
+        g.update(grad_stats=no_grad_stats, update_stats=no_update_stats)
+    return g
