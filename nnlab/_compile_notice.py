@@ -6,8 +6,14 @@ line to stderr naming what compiles, e.g. ``compiling the dense executor: traini
 (float32) -- first run only, ~5 s``; while the compile lasts longer than ~2 s it keeps reporting:
 a tqdm spinner with the elapsed time on a terminal, a plain line every ~2 s when stderr is piped.
 Set ``NNLAB_QUIET=1`` (the CLI's ``--quiet``) to turn it off; it is read at each compile.
+
+Numba's event does not fire for a C callback (``numba.cfunc``: the LSTM's threaded sweeps, the
+noise generator, the ``np.dot`` fallback), whose compile would then pass in silence or as a few
+lines naming internal helpers: :func:`compiling` wraps such a compile, names it, and keeps the
+dispatcher compiles inside it quiet; it says nothing when the callback loads from the cache.
 """
 
+import contextlib
 import os
 import sys
 import threading
@@ -32,6 +38,7 @@ _KINDS = {1: "dense", 2: "batch-norm", 3: "layer-norm", 4: "dropout", 5: "alpha-
           7: "gate", 8: "maxout", 9: "RBF", 10: "RNN", 11: "LSTM"}
 
 INTERVAL = 2.0  # seconds between progress reports
+ANNOUNCE_AFTER = 0.5  # seconds a :func:`compiling` block lasts before it is announced (a cache load takes ms)
 _state = {"on": True}
 
 
@@ -61,8 +68,9 @@ def describe(name, args):
     args = list(args)
     if base in _ENTRY and len(args) > 3:  # (ops, hp, tens, params, ...): hp is float64 in any network
         args = args[3:]
-    dtype = next((str(a.dtype) for a in args if getattr(a, "dtype", None) is not None
-                  and str(a.dtype).startswith("float")), None)
+    floats = {str(a.dtype) for a in args if str(getattr(a, "dtype", "")).startswith("float")}
+    # a float32 network's kernels also take float64 arrays (hyperparameters, float64 sums)
+    dtype = "float32" if "float32" in floats else "float64" if "float64" in floats else None
     suffix = f" ({dtype})" if dtype else ""
     if base in _ENTRY:
         words, est = _ENTRY[base]
@@ -79,9 +87,10 @@ def describe(name, args):
 class _Ticker:
     """Reports an ongoing compile every INTERVAL seconds after the first INTERVAL."""
 
-    def __init__(self, what, stream):
+    def __init__(self, what, stream, announce_after=None):
         self.what = what
         self.stream = stream
+        self.announce_after = announce_after  # None: announced already; else print the first line after it
         self.t0 = time.perf_counter()
         self.done = threading.Event()
         self.held = not getattr(stream, "isatty", lambda: False)()
@@ -93,6 +102,13 @@ class _Ticker:
         self.thread.start()
 
     def _run(self):
+        if self.announce_after is not None:
+            if self.done.wait(self.announce_after):
+                return
+            try:
+                print(f"compiling {self.what} -- first run only", file=self.stream, flush=True)
+            except Exception:  # a closed stream must not break the computation
+                return
         if self.done.wait(INTERVAL):
             return
         tty = getattr(self.stream, "isatty", lambda: False)()
@@ -170,6 +186,31 @@ class _Listener:
 
 
 _installed = None
+
+
+@contextlib.contextmanager
+def compiling(what):
+    """Around a compile that Numba's event does not report (a C callback): ``compiling <what> --
+    first run only`` once it has lasted :data:`ANNOUNCE_AFTER` seconds, then the progress reports
+    as for a dispatcher; the dispatcher compiles inside it are not announced on their own. Silent
+    when it ends sooner (loaded from the cache), inside another compile, or when quiet."""
+    impl = _installed.impl if _installed is not None else None
+    if impl is None or impl.depth > 0:
+        yield
+        return
+    impl.depth += 1  # (the listener announces outermost compiles only)
+    ticker = None
+    if not quiet() and _state["on"]:
+        try:
+            ticker = _Ticker(what, sys.stderr, announce_after=ANNOUNCE_AFTER)
+        except Exception:  # a closed stream must not break the computation
+            ticker = None
+    try:
+        yield
+    finally:
+        impl.depth = max(impl.depth - 1, 0)
+        if ticker is not None:
+            ticker.stop()
 
 
 def install():

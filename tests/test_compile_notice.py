@@ -124,3 +124,52 @@ def test_a_long_compile_points_to_the_warmup_once_per_process(monkeypatch, capsy
     assert lines[1] == ("compiling the executor -- first run only, ~30 s "
                         "(`nnlab warmup` compiles the common kernels ahead of use)")
     assert lines[2] == "compiling the executor -- first run only, ~30 s"
+
+
+def test_a_callback_compile_is_announced_once_it_lasts_and_hides_the_compiles_inside(monkeypatch, capsys):
+    """Numba reports no compile of a C callback: ``compiling`` names it after ANNOUNCE_AFTER
+    seconds, keeps the dispatcher compiles inside it quiet, and says nothing for a short block."""
+    monkeypatch.setattr(CN, "_state", {"on": True})
+    monkeypatch.delenv("NNLAB_QUIET", raising=False)
+    monkeypatch.setattr(CN, "ANNOUNCE_AFTER", 0.05)
+    CN.install()
+    with CN.compiling("the quick thing"):
+        pass
+    assert capsys.readouterr().err == ""
+
+    fresh = numba.njit(lambda x: x + 1)  # a new dispatcher: its compile fires Numba's event
+    err = ""
+    with CN.compiling("the slow thing"):
+        assert fresh(1) == 2
+        for _ in range(400):  # until the announcement, at most ~20 s on a loaded machine
+            err += capsys.readouterr().err
+            if "the slow thing" in err:
+                break
+            CN.time.sleep(0.05)
+    err += capsys.readouterr().err
+    assert "compiling the slow thing -- first run only" in err
+    assert "compiling kernel" not in err and "<lambda>" not in err  # the compile inside was not announced
+    fresh2 = numba.njit(lambda x: x + 2)
+    assert fresh2(1) == 3
+    assert "compiling kernel <lambda>" in capsys.readouterr().err  # outside a block: announced as before
+    assert CN._installed.impl.depth == 0
+
+
+def _double(x):
+    return 2.0 * x
+
+
+def test_callbacks_name_what_compiles(monkeypatch):
+    from nnlab.kernels import blas
+
+    seen = []
+    real = CN.compiling
+
+    def spy(what):
+        seen.append(what)
+        return real(what)
+
+    monkeypatch.setattr(CN, "compiling", spy)
+    cb = blas.callback(_double, numba.float64(numba.float64), "the doubling")
+    assert cb.ctypes(2.5) == 5.0
+    assert seen == ["the doubling"]

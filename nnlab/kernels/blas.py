@@ -161,12 +161,16 @@ def address_table(symbol, size):
     return table, table_reader(symbol, size)
 
 
-def callback(fn, sig):
+def callback(fn, sig, what):
     """``fn`` compiled as a C callback of signature ``sig`` (``numba.cfunc``, cached on disk as the
-    kernels are): what the kernels call through the address tables instead of linking the code."""
+    kernels are): what the kernels call through the address tables instead of linking the code.
+    ``what`` names it in the compile notice (Numba announces no compile of a C callback)."""
     import numba
 
-    return numba.cfunc(sig, cache=True, nopython=True, error_model="numpy")(fn)
+    from .._compile_notice import compiling
+
+    with compiling(what):
+        return numba.cfunc(sig, cache=True, nopython=True, error_model="numpy")(fn)
 
 
 def table_reader(symbol, size):
@@ -332,7 +336,7 @@ def np_dot_entries():
         for ftype in (types.float32, types.float64):
             ptr = types.CPointer(ftype)
             sig = types.void(i32, i32, i32, i64, i64, i64, ftype, ptr, i64, ptr, i64, ftype, ptr, i64)
-            _FALLBACKS.append(callback(_np_dot_entry, sig))
+            _FALLBACKS.append(callback(_np_dot_entry, sig, f"the np.dot matrix product ({ftype})"))
     return tuple(cb.address for cb in _FALLBACKS)
 
 

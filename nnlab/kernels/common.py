@@ -163,7 +163,8 @@ def enable_noise(dtype):
     dt = str(np.dtype(dtype))
     if dt not in _NOISE_CALLBACKS:
         ftype = types.float32 if dt == "float32" else types.float64
-        cb = callback(_noise_callback, types.void(types.CPointer(ftype), types.int64, types.int64, types.int64))
+        cb = callback(_noise_callback, types.void(types.CPointer(ftype), types.int64, types.int64, types.int64),
+                      f"the noise generator ({dt})")
         _NOISE_CALLBACKS[dt] = cb
         _NOISE_TABLE[0 if dt == "float32" else 1] = cb.address
 

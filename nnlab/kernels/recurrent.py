@@ -852,8 +852,8 @@ def _compile_entries(dtypes=("float32", "float64")):
         if str(ftype) not in dtypes or _LSTM_TABLE[slot]:
             continue
         fwd, bwd = _entry_signatures(ftype)
-        for k, (fn, sig) in enumerate(((_forward_entry, fwd), (_backward_entry, bwd))):
-            cb = callback(fn, sig)
+        for k, (fn, sig, way) in enumerate(((_forward_entry, fwd, "forward"), (_backward_entry, bwd, "backward"))):
+            cb = callback(fn, sig, f"the LSTM's threaded {way} sweeps ({ftype})")
             _ENTRIES.append(cb)
             _LSTM_TABLE[slot + k] = cb.address
 
