@@ -118,11 +118,11 @@ def test_the_variants_are_cached_and_bind_one_rule():
         getattr(kinds_set(cpu.EXECUTOR_KINDS[0]), "train_step_o" + "99")
 
 
-_COMPILE_ONE_RULE = """
+# a child process that runs CODE on an empty kernel cache and prints the names of the functions it compiled
+_RECORD_COMPILES = """
 import json, sys
 import numpy as np
 from numba.core import event
-from nnlab.kernels import cpu, variants
 
 names = []
 
@@ -134,20 +134,27 @@ class Rec(event.Listener):
         names.append(ev.data["dispatcher"].py_func.__name__)
 
 event.register("numba:compile", Rec())
-checked = cpu.train_step_o0.py_func.__globals__["opt_update_checked"]
-p = np.ones(4); g = np.ones(4); state = np.zeros((1, 4)); hp = np.zeros(16); hp[0] = 0.1
-checked(0, hp, 1, p, g, state, 2.0)
+CODE
 json.dump(names, sys.stdout)
 """
 
 
+def _compiled_on_an_empty_cache(code, cache):
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache), NNLAB_QUIET="1", NNLAB_WARMUP="0")
+    proc = subprocess.run([sys.executable, "-c", _RECORD_COMPILES.replace("CODE", code)], capture_output=True,
+                          text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    return set(json.loads(proc.stdout))
+
+
 def test_a_first_sgd_update_compiles_no_other_optimizers_rule(tmp_path):
     """On an empty kernel cache, the SGD step's checked update compiles SGD's loop and no other."""
-    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), NNLAB_QUIET="1")
-    proc = subprocess.run([sys.executable, "-c", _COMPILE_ONE_RULE], capture_output=True, text=True, env=env,
-                          timeout=600)
-    assert proc.returncode == 0, proc.stderr
-    compiled = set(json.loads(proc.stdout))
+    compiled = _compiled_on_an_empty_cache("""
+from nnlab.kernels import cpu
+checked = cpu.train_step_o0.py_func.__globals__["opt_update_checked"]
+p = np.ones(4); g = np.ones(4); state = np.zeros((1, 4)); hp = np.zeros(16); hp[0] = 0.1
+checked(0, hp, 1, p, g, state, 2.0)
+""", tmp_path)
     assert "sgd_update" in compiled and "opt_update_checked_o0" in compiled
     assert not compiled & {n for c, n in variants.UPDATES.items() if c != OK.SGD}
 
@@ -158,36 +165,14 @@ def test_the_compile_notice_names_the_optimizer():
     assert CN.describe("train_epoch_o0", [])[0] == "the executor for every layer kind: training epoch, SGD"
 
 
-_FIT_COMPILES = """
-import json, sys
-import numpy as np
-from numba.core import event
+def test_fit_on_an_empty_cache_compiles_the_epoch_with_the_step_inlined(tmp_path):
+    """fit's compiled epoch runs the step inlined: on an empty cache it compiles no training step of its own."""
+    compiled = _compiled_on_an_empty_cache("""
 import nnlab as nl
-
-names = []
-
-class Rec(event.Listener):
-    def on_start(self, ev):
-        pass
-
-    def on_end(self, ev):
-        names.append(ev.data["dispatcher"].py_func.__name__)
-
-event.register("numba:compile", Rec())
 rng = np.random.default_rng(0)
 X = rng.normal(size=(24, 3)); y = rng.integers(0, 2, 24)
 net = nl.Sequential([nl.Dense(3, 4, activation="tanh"), nl.Dense(4, 2)], loss="softmax_cross_entropy", seed=0)
 nl.Trainer(net, nl.optim.SGD(lr=0.1)).fit(X, y, epochs=1, batch_size=8, progress=False)
-json.dump(names, sys.stdout)
-"""
-
-
-def test_fit_on_an_empty_cache_compiles_the_epoch_with_the_step_inlined(tmp_path):
-    """fit's compiled epoch runs the step inlined: on an empty cache it compiles no training step of its own."""
-    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), NNLAB_QUIET="1", NNLAB_WARMUP="0")
-    proc = subprocess.run([sys.executable, "-c", _FIT_COMPILES], capture_output=True, text=True, env=env,
-                          timeout=600)
-    assert proc.returncode == 0, proc.stderr
-    compiled = set(json.loads(proc.stdout))
+""", tmp_path)
     assert "train_epoch_k2_o0" in compiled
     assert not {n for n in compiled if n.startswith("train_step")}
