@@ -30,6 +30,10 @@ _PER_PARAM = 5
 # for the verdicts and the charts
 MONITOR_ROW = 15 * 8
 MONITOR_STEP = 600
+# bytes Trainer.fit's History keeps per step (loss, gradient norm, step time: a Python float and a
+# list slot each) and per epoch (five such series)
+HISTORY_STEP = 3 * (24 + 8)
+HISTORY_EPOCH = 5 * (24 + 8)
 
 
 def parse_bytes(text):
@@ -86,7 +90,9 @@ def available_bytes():
 
 
 def format_bytes(n):
-    """'812 MiB', '3.0 GiB', '12.5 TiB'."""
+    """'812 MiB', '3.0 GiB', '12.5 TiB', '2048.0 PiB'; '10^350 PiB' for a count too large for a float."""
+    if n >= 2**1000:
+        return f"10^{len(str(int(n) // 2**50)) - 1} PiB"
     n = float(n)
     for unit, size in (("PiB", 2**50), ("TiB", 2**40), ("GiB", 2**30)):
         if n >= size:
@@ -132,6 +138,17 @@ def monitor_bytes(layers, steps):
     """Bytes of a gradient monitor's history: ``steps`` recorded steps of ``layers`` layers (the
     records and the series the verdicts build from them)."""
     return int(3 * steps * (layers * MONITOR_ROW + MONITOR_STEP))
+
+
+def count(n):
+    """An integer for a message: '1,234,567', or '~10^400' when it has more than 15 digits."""
+    n = int(n)
+    return f"{n:,}" if abs(n) < 10**15 else f"~10^{len(str(abs(n))) - 1}"
+
+
+def history_bytes(steps, epochs):
+    """Bytes of the :class:`~nnlab.trainer.History` of a fit of ``steps`` steps in ``epochs`` epochs."""
+    return int(steps * HISTORY_STEP + epochs * HISTORY_EPOCH)
 
 
 def array_bytes(*shape, itemsize=8):

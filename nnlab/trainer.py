@@ -310,6 +310,8 @@ class Trainer:
         batch_size = _validate.positive_int(batch_size, "batch_size")
         if seed is not None:
             seed = _validate.positive_int(seed, "seed", minimum=0)
+        if not isinstance(shuffle, (bool, np.bool_)):
+            raise HyperparameterError(f"shuffle must be True or False; got {shuffle!r}")
         for name, fn in (("callback", callback), ("step_callback", step_callback)):
             if fn is not None and not callable(fn):
                 raise HyperparameterError(f"{name} must be callable; got {fn!r}")
@@ -356,8 +358,12 @@ class Trainer:
                                               net.dtype.itemsize),
                         f"training with batch_size={batch_size} ({net.n_params:,} parameters, "
                         f"{prog.width} workspace elements per row)", "batch_size or the network's size")
+        per_epoch = -(-n // batch_size) * (1 if window is None else -(-(X.shape[1] // net.n_in) // window))
+        steps = epochs * per_epoch if max_steps is None else min(epochs * per_epoch, max_steps)
+        kept = epochs if max_steps is None else min(epochs, -(-steps // per_epoch) + 1)  # epochs that can run
+        _limits.require(_limits.history_bytes(steps, kept),  # (every step is kept in the History)
+                        f"a fit of {_limits.count(epochs)} epochs ({_limits.count(steps)} steps)", "epochs (or set max_steps)")
         if progress:
-            per_epoch = -(-n // batch_size) * (1 if window is None else -(-(X.shape[1] // net.n_in) // window))
             desc = progress if isinstance(progress, str) else "training"
         run = self._begin_run(X, Y, batch_size, shuffle, seed, None if tbptt is None else int(tbptt), resume)
         history = run.history
@@ -593,6 +599,7 @@ class Trainer:
             table[:, slot] += lam
         rng_state = net.rng.bit_generator.state
         seeds = np.array([net._noise_seed(training) for _ in range(n_steps)], dtype=np.int64)
+        batch_size = min(batch_size, X.shape[0])  # (the same batches; a larger one only sizes the buffers)
         buf = self._epoch_buffers(batch_size, X.shape[1], Y.shape[1], n_steps)
         xb, yb, outs, cycles = buf
         prog = net._prog_for(X)

@@ -181,6 +181,27 @@ def test_fit_refuses_a_run_larger_than_memory(monkeypatch):
     np.testing.assert_array_equal(net.params()[0], before)
 
 
+@pytest.mark.parametrize("epochs,needle", [
+    (2**70, r"a fit of ~10\^21 epochs \(~10\^21 steps\) needs about .* PiB of memory"),
+    (10**400, r"a fit of ~10\^400 epochs \(~10\^400 steps\) needs about 10\^387 PiB of memory"),
+    (10**9, r"a fit of 1,000,000,000 epochs \(4,000,000,000 steps\) needs about .* GiB of memory"),
+])
+def test_fit_refuses_more_epochs_than_its_history_can_hold(epochs, needle, monkeypatch):
+    """Every step of a fit is kept in its History: a count of epochs whose history would not fit in
+    memory is refused before any step (it would otherwise run for ever), naming epochs and max_steps."""
+    monkeypatch.setenv("NNLAB_MEMORY_LIMIT", "16G")  # (the 10^9 case on a machine of any size)
+    X, y = nl.datasets.load("xor", n=32, seed=0)
+    net = nl.Sequential([nl.Dense(2, 4, activation="tanh"), nl.Dense(4, 2)], loss="softmax_cross_entropy", seed=0)
+    before = net.params()[0].copy()
+    tr = nl.Trainer(net, "adam")
+    with pytest.raises(ResourceError, match=needle + r".*reduce epochs \(or set max_steps\)"):
+        tr.fit(X, y, epochs=epochs, batch_size=8)
+    np.testing.assert_array_equal(net.params()[0], before)
+    assert tr.optimizer.state_dict()["step"] == 0
+    history = tr.fit(X, y, epochs=epochs, batch_size=8, max_steps=3)  # bounded by max_steps: it runs
+    assert len(history.loss) == 3 and "max_steps=3" in history.stopped
+
+
 @pytest.mark.parametrize("args,needle", [
     (["train", "--data", "xor", "--layers", "1000000x3"], r"TiB of memory .*reduce --layers"),
     (["train", "--data", "digits", "--layers", "200000,200000"], r"1\.5 TiB of memory .*reduce --layers"),
