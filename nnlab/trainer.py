@@ -243,17 +243,12 @@ class Trainer:
         return [self._grads[o:o + int(np.prod(s))].reshape(s) for o, s in self.net._shapes]
 
     def evaluate(self, X, y):
-        """(loss, accuracy) on (X, y) in eval mode; accuracy is None for regression losses."""
-        net = self.net
-        X2, Y = net._prepare(X, y)
-        was = net.training
-        net.eval()
-        try:
-            out = net.forward(X)
-            loss = net.loss(X, y)
-        finally:
-            net.training = was
-        return loss, _accuracy(net._loss_code, out.reshape(X2.shape[0], -1), Y)
+        """(loss, accuracy) on (X, y) in eval mode; accuracy is None for regression losses.
+
+        One forward pass gives both (the one :meth:`fit` evaluates with after each epoch), run
+        :attr:`eval_chunk` rows at a time for a larger set, so its memory stays bounded."""
+        X2, Y = self.net._prepare(X, y)
+        return self._eval_arrays(X2, Y)
 
     def fit(self, X, y, epochs=1, batch_size=32, shuffle=True, seed=0, validation_split=0.0,
             validation_data=None, callback=None, step_callback=None, tbptt=None, max_steps=None,

@@ -212,3 +212,24 @@ def test_chunked_epoch_evaluation(loss):
     tr.eval_chunk = 7
     loss_c, acc_c = tr._eval_arrays(Xp, Yp)
     assert loss_c == pytest.approx(whole[0], rel=1e-13) and acc_c == whole[1]
+
+
+def test_evaluate_is_one_eval_mode_pass_in_chunks():
+    """evaluate: eval mode (dropout off, BatchNorm's running statistics read and left alone) over
+    a set larger than eval_chunk, equal to net.loss and the accuracy of net.forward in eval mode;
+    the network stays in training mode."""
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(53, 4))
+    y = rng.integers(0, 3, 53)
+    net = nl.Sequential([nl.Dense(4, 6), nl.BatchNorm(6), nl.Activation("tanh"), nl.Dropout(0.5),
+                         nl.Dense(6, 3)], loss="softmax_cross_entropy", seed=0)
+    tr = nl.Trainer(net, nl.optim.SGD(lr=0.1))
+    tr.step(X, y)
+    tr.eval_chunk = 7
+    buffers = [b.copy() for b in net.buffers()]
+    loss, acc = tr.evaluate(X, y)
+    assert net.training
+    assert all(np.array_equal(a, b) for a, b in zip(buffers, net.buffers()))
+    net.eval()
+    assert loss == pytest.approx(net.loss(X, y), rel=1e-12)
+    assert acc == np.mean(np.argmax(net.forward(X), axis=1) == y)

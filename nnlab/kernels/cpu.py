@@ -139,7 +139,9 @@ INLINE = dict(JIT, inline="always")
 # run_forward), which Numba types as a literal; through the inlined forward loop it reaches the
 # dense op's elementwise loops (dense.fast_forward), which are then compiled with the loops of that
 # pass only (the store of a·θ'(Z) or not). op_forward hands the other kinds a plain bool, so their
-# kernels stay one compiled copy for both passes.
+# kernels stay one compiled copy for both passes. The forward-only entry points (run_forward,
+# loss_only, eval_chunks) each inline forward_store rather than call run_forward: one compiled
+# level fewer for loss_only and eval_chunks, so Trainer.evaluate compiles no run_forward.
 #
 # kind -> (forward kernel, backward kernel) for the executors of a subset of the kinds; the dense
 # forward kernel takes no ``training`` and returns whether it stored a·θ'(Z) (see op_forward).
@@ -373,7 +375,7 @@ def eval_chunks(ops, hp, tens, params, ws, X, Y, loss_code, chunk, out):
     steps = 1
     for lo in range(0, n, chunk):
         m = min(chunk, n - lo)
-        o = run_forward(ops, hp, tens, params, ws, X[lo:lo + m], flag(0), np.int64(-1))
+        o = forward_store(ops, hp, tens, params, ws, ws, X[lo:lo + m], flag(0), np.int64(-1), False)  # see STORE
         rows = out_rows(tens, o, m)
         steps = tens[o, 2]
         Yhat = as_rows(tview(ws, tens, o, m), rows)
@@ -398,7 +400,7 @@ def loss_and_grad(ops, hp, tens, params, grads, ws, dws, X, Y, loss_code, traini
 def loss_only(ops, hp, tens, params, ws, dws, X, Y, loss_code, training, seed):
     """Forward and loss without the backward pass (finite differences, evaluation)."""
     n = X.shape[0]
-    out = run_forward(ops, hp, tens, params, ws, X, training, seed)
+    out = forward_store(ops, hp, tens, params, ws, ws, X, training, seed, False)  # (a literal: see STORE)
     rows = out_rows(tens, out, n)
     return loss_fwd_bwd(loss_code, as_rows(tview(ws, tens, out, n), rows), as_rows(Y, rows),
                         as_rows(tview(dws, tens, out, n), rows), flag(0))
