@@ -218,6 +218,8 @@ def _context(nl, K, OK, spec):
     def upd():
         OK.opt_update(code, hp, t, net._flat, grads, state)
 
+    K.ensure_loss_and_grad(K, net.dtype)  # (the general executor's step calls it through its callback)
+
     def step():
         K.train_step(*args, OK.CLIP_NONE, 0.0, tr._offsets, code, hp, t, state, True, res, False, *tr._no_monitor)
 

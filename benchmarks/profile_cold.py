@@ -45,8 +45,8 @@ FIT32_SRC = STEP32_SRC.replace(".step(X, y)", ".fit(X, y, epochs=1, batch_size=8
 STEP_LSTM_SRC = """
 import numpy as np, nnlab as nl
 rng = np.random.default_rng(0)
-X = rng.normal(size=(16, 5 * 2)); y = rng.normal(size=(16, 1))
-net = nl.Sequential([nl.LSTM(2, 8, steps=5), nl.Dense(8, 1)], loss="mse", seed=0)
+X = rng.normal(size=(16, 5, 2)); y = rng.normal(size=(16, 1))
+net = nl.Sequential([nl.LSTM(2, 8), nl.Dense(8, 1)], loss="mse", seed=0)
 nl.Trainer(net, nl.optim.Adam(lr=0.01)).step(X, y)
 """
 

@@ -23,6 +23,7 @@ import time
 # machine (seconds; docs/performance.md, "Cold start"): the executors for more kinds take longer
 _ENTRY = {
     "loss_and_grad": ("forward, loss and backward pass", 15),
+    "loss_and_grad_call": ("gradient pass", 1),
     "loss_only": ("forward pass and loss", 8),
     "run_forward": ("forward pass", 8),
     "run_backward": ("backward pass", 10),

@@ -308,6 +308,9 @@ class GradientMonitor:
         if self._grads is None:
             self._grads = np.zeros_like(net._flat)
         self._refresh_saturation()
+        from .kernels.cpu import ensure_loss_and_grad
+
+        ensure_loss_and_grad(net._kernels, net.dtype)
         loss = float(net._kernels.observe(prog.ops, prog.hp, prog.tens, net._store, self._grads, ws, dws, X, Y,
                                           net._loss_code, training, net._noise_seed(training), self._sat,
                                           self._stats))

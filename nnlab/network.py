@@ -25,6 +25,7 @@ from . import limits as _limits
 from . import losses as _losses
 from .errors import HyperparameterError, ModelFileError, NnlabError, ShapeError, UnknownNameError
 from .kernels import kernels_for
+from .kernels.cpu import ensure_loss_and_grad
 from .kernels.layout import (
     F_A,
     F_ACT,
@@ -456,9 +457,12 @@ class Sequential:
         prog.check_batch(X.shape[0], training)
         ws, dws = self._workspace(X.shape[0], prog.width)
         flat_grad = np.empty_like(self._flat)
-        loss = self._kernels.loss_and_grad(prog.ops, prog.hp, prog.tens, self._store, flat_grad, ws, dws,
-                                           X, Y, self._loss_code, training,
-                                           self._noise_seed(training))
+        ks = ensure_loss_and_grad(self._kernels, self.dtype)
+        # through the executor's loss_and_grad callback, which training shares (a device executor
+        # and the kernel sets of user-registered activations call loss_and_grad directly)
+        run = getattr(ks, "loss_and_grad_call", None) or ks.loss_and_grad
+        loss = run(prog.ops, prog.hp, prog.tens, self._store, flat_grad, ws, dws, X, Y, self._loss_code, training,
+                   self._noise_seed(training))
         n = X.shape[0]
         self.layer_errors = self._errors(prog, dws, n)
         grads = [flat_grad[o:o + int(np.prod(s))].reshape(s) for o, s in self._shapes]

@@ -145,6 +145,7 @@ class Trainer:
         self._grads = np.zeros_like(net._flat)
         self._out = np.zeros(3)
         self._no_monitor = (np.zeros(1, net.dtype), np.zeros((1, 2)), np.zeros((1, 1)))
+        self._lg_kernels = None  # the kernel set whose loss_and_grad callback is loaded
         self._labels = {}  # batch size -> ((N, 1) buffer, its flat view): float labels for step's fast path
         self.last = None
         self._bar = None
@@ -219,6 +220,8 @@ class Trainer:
         # the step compiled with this optimizer's update rule only (and no statistics without a
         # monitor: nnlab.kernels.variants); a user-activation kernel set has the general one only
         step = getattr(net._kernels, _step_name(code, mon is not None), None) or net._kernels.train_step
+        if net._kernels is not self._lg_kernels:  # (the executor's loss_and_grad callback, once)
+            self._lg_kernels = CK.ensure_loss_and_grad(net._kernels, net.dtype)
         step(prog.ops, prog.hp, prog.tens, net._store, self._grads, ws, dws, X, Y,
              net._loss_code, training, net._noise_seed(training),
              self.clip_kind, self.clip_value, self._offsets,
@@ -601,6 +604,8 @@ class Trainer:
         ws, dws = net._workspace(min(batch_size, X.shape[0]), prog.width)
         t_call = time.perf_counter()
         run = getattr(net._kernels, _epoch_name(code), None) or net._kernels.train_epoch  # (as in _step)
+        if net._kernels is not self._lg_kernels:
+            self._lg_kernels = CK.ensure_loss_and_grad(net._kernels, net.dtype)
         done = run(prog.ops, prog.hp, prog.tens, net._store, self._grads, ws, dws, X, Y,
                    order, batch_size, xb, yb, net._loss_code, training, seeds,
                    self.clip_kind, self.clip_value, self._offsets, code, table[:n_steps], t0,

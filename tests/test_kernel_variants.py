@@ -92,7 +92,7 @@ def test_the_trainer_calls_the_per_optimizer_step(monkeypatch):
 
     net._kernels = Spy()
     nl.Trainer(net, nl.optim.RMSprop(lr=0.01)).step(X, y)
-    assert calls == [f"train_step_o{OK.RMSPROP}"]
+    assert calls == [f"train_step_o{OK.RMSPROP}", "LG"]  # the step, and the callback it calls loss_and_grad by
 
 
 def test_the_variants_are_cached_and_bind_one_rule():

@@ -123,9 +123,16 @@ def _build_custom_set(entries):
     new = {id(M.act_f): _extend(M.act_f, entries, "f"), id(M.act_d): _extend(M.act_d, entries, "d"),
            id(M.act_dp): _extend(M.act_dp, entries, "dp")}
     modules = _kernel_modules()
-    rebind = _dispatching(modules, (M.act_f, M.act_d, M.act_dp))
+    # the training entry points call loss_and_grad through the built-in executors' C callbacks
+    # (cpu.loss_and_grad_entry); here they call this set's loss_and_grad directly
+    rebind = _dispatching(modules, (M.act_f, M.act_d, M.act_dp, cpu.loss_and_grad_entry))
     globs = {mod.__name__: dict(mod.__dict__) for mod in modules}
+    direct = cpu.lg_direct.py_func
+    new[id(cpu.loss_and_grad_entry)] = njit(
+        types.FunctionType(direct.__code__, globs[cpu.__name__], "loss_and_grad_entry"), **cpu.INLINE)
     for fid, (mod, obj) in rebind.items():
+        if fid in new:
+            continue
         py = obj.py_func
         # the same compile options (error model, fastmath flags, inlining), minus the on-disk
         # cache: these functions exist only in this process
@@ -172,7 +179,13 @@ def kinds_set(kinds):
     exec(compile(cpu.dispatch_source(kinds, suffix), cpu.__file__, "exec"), globs)  # noqa: S102 - fixed template
     new = {id(cpu.op_forward): njit(globs["op_forward" + suffix], **cpu.INLINE),
            id(cpu.op_backward): njit(globs["op_backward" + suffix], **cpu.INLINE)}
-    rebind = _dispatching([cpu], (cpu.op_forward, cpu.op_backward))
+    # this executor's slots of the loss_and_grad callbacks (cpu's LOSS_AND_GRAD)
+    globs["LG_EXECUTOR"] = index = cpu.EXECUTOR_KINDS.index(kinds) if kinds in cpu.EXECUTOR_KINDS else None
+    rebind = _dispatching([cpu], (cpu.op_forward, cpu.op_backward, cpu.loss_and_grad_entry))
+    if index is None:  # (a set of kinds of no executor group: no callback slot, direct calls)
+        direct = cpu.lg_direct.py_func
+        new[id(cpu.loss_and_grad_entry)] = njit(types.FunctionType(direct.__code__, globs, "loss_and_grad_entry"),
+                                                **cpu.INLINE)
     for fid, (_, obj) in rebind.items():
         if fid in new:
             continue
@@ -190,6 +203,11 @@ def kinds_set(kinds):
     ks = KernelSet(kinds=kinds)
     for name, obj in _jitted(cpu).items():
         setattr(ks, name, new.get(id(obj), obj))
+    if index is not None:
+        cb = cpu.lg_callback
+        fn = types.FunctionType(cb.__code__, globs, cb.__name__ + suffix)
+        fn.__qualname__ = cb.__qualname__ + suffix  # the name of its cache files
+        ks.LG = (index, fn, "loss_and_grad" + suffix)
     _kind_globs[kinds] = globs
     _kind_sets[kinds] = ks
     return ks

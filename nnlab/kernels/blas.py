@@ -50,6 +50,7 @@ import numpy as np
 from llvmlite import binding as llvm
 from llvmlite import ir
 from numba import carray, njit, types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .._config import JIT
@@ -291,6 +292,55 @@ def call_i64(typingctx, fn, args):
         return context.get_dummy_value()
 
     return types.void(fn, args), codegen
+
+
+@intrinsic
+def call_f64(typingctx, fn, args):
+    """f(*args) for the C function ``double f(...)`` at address ``fn``: each C-contiguous array of
+    the tuple ``args`` passes its data pointer followed by its shape (one int64 per dimension),
+    each integer or bool passes as an int64. The callee rebuilds the arrays with ``carray``."""
+    if not isinstance(fn, types.Integer) or not isinstance(args, types.BaseTuple):
+        return None
+    for a in args:
+        if isinstance(a, types.Array):
+            if a.layout != "C":
+                return None
+        elif not isinstance(a, (types.Integer, types.Boolean)):
+            return None
+
+    def codegen(context, builder, signature, llargs):
+        i64 = ir.IntType(64)
+        tys, vals = [], []
+        for k, a in enumerate(args):
+            v = builder.extract_value(llargs[1], k)
+            if isinstance(a, types.Array):
+                ary = context.make_array(a)(context, builder, v)
+                tys.append(ary.data.type)
+                vals.append(ary.data)
+                for dim in cgutils.unpack_tuple(builder, ary.shape, a.ndim):
+                    tys.append(i64)
+                    vals.append(dim)
+            else:
+                tys.append(i64)
+                vals.append(context.cast(builder, v, a, types.int64))
+        fnty = ir.FunctionType(ir.DoubleType(), tys)
+        func = builder.inttoptr(context.cast(builder, llargs[0], signature.args[0], types.int64), fnty.as_pointer())
+        return builder.call(func, vals)
+
+    return types.float64(fn, args), codegen
+
+
+def c_signature(args):
+    """The ``numba.cfunc`` signature of a callee that :func:`call_f64` calls with argument types
+    ``args`` (Numba types: arrays, integers, bools)."""
+    flat = []
+    for a in args:
+        if isinstance(a, types.Array):
+            flat.append(types.CPointer(a.dtype))
+            flat.extend([types.int64] * a.ndim)
+        else:
+            flat.append(types.int64)
+    return types.float64(*flat)
 
 
 # ---------------------------------------------------------------- the np.dot fallback

@@ -36,12 +36,13 @@ from types import FunctionType
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, types
+from numba import carray, njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .._config import FASTMATH, JIT
 from ..activations._math import act_d, act_dp, act_f, sigm
+from .blas import address_table, call_f64
 from .combine import add_backward, add_forward, gate_backward, gate_forward
 from .common import DBL_MAX, act_slots, assign1, assign2, fill_noise, flag, tview
 from .dense import dense_backward_stored, dense_forward_store, fast_code
@@ -166,6 +167,19 @@ EXECUTOR_KINDS = (
     frozenset({KIND_DENSE, KIND_RNN, KIND_LSTM}),
     frozenset(KIND_KERNELS) - {KIND_RNN, KIND_LSTM},
 )
+
+# LOSS_AND_GRAD: the training entry points (train_step and its per-optimizer copies, train_epoch,
+# observe) and loss_and_grad_call (Sequential.loss_and_grads) do not link loss_and_grad's code: they call it through a C callback, compiled (and
+# cached) once per executor and dtype (lg_callback: loss_and_grad's body behind a C signature),
+# whose address sits in this table: slot 2·LG_EXECUTOR for float64, +1 for float32.
+# Linked, loss_and_grad's code -- most of a step's -- was optimised again in every entry point
+# that a process compiles. LG_EXECUTOR is this module's index (the general executor, after the
+# kind groups); each kind group's executor has its own (kernels.kinds_set), and a kernel set of
+# user-registered activations calls loss_and_grad directly (loss_and_grad_entry is rebound to it).
+# ensure_loss_and_grad fills the slot before any entry point runs (the trainer, the monitor and
+# loss_and_grads call it); an empty slot makes loss_and_grad_entry return NaN without touching anything.
+LG_EXECUTOR = len(EXECUTOR_KINDS)
+LG_TABLE, _lg_slot = address_table("nnlab_loss_and_grad_table", 2 * (len(EXECUTOR_KINDS) + 1))
 
 
 def dispatch_source(kinds, suffix):
@@ -389,6 +403,51 @@ def loss_and_grad(ops, hp, tens, params, grads, ws, dws, X, Y, loss_code, traini
     """One compiled call: forward, loss, backward. Returns the loss; fills ``grads`` and ``dws``."""
     n = X.shape[0]
     out = forward_store(ops, hp, tens, params, ws, dws, X, training, seed, True)  # (a literal: see STORE)
+    rows = out_rows(tens, out, n)
+    loss = loss_fwd_bwd(loss_code, as_rows(tview(ws, tens, out, n), rows), as_rows(Y, rows),
+                        as_rows(tview(dws, tens, out, n), rows), flag(1))
+    backward_stored(ops, hp, tens, params, grads, ws, dws, n, flag(1))
+    return loss
+
+
+@njit(**INLINE)
+def loss_and_grad_entry(ops, hp, tens, params, grads, ws, dws, X, Y, loss_code, training, seed):
+    """loss_and_grad through this executor's C callback for the dtype of ``params`` (see
+    LOSS_AND_GRAD); NaN, with nothing touched, while the callback is not loaded."""
+    fn = _lg_slot(2 * LG_EXECUTOR + (params.itemsize == 4))
+    if fn == 0:
+        return np.nan
+    return call_f64(fn, (ops, hp, tens, params, grads, ws, dws, X, Y, loss_code, training, seed))
+
+
+@njit(**JIT)
+def loss_and_grad_call(ops, hp, tens, params, grads, ws, dws, X, Y, loss_code, training, seed):
+    """loss_and_grad through this executor's callback (see LOSS_AND_GRAD): what
+    ``Sequential.loss_and_grads`` calls, so that a process compiles loss_and_grad's code once, in
+    the callback, whether it trains, inspects gradients, or both."""
+    return loss_and_grad_entry(ops, hp, tens, params, grads, ws, dws, X, Y, loss_code, training, seed)
+
+
+@njit(**INLINE)
+def lg_direct(ops, hp, tens, params, grads, ws, dws, X, Y, loss_code, training, seed):
+    """loss_and_grad_entry of a kernel set without callbacks (user-registered activations): the
+    direct call."""
+    return loss_and_grad(ops, hp, tens, params, grads, ws, dws, X, Y, loss_code, training, seed)
+
+
+def lg_callback(ops, ops_r, ops_c, hp, hp_r, hp_c, tens, tens_r, tens_c, params, params_n, grads, grads_n,
+                ws, ws_n, dws, dws_n, X, X_r, X_c, Y, Y_r, Y_c, loss_code, training, seed):
+    """The C callback behind loss_and_grad_entry (the arguments as ``blas.call_f64`` passes them):
+    loss_and_grad's body itself, over the rebuilt arrays -- neither a call to loss_and_grad, which
+    would link it (one more optimisation of all its code), nor an inlined copy (Numba's IR inlining
+    of a function that size took longer than compiling it). tests/test_loss_and_grad_callback.py
+    holds the two to the same bits."""
+    ops, hp, tens = carray(ops, (ops_r, ops_c)), carray(hp, (hp_r, hp_c)), carray(tens, (tens_r, tens_c))
+    params, grads = carray(params, params_n), carray(grads, grads_n)
+    ws, dws = carray(ws, ws_n), carray(dws, dws_n)
+    X, Y = carray(X, (X_r, X_c)), carray(Y, (Y_r, Y_c))
+    n = X_r
+    out = forward_store(ops, hp, tens, params, ws, dws, X, training != 0, seed, True)  # (a literal: see STORE)
     rows = out_rows(tens, out, n)
     loss = loss_fwd_bwd(loss_code, as_rows(tview(ws, tens, out, n), rows), as_rows(Y, rows),
                         as_rows(tview(dws, tens, out, n), rows), flag(1))
@@ -731,7 +790,7 @@ def train_step(ops, hp, tens, params, grads, ws, dws, X, Y, loss_code, training,
     P = params[:npar]
     nbuf = params.size - npar
     kept = params[npar:].copy() if nbuf > 0 and skip_nonfinite else params[:0]
-    loss = loss_and_grad(ops, hp, tens, params, grads, ws, dws, X, Y, loss_code, training, seed)
+    loss = loss_and_grad_entry(ops, hp, tens, params, grads, ws, dws, X, Y, loss_code, training, seed)
     if record:
         assign1(prev, P)
         grad_stats(ops, hp, tens, params, grads, ws, dws, n, sat, stats)
@@ -765,6 +824,46 @@ def _inlined(fn, name):
 # trains with fit compiles (and LLVM optimises) the step's code once, not once for train_step and
 # again for the train_epoch that links it (see the compile-time note at the executor)
 train_step_inline = _inlined(train_step, "train_step_inline")
+LG = (LG_EXECUTOR, lg_callback, "loss_and_grad")
+"""(slot index, callback function, name) of this kernel set's loss_and_grad callback: what
+:func:`ensure_loss_and_grad` compiles (a tuple, so that wrappers forwarding a kernel set's
+callables pass it through unchanged)."""
+
+
+_LG_CALLBACKS = []  # the compiled callbacks, kept alive for the life of the process
+
+
+def lg_signature(dtype):
+    """The C signature of lg_callback for parameters of ``dtype``."""
+    from .blas import c_signature
+
+    f = types.float32 if np.dtype(dtype) == np.float32 else types.float64
+    i2, f1, f2 = types.int64[:, ::1], f[::1], f[:, ::1]
+    return c_signature((i2, types.float64[:, ::1], i2, f1, f1, f1, f1, f2, f2, types.int64, types.boolean,
+                        types.int64))
+
+
+def ensure_loss_and_grad(ks, dtype):
+    """Load (or compile and cache) kernel set ``ks``'s loss_and_grad callback for ``dtype`` and put
+    its address in the table, once per process: before ``ks``'s training entry points run (see
+    LOSS_AND_GRAD). A kernel set without one (user-registered activations, a device executor)
+    needs nothing. Returns ``ks``."""
+    lg = getattr(ks, "LG", None)
+    if not isinstance(lg, tuple):
+        return ks
+    index, fn, name = lg
+    slot = 2 * index + (np.dtype(dtype) == np.float32)
+    if LG_TABLE[slot]:
+        return ks
+    from .._compile_notice import describe
+    from .blas import callback
+
+    what = describe(name, (None, None, None, types.Array(
+        types.float32 if np.dtype(dtype) == np.float32 else types.float64, 1, "C")))[0]
+    cb = callback(fn, lg_signature(dtype), what)
+    _LG_CALLBACKS.append(cb)
+    LG_TABLE[slot] = cb.address
+    return ks
 
 
 @intrinsic
@@ -821,7 +920,7 @@ def train_epoch(ops, hp, tens, params, grads, ws, dws, X, Y, order, batch, xb, y
 def observe(ops, hp, tens, params, grads, ws, dws, X, Y, loss_code, training, seed, sat, stats):
     """loss_and_grad plus the gradient-health statistics, without an update (‖ΔW‖ = 0)."""
     n = X.shape[0]
-    loss = loss_and_grad(ops, hp, tens, params, grads, ws, dws, X, Y, loss_code, training, seed)
+    loss = loss_and_grad_entry(ops, hp, tens, params, grads, ws, dws, X, Y, loss_code, training, seed)
     grad_stats(ops, hp, tens, params, grads, ws, dws, n, sat, stats)
     update_stats(ops, params, params, stats)
     return loss
