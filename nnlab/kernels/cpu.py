@@ -169,15 +169,16 @@ EXECUTOR_KINDS = (
 )
 
 # LOSS_AND_GRAD: the training entry points (train_step and its per-optimizer copies, train_epoch,
-# observe) and loss_and_grad_call (Sequential.loss_and_grads) do not link loss_and_grad's code: they call it through a C callback, compiled (and
-# cached) once per executor and dtype (lg_callback: loss_and_grad's body behind a C signature),
-# whose address sits in this table: slot 2·LG_EXECUTOR for float64, +1 for float32.
-# Linked, loss_and_grad's code -- most of a step's -- was optimised again in every entry point
-# that a process compiles. LG_EXECUTOR is this module's index (the general executor, after the
-# kind groups); each kind group's executor has its own (kernels.kinds_set), and a kernel set of
-# user-registered activations calls loss_and_grad directly (loss_and_grad_entry is rebound to it).
-# ensure_loss_and_grad fills the slot before any entry point runs (the trainer, the monitor and
-# loss_and_grads call it); an empty slot makes loss_and_grad_entry return NaN without touching anything.
+# observe) and loss_and_grad_call (Sequential.loss_and_grads) do not link loss_and_grad's code:
+# they call it through a C callback, compiled (and cached) once per executor and dtype
+# (lg_callback: loss_and_grad's body behind a C signature), whose address sits in this table:
+# slot 2·LG_EXECUTOR for float64, +1 for float32. Linked, loss_and_grad's code -- most of a
+# step's -- was optimised again in every entry point that a process compiles. LG_EXECUTOR is this
+# module's index (the general executor, after the kind groups); each kind group's executor has
+# its own (kernels.kinds_set), and a kernel set of user-registered activations calls
+# loss_and_grad directly (loss_and_grad_entry is rebound to lg_direct). ensure_loss_and_grad
+# fills the slot before any entry point runs (the trainer, the monitor and loss_and_grads call
+# it); an empty slot makes loss_and_grad_entry return NaN without touching anything.
 LG_EXECUTOR = len(EXECUTOR_KINDS)
 LG_TABLE, _lg_slot = address_table("nnlab_loss_and_grad_table", 2 * (len(EXECUTOR_KINDS) + 1))
 
