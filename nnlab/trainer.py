@@ -601,7 +601,7 @@ class Trainer:
         buf = self._epoch_buffers(batch_size, X.shape[1], Y.shape[1], n_steps)
         xb, yb, outs, cycles = buf
         prog = net._prog_for(X)
-        ws, dws = net._workspace(min(batch_size, X.shape[0]), prog.width)
+        ws, dws = net._workspace(batch_size, prog.width)
         t_call = time.perf_counter()
         run = getattr(net._kernels, _epoch_name(code), None) or net._kernels.train_epoch  # (as in _step)
         if net._kernels is not self._lg_kernels:

@@ -119,6 +119,13 @@ def _dispatching(modules, roots):
     return {fid: funcs[fid] for fid in need if fid in funcs}
 
 
+def _direct_entry(globs):
+    """``cpu.loss_and_grad_entry`` for a kernel set without a loss_and_grad callback: ``cpu.lg_direct``
+    (the direct call) seeing the set's globals ``globs``."""
+    direct = cpu.lg_direct.py_func
+    return njit(types.FunctionType(direct.__code__, globs, "loss_and_grad_entry"), **cpu.INLINE)
+
+
 def _build_custom_set(entries):
     new = {id(M.act_f): _extend(M.act_f, entries, "f"), id(M.act_d): _extend(M.act_d, entries, "d"),
            id(M.act_dp): _extend(M.act_dp, entries, "dp")}
@@ -127,9 +134,7 @@ def _build_custom_set(entries):
     # (cpu.loss_and_grad_entry); here they call this set's loss_and_grad directly
     rebind = _dispatching(modules, (M.act_f, M.act_d, M.act_dp, cpu.loss_and_grad_entry))
     globs = {mod.__name__: dict(mod.__dict__) for mod in modules}
-    direct = cpu.lg_direct.py_func
-    new[id(cpu.loss_and_grad_entry)] = njit(
-        types.FunctionType(direct.__code__, globs[cpu.__name__], "loss_and_grad_entry"), **cpu.INLINE)
+    new[id(cpu.loss_and_grad_entry)] = _direct_entry(globs[cpu.__name__])
     for fid, (mod, obj) in rebind.items():
         if fid in new:
             continue
@@ -183,9 +188,7 @@ def kinds_set(kinds):
     globs["LG_EXECUTOR"] = index = cpu.EXECUTOR_KINDS.index(kinds) if kinds in cpu.EXECUTOR_KINDS else None
     rebind = _dispatching([cpu], (cpu.op_forward, cpu.op_backward, cpu.loss_and_grad_entry))
     if index is None:  # (a set of kinds of no executor group: no callback slot, direct calls)
-        direct = cpu.lg_direct.py_func
-        new[id(cpu.loss_and_grad_entry)] = njit(types.FunctionType(direct.__code__, globs, "loss_and_grad_entry"),
-                                                **cpu.INLINE)
+        new[id(cpu.loss_and_grad_entry)] = _direct_entry(globs)
     for fid, (_, obj) in rebind.items():
         if fid in new:
             continue

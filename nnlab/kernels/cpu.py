@@ -42,7 +42,7 @@ from numba.extending import intrinsic
 
 from .._config import FASTMATH, JIT
 from ..activations._math import act_d, act_dp, act_f, sigm
-from .blas import address_table, call_f64
+from .blas import address_table, c_signature, call_f64, callback
 from .combine import add_backward, add_forward, gate_backward, gate_forward
 from .common import DBL_MAX, act_slots, assign1, assign2, fill_noise, flag, tview
 from .dense import dense_backward_stored, dense_forward_store, fast_code
@@ -836,8 +836,6 @@ _LG_CALLBACKS = []  # the compiled callbacks, kept alive for the life of the pro
 
 def lg_signature(dtype):
     """The C signature of lg_callback for parameters of ``dtype``."""
-    from .blas import c_signature
-
     f = types.float32 if np.dtype(dtype) == np.float32 else types.float64
     i2, f1, f2 = types.int64[:, ::1], f[::1], f[:, ::1]
     return c_signature((i2, types.float64[:, ::1], i2, f1, f1, f1, f1, f2, f2, types.int64, types.boolean,
@@ -857,7 +855,6 @@ def ensure_loss_and_grad(ks, dtype):
     if LG_TABLE[slot]:
         return ks
     from .._compile_notice import describe
-    from .blas import callback
 
     what = describe(name, (None, None, None, types.Array(
         types.float32 if np.dtype(dtype) == np.float32 else types.float64, 1, "C")))[0]
